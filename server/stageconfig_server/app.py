@@ -1,0 +1,137 @@
+"""The running server, assembled: database, cipher, service, broadcaster, sync, gRPC.
+
+``StageConfigApp.start(settings)`` is what ``stageconfig-server`` and the tests run; it
+fails fast (before binding) on a missing or wrong ``ADMIN_SECRET_KEY``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from stageconfig_server.admin_events import LogAndWebhookEvents
+from stageconfig_server.broadcast import Broadcaster
+from stageconfig_server.crypto import KeyCipher
+from stageconfig_server.db.engine import create_engine
+from stageconfig_server.db.migrate import upgrade_to_head
+from stageconfig_server.db.repository import Repository
+from stageconfig_server.domain import ProviderKind
+from stageconfig_server.errors import SecretMismatch
+from stageconfig_server.providers.base import ProviderAdapter
+from stageconfig_server.providers.registry import build_adapters
+from stageconfig_server.rpc.server import NOT_SERVING, create_server
+from stageconfig_server.rpc.servicer import StageConfigServicer
+from stageconfig_server.service import ConfigService
+from stageconfig_server.settings import LegacySettings, Settings
+from stageconfig_server.sync import ModelSync
+
+log = logging.getLogger(__name__)
+
+
+def build_cipher(settings: Settings) -> KeyCipher:
+    """The key cipher from ADMIN_SECRET_KEY (+ previous secrets)."""
+    if settings.admin_secret_key is None or not settings.admin_secret_key.get_secret_value():
+        raise SecretMismatch(
+            "ADMIN_SECRET_KEY is not set: it is the secret stored API keys are encrypted "
+            "with. Set it (scripts/serve generates a development one)."
+        )
+    return KeyCipher(
+        settings.admin_secret_key.get_secret_value(),
+        [s.get_secret_value() for s in settings.admin_secret_key_previous],
+    )
+
+
+async def open_storage(settings: Settings) -> tuple[AsyncEngine, Repository, KeyCipher]:
+    """Engine, migrations, repository and a cipher checked against the stored canary."""
+    cipher = build_cipher(settings)
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade_to_head(engine)
+        repository = Repository(engine)
+        canary, created = await repository.get_or_create_canary(cipher.make_canary)
+        if not created:
+            cipher.check_canary(canary)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine, repository, cipher
+
+
+@dataclass
+class StageConfigApp:
+    """A started server and everything it owns."""
+
+    settings: Settings
+    engine: AsyncEngine
+    service: ConfigService
+    broadcaster: Broadcaster
+    sync: ModelSync
+    server: grpc.aio.Server
+    port: int
+    health: Any
+
+    @classmethod
+    async def start(
+        cls,
+        settings: Settings,
+        *,
+        legacy: LegacySettings | None = None,
+        adapters: Mapping[ProviderKind, ProviderAdapter] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+        run_sync: bool = True,
+    ) -> StageConfigApp:
+        """Open storage, load the view, start the sync and serve."""
+        engine, repository, cipher = await open_storage(settings)
+        try:
+            service = ConfigService(
+                repository,
+                cipher,
+                adapters
+                or build_adapters(settings.provider_base_urls(), settings.provider_timeout_seconds),
+                legacy if legacy is not None else LegacySettings(),
+                events=LogAndWebhookEvents(settings.admin_webhook_url),
+                provider_timeout_seconds=settings.provider_timeout_seconds,
+                clock=clock,
+            )
+            await service.load()
+            broadcaster = Broadcaster(service, heartbeat_seconds=settings.heartbeat_seconds)
+            await broadcaster.load_recent()
+            servicer = StageConfigServicer(service, broadcaster)
+            server, port, health_servicer = create_server(
+                servicer, settings.address, interceptors=interceptors
+            )
+            await server.start()
+            sync = ModelSync(service, timedelta(hours=settings.sync_interval_hours), clock=clock)
+            if run_sync:
+                await sync.start()
+        except BaseException:
+            await engine.dispose()
+            raise
+        log.info("stageconfig serving on %s (port %d)", settings.address, port)
+        return cls(settings, engine, service, broadcaster, sync, server, port, health_servicer)
+
+    @property
+    def target(self) -> str:
+        """host:port a client on this machine dials."""
+        host = self.settings.address.rsplit(":", 1)[0] or "127.0.0.1"
+        if host in ("0.0.0.0", "[::]", "::"):  # noqa: S104 - a listen address, not a bind
+            host = "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Graceful shutdown: NOT_SERVING, end watch streams, finish unary calls, close."""
+        await self.health.enter_graceful_shutdown()
+        self.sync.stop()
+        self.broadcaster.close()
+        await self.server.stop(grace)
+        await self.engine.dispose()
+
+
+__all__ = ["NOT_SERVING", "StageConfigApp", "build_cipher", "open_storage"]

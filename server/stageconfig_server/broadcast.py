@@ -1,0 +1,247 @@
+"""Fan-out of committed changes to WatchConfig streams.
+
+Each change is serialized once for all watchers (a plaintext-key form for workers and
+a masked form for admins) and handed to every interested watcher as bytes. A watcher
+keeps at most one pending change per stage (newer replaces older), so a slow reader
+costs a bounded amount of memory; a write that cannot complete within
+``send_timeout`` drops the stream and the client resumes from its revision.
+
+A window of recent encoded changes serves resumes from memory: a client that comes
+back with a revision inside the window gets exactly the changes it missed; older
+revisions get a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from stageconfig.v1 import stage_config_pb2 as pb
+from stageconfig_server.domain import StageConfig, StageType
+from stageconfig_server.rpc.convert import config_to_pb, reason_to_pb, timestamp
+from stageconfig_server.service import ConfigChange, ConfigService
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETAINED_CHANGES = 10_000
+DEFAULT_SEND_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedChange:
+    """One change serialized for both audiences."""
+
+    revision: int
+    stage_type: StageType
+    worker_bytes: bytes
+    admin_bytes: bytes
+
+    def for_audience(self, reveal_keys: bool) -> bytes:
+        """The bytes a watcher of this audience receives."""
+        return self.worker_bytes if reveal_keys else self.admin_bytes
+
+
+@dataclass(eq=False)
+class Watcher:
+    """One WatchConfig stream."""
+
+    client_id: str
+    peer: str
+    actor: str
+    stages: frozenset[StageType]
+    reveal_keys: bool
+    connected_since: datetime
+    last_revision: int = 0
+    pending: dict[StageType, EncodedChange] = field(default_factory=dict)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, change: EncodedChange) -> None:
+        """Queue a change, replacing an older pending change of the same stage."""
+        if change.stage_type in self.stages and change.revision > self.last_revision:
+            self.pending[change.stage_type] = change
+            self.wakeup.set()
+
+    def take_pending(self) -> list[EncodedChange]:
+        """The pending changes in revision order, emptying the queue."""
+        changes = sorted(self.pending.values(), key=lambda c: c.revision)
+        self.pending.clear()
+        self.wakeup.clear()
+        return changes
+
+
+def encode_change(change: ConfigChange) -> EncodedChange:
+    """Serialize a change once per audience."""
+
+    def encode(reveal: bool) -> bytes:
+        message = pb.WatchConfigResponse(
+            change=pb.Change(
+                revision=change.revision,
+                config=config_to_pb(change.config, reveal_key=reveal),
+                reason=reason_to_pb(change.reason),
+            )
+        )
+        return message.SerializeToString()
+
+    return EncodedChange(change.revision, change.config.stage_type, encode(True), encode(False))
+
+
+def encode_snapshot(revision: int, configs: Sequence[StageConfig], reveal_keys: bool) -> bytes:
+    """A snapshot message of ``configs`` at ``revision``."""
+    return pb.WatchConfigResponse(
+        snapshot=pb.Snapshot(
+            revision=revision,
+            configs=[config_to_pb(c, reveal_key=reveal_keys) for c in configs],
+        )
+    ).SerializeToString()
+
+
+class Broadcaster:
+    """Holds the watchers and the window of recent changes; fed by the service."""
+
+    def __init__(
+        self,
+        service: ConfigService,
+        *,
+        heartbeat_seconds: float,
+        retained_changes: int = DEFAULT_RETAINED_CHANGES,
+        send_timeout_seconds: float = DEFAULT_SEND_TIMEOUT_SECONDS,
+    ) -> None:
+        self._service = service
+        self._heartbeat_seconds = heartbeat_seconds
+        self._send_timeout = send_timeout_seconds
+        self._recent: collections.deque[EncodedChange] = collections.deque(maxlen=retained_changes)
+        self._watchers: set[Watcher] = set()
+        self._heartbeat_cache: tuple[float, int, bytes] = (0.0, -1, b"")
+        self._closing = asyncio.Event()
+        service.add_listener(self.publish)
+
+    async def load_recent(self) -> None:
+        """Fill the resume window from the revision log (at start), so clients that were
+        connected before a restart resume with exactly what they missed."""
+        head = self._service.head_revision
+        maxlen = self._recent.maxlen or DEFAULT_RETAINED_CHANGES
+        entries = await self._service.repository.log_since(max(0, head - maxlen))
+        self._recent.clear()
+        for entry in entries:
+            if entry.revision <= head:
+                config = self._service.config_at(entry)
+                self._recent.append(
+                    encode_change(ConfigChange(entry.revision, config, entry.reason))
+                )
+
+    @property
+    def watchers(self) -> list[Watcher]:
+        """The connected watchers (for ListWatchers and metrics)."""
+        return list(self._watchers)
+
+    def publish(self, change: ConfigChange) -> None:
+        """Encode a committed change once and hand it to every interested watcher."""
+        encoded = encode_change(change)
+        self._recent.append(encoded)
+        for watcher in self._watchers:
+            watcher.offer(encoded)
+
+    def close(self) -> None:
+        """End every stream (graceful shutdown): clients move to another replica at once."""
+        self._closing.set()
+        for watcher in self._watchers:
+            watcher.wakeup.set()
+
+    def _heartbeat(self) -> bytes:
+        # One encoding per second at most, shared by every watcher.
+        now = time.monotonic()
+        cached_at, cached_head, cached = self._heartbeat_cache
+        head = self._service.head_revision
+        if now - cached_at < 1.0 and cached_head == head:
+            return cached
+        message = pb.WatchConfigResponse(heartbeat=pb.Heartbeat(head_revision=head))
+        if (ts := timestamp(datetime.now(UTC))) is not None:
+            message.heartbeat.server_time.CopyFrom(ts)
+        encoded = message.SerializeToString()
+        self._heartbeat_cache = (now, head, encoded)
+        return encoded
+
+    def _missed_since(
+        self, revision: int, stages: frozenset[StageType]
+    ) -> list[EncodedChange] | None:
+        """The changes after ``revision`` from the window, or None when the window does
+        not reach back that far (the caller then sends a snapshot)."""
+        head = self._service.head_revision
+        if revision > head:
+            return None
+        if revision == head:
+            return []
+        # Revisions in the window are contiguous; if its first is past revision + 1,
+        # something the client missed is gone and only a snapshot is safe.
+        if not self._recent or self._recent[0].revision > revision + 1:
+            return None
+        return [c for c in self._recent if c.revision > revision and c.stage_type in stages]
+
+    async def watch(
+        self,
+        *,
+        stages: Sequence[StageType],
+        resume_revision: int | None,
+        client_id: str,
+        peer: str,
+        actor: str,
+        reveal_keys: bool,
+    ) -> AsyncIterator[bytes]:
+        """The serialized messages of one WatchConfig stream, until the client leaves or
+        the server shuts down. The caller writes each with a bound (``send_timeout``)."""
+        watcher = Watcher(
+            client_id=client_id,
+            peer=peer,
+            actor=actor,
+            stages=frozenset(stages or StageType),
+            reveal_keys=reveal_keys,
+            connected_since=datetime.now(UTC),
+        )
+        # Registering and reading the start state happen with no await in between, so
+        # no change can fall between the snapshot (or the missed list) and the queue.
+        self._watchers.add(watcher)
+        try:
+            missed = (
+                self._missed_since(resume_revision, watcher.stages)
+                if resume_revision is not None
+                else None
+            )
+            if missed is None:
+                revision, configs = self._service.snapshot(sorted(watcher.stages))
+                watcher.last_revision = revision
+                first = [encode_snapshot(revision, configs, reveal_keys)]
+            else:
+                watcher.last_revision = resume_revision or 0
+                first = [c.for_audience(reveal_keys) for c in missed]
+                if missed:
+                    watcher.last_revision = missed[-1].revision
+                # A heartbeat right away tells the client it is at the head now.
+                first.append(self._heartbeat())
+            watcher.pending = {
+                s: c for s, c in watcher.pending.items() if c.revision > watcher.last_revision
+            }
+            for message in first:
+                yield message
+            while not self._closing.is_set():
+                try:
+                    await asyncio.wait_for(watcher.wakeup.wait(), self._heartbeat_seconds)
+                except TimeoutError:
+                    yield self._heartbeat()
+                    continue
+                for change in watcher.take_pending():
+                    if change.revision <= watcher.last_revision:
+                        continue
+                    yield change.for_audience(reveal_keys)
+                    watcher.last_revision = change.revision
+        finally:
+            self._watchers.discard(watcher)
+
+    @property
+    def send_timeout(self) -> float:
+        """How long one write to a stream may take before the watcher is dropped."""
+        return self._send_timeout

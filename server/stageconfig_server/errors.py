@@ -1,0 +1,68 @@
+"""The server's error tree. The service layer raises these; ``rpc/status.py`` maps them
+to gRPC status codes in one table.
+
+    StageConfigError
+      InvalidArgument      a request field is wrong (names the field)
+      NotFound             nothing stored and no fallback
+      RevisionConflict     expected_revision is stale
+      KeyRejected          the provider refused the key (nothing written)
+      PermissionDenied     the caller's role may not do this
+      Unauthenticated      no or unknown token
+      StorageUnavailable   the database cannot be reached / written
+      SecretMismatch       ADMIN_SECRET_KEY cannot decrypt the stored data (start-up)
+"""
+
+from __future__ import annotations
+
+
+class StageConfigError(Exception):
+    """Root of every error the service raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(StageConfigError):
+    """A request field is missing or malformed; ``field`` names it (proto field path)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.description = message
+
+
+class NotFound(StageConfigError):
+    """The thing asked for does not exist."""
+
+
+class RevisionConflict(StageConfigError):
+    """An optimistic write found the stage at another revision."""
+
+    def __init__(self, message: str, current_revision: int) -> None:
+        super().__init__(message)
+        self.current_revision = current_revision
+
+
+class KeyRejected(StageConfigError):
+    """The provider rejected the key; the stored config was left as it was."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class PermissionDenied(StageConfigError):
+    """The caller's role may not make this call."""
+
+
+class Unauthenticated(StageConfigError):
+    """The caller presented no token, or one the server does not know."""
+
+
+class StorageUnavailable(StageConfigError):
+    """The database could not be read or written; retry later."""
+
+
+class SecretMismatch(StageConfigError):
+    """The configured secret cannot decrypt what is stored."""

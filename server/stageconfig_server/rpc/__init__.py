@@ -1,0 +1,1 @@
+"""The gRPC transport: proto ↔ domain conversion, the servicer, auth, errors, the server."""

@@ -1,0 +1,178 @@
+"""Proto ↔ domain, in one place. Proto types stop here; the service sees domain types.
+
+An unspecified or unknown enum value becomes InvalidArgument naming the field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from stageconfig.v1 import stage_config_pb2 as pb
+from stageconfig_server.crypto import mask_key
+from stageconfig_server.db.records import LogEntry
+from stageconfig_server.domain import (
+    ChangeReason,
+    ConfigSource,
+    ConfigStatus,
+    ProviderKind,
+    StageConfig,
+    StageType,
+    StatusCause,
+)
+from stageconfig_server.errors import InvalidArgument
+from stageconfig_server.service import ModelsView, RefreshOutcome, StageView
+
+_STAGE_TO_PB = {s: pb.StageType.Value(f"STAGE_TYPE_{s.value}") for s in StageType}
+_PB_TO_STAGE: dict[int, StageType] = {v: k for k, v in _STAGE_TO_PB.items()}
+_PROVIDER_TO_PB = {p: pb.ProviderKind.Value(f"PROVIDER_KIND_{p.value}") for p in ProviderKind}
+_PB_TO_PROVIDER: dict[int, ProviderKind] = {v: k for k, v in _PROVIDER_TO_PB.items()}
+_STATUS_TO_PB = {s: pb.ConfigStatus.Value(f"CONFIG_STATUS_{s.value}") for s in ConfigStatus}
+_CAUSE_TO_PB = {c: pb.StatusCause.Value(f"STATUS_CAUSE_{c.value}") for c in StatusCause}
+_SOURCE_TO_PB = {s: pb.ConfigSource.Value(f"CONFIG_SOURCE_{s.value}") for s in ConfigSource}
+_REASON_TO_PB = {r: pb.ChangeReason.Value(f"CHANGE_REASON_{r.value}") for r in ChangeReason}
+
+
+def stage_from_pb(value: int, field: str = "stage_type") -> StageType:
+    """A required stage; UNSPECIFIED or unknown → InvalidArgument on ``field``."""
+    stage = _PB_TO_STAGE.get(value)
+    if stage is None:
+        allowed = ", ".join(pb.StageType.Name(v) for v in _STAGE_TO_PB.values())
+        what = "is required" if value == 0 else f"has unknown value {value}"
+        raise InvalidArgument(field, f"{what}; one of {allowed}")
+    return stage
+
+
+def optional_stage_from_pb(value: int, field: str = "stage_type") -> StageType | None:
+    """A stage where UNSPECIFIED means 'all'."""
+    return None if value == 0 else stage_from_pb(value, field)
+
+
+def provider_from_pb(value: int, field: str = "provider_kind") -> ProviderKind:
+    """A required provider kind; UNSPECIFIED or unknown → InvalidArgument on ``field``."""
+    provider = _PB_TO_PROVIDER.get(value)
+    if provider is None:
+        allowed = ", ".join(pb.ProviderKind.Name(v) for v in _PROVIDER_TO_PB.values())
+        what = "is required" if value == 0 else f"has unknown value {value}"
+        raise InvalidArgument(field, f"{what}; one of {allowed}")
+    return provider
+
+
+def stage_to_pb(stage: StageType) -> pb.StageType.ValueType:
+    """The proto enum value of a stage."""
+    return _STAGE_TO_PB[stage]
+
+
+def provider_to_pb(provider: ProviderKind) -> pb.ProviderKind.ValueType:
+    """The proto enum value of a provider kind."""
+    return _PROVIDER_TO_PB[provider]
+
+
+def status_to_pb(status: ConfigStatus) -> pb.ConfigStatus.ValueType:
+    """The proto enum value of a status."""
+    return _STATUS_TO_PB[status]
+
+
+def reason_to_pb(reason: ChangeReason) -> pb.ChangeReason.ValueType:
+    """The proto enum value of a change reason."""
+    return _REASON_TO_PB[reason]
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    """A Timestamp, or None for a missing time."""
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def config_to_pb(config: StageConfig, *, reveal_key: bool) -> pb.StageConfig:
+    """A StageConfig message; the key is plaintext only when ``reveal_key``."""
+    message = pb.StageConfig(
+        stage_type=_STAGE_TO_PB[config.stage_type],
+        provider_kind=_PROVIDER_TO_PB[config.provider_kind],
+        api_key=config.api_key if reveal_key else mask_key(config.api_key),
+        api_key_masked=not reveal_key,
+        model=config.model,
+        revision=config.revision,
+        status=_STATUS_TO_PB[config.status],
+        options=dict(config.options),
+        source=_SOURCE_TO_PB[config.source],
+        status_reason=config.status_reason,
+        status_cause=(
+            _CAUSE_TO_PB[config.status_cause]
+            if config.status_cause
+            else pb.STATUS_CAUSE_UNSPECIFIED
+        ),
+        api_key_fingerprint=config.api_key_fingerprint,
+    )
+    if (ts := timestamp(config.updated_at)) is not None:
+        message.updated_at.CopyFrom(ts)
+    if (ts := timestamp(config.models_cache_updated_at)) is not None:
+        message.models_cache_updated_at.CopyFrom(ts)
+    return message
+
+
+def stage_view_to_pb(view: StageView) -> pb.StageConfigView:
+    """What an admin sees of one stage (key always masked)."""
+    message = pb.StageConfigView(
+        stage_type=_STAGE_TO_PB[view.stage_type],
+        models=list(view.models),
+        allowed_providers=[_PROVIDER_TO_PB[p] for p in view.allowed_providers],
+    )
+    if view.config is not None:
+        message.config.CopyFrom(config_to_pb(view.config, reveal_key=False))
+    else:
+        message.config.CopyFrom(
+            pb.StageConfig(
+                stage_type=_STAGE_TO_PB[view.stage_type],
+                source=_SOURCE_TO_PB[ConfigSource.UNCONFIGURED],
+            )
+        )
+    return message
+
+
+def models_to_pb(view: ModelsView) -> pb.ListModelsResponse:
+    """A ListModels answer."""
+    message = pb.ListModelsResponse(
+        models=list(view.models),
+        selected_model=view.selected_model,
+        provider_kind=_PROVIDER_TO_PB[view.provider_kind],
+        status=_STATUS_TO_PB[view.status],
+        status_reason=view.status_reason,
+    )
+    if (ts := timestamp(view.updated_at)) is not None:
+        message.updated_at.CopyFrom(ts)
+    return message
+
+
+def refresh_to_pb(outcome: RefreshOutcome) -> pb.RefreshResult:
+    """One stage's refresh result."""
+    return pb.RefreshResult(
+        stage_type=_STAGE_TO_PB[outcome.stage_type],
+        status=_STATUS_TO_PB[outcome.status],
+        status_reason=outcome.status_reason,
+        models=list(outcome.models),
+        selected_model=outcome.selected_model,
+        replaced_model=outcome.replaced_model,
+        revision=outcome.revision,
+    )
+
+
+def history_entry_to_pb(entry: LogEntry) -> pb.HistoryEntry:
+    """A history row (the diff is already masked by the repository)."""
+    message = pb.HistoryEntry(
+        revision=entry.revision,
+        stage_type=_STAGE_TO_PB[entry.stage_type],
+        actor=entry.actor,
+        reason=_REASON_TO_PB[entry.reason],
+        changes=[
+            pb.FieldChange(field=d.field, old_value=d.old, new_value=d.new) for d in entry.diff
+        ],
+        comment=entry.comment,
+    )
+    if (ts := timestamp(entry.created_at)) is not None:
+        message.time.CopyFrom(ts)
+    return message

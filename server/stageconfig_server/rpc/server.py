@@ -1,0 +1,107 @@
+"""The grpc.aio server: the service's handlers, health, reflection, keepalive policy.
+
+``create_server`` binds (port 0 allowed) and returns the server and the bound port, so
+tests run real servers on free ports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import symbol_database
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from stageconfig.v1 import stage_config_pb2 as pb
+from stageconfig_server.rpc.servicer import StageConfigServicer
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StageConfigService"].full_name
+
+KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
+    # Let clients ping every 30-60 s without being told "too many pings".
+    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_ping_strikes", 0),
+    # The server pings idle connections too, to find dead peers.
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+)
+"""Keepalive: clients may ping every 20 s or slower; the server pings every 60 s."""
+
+
+def connection_age_options(max_age_seconds: float, grace_seconds: float) -> list[tuple[str, int]]:
+    """Close connections after ``max_age_seconds`` (plus grace for streams to finish), so
+    long WatchConfig streams rebalance across replicas; 0 turns it off."""
+    if max_age_seconds <= 0:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", int(max_age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(grace_seconds * 1000)),
+    ]
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def service_handler(servicer: StageConfigServicer) -> grpc.GenericRpcHandler[Any, Any]:
+    """The StageConfigService handlers, built from the proto's descriptor.
+
+    WatchConfig's responses are serialized by the broadcaster (once per change for all
+    watchers), so its serializer is the identity.
+    """
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    db = symbol_database.Default()
+    for method in pb.DESCRIPTOR.services_by_name["StageConfigService"].methods:
+        request_cls: Any = db.GetSymbol(method.input_type.full_name)
+        response_cls: Any = db.GetSymbol(method.output_type.full_name)
+        behaviour = getattr(servicer, method.name)
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                behaviour,
+                request_deserializer=request_cls.FromString,
+                response_serializer=_identity,
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                behaviour,
+                request_deserializer=request_cls.FromString,
+                response_serializer=response_cls.SerializeToString,
+            )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+def create_server(
+    servicer: StageConfigServicer,
+    address: str,
+    *,
+    credentials: grpc.ServerCredentials | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+    options: Sequence[tuple[str, Any]] = (),
+) -> tuple[grpc.aio.Server, int, Any]:
+    """A server with the service, health (SERVING) and reflection, bound to ``address``.
+
+    Returns the server (not started), the bound port and the health servicer.
+    """
+    server = grpc.aio.server(
+        interceptors=list(interceptors), options=[*KEEPALIVE_OPTIONS, *options]
+    )
+    server.add_generic_rpc_handlers((service_handler(servicer),))
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    if credentials is not None:
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}")
+    return server, port, health_servicer
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -1,0 +1,239 @@
+"""The StageConfigService servicer: proto in, a call into the service layer, proto out.
+
+No business rule lives here. Errors from the service map to gRPC statuses through the
+one table in ``rpc/status.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import grpc
+
+from stageconfig.v1 import stage_config_pb2 as pb
+from stageconfig_server.broadcast import Broadcaster
+from stageconfig_server.errors import InvalidArgument, StageConfigError
+from stageconfig_server.rpc import convert
+from stageconfig_server.rpc.identity import ANONYMOUS, Caller
+from stageconfig_server.rpc.status import internal_status, status_for
+from stageconfig_server.service import ConfigService, UpdateRequest
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CallerResolver = Callable[[grpc.aio.ServicerContext[Any, Any]], Caller]
+
+MAX_CLIENT_ID_LENGTH = 256
+
+
+def _anonymous(_context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+    return ANONYMOUS
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> None:
+    """Abort the call with a rich status (grpc-stubs lacks aio's abort_with_status)."""
+    await cast(Any, context).abort_with_status(status)
+
+
+async def _answer(context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[T]) -> T:
+    """Await ``call``; turn service errors into their status, and bugs into INTERNAL."""
+    try:
+        return await call
+    except StageConfigError as error:
+        await abort_with(context, status_for(error))
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        raise
+    except Exception:
+        log.exception("unexpected error in %s", type(call).__name__)
+        await abort_with(context, internal_status())
+    raise AssertionError("unreachable")  # abort_with_status always raises
+
+
+class StageConfigServicer:
+    """Adapts the gRPC API to ConfigService and the Broadcaster."""
+
+    def __init__(
+        self,
+        service: ConfigService,
+        broadcaster: Broadcaster,
+        caller_of: CallerResolver = _anonymous,
+    ) -> None:
+        self._service = service
+        self._broadcaster = broadcaster
+        self._caller_of = caller_of
+
+    async def GetActiveConfig(  # noqa: N802 - gRPC method names are fixed by the proto
+        self, request: pb.GetActiveConfigRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetActiveConfigResponse:
+        """A stage's config; the key is plaintext for workers."""
+        caller = self._caller_of(context)
+
+        async def run() -> pb.GetActiveConfigResponse:
+            config = self._service.get_active(convert.stage_from_pb(request.stage_type))
+            return pb.GetActiveConfigResponse(
+                config=convert.config_to_pb(config, reveal_key=caller.reveals_keys)
+            )
+
+        return await _answer(context, run())
+
+    async def UpdateConfig(  # noqa: N802
+        self, request: pb.UpdateConfigRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.UpdateConfigResponse:
+        """Validate, verify and store a stage's config; the answer masks the key."""
+        caller = self._caller_of(context)
+
+        async def run() -> pb.UpdateConfigResponse:
+            update = UpdateRequest(
+                stage_type=convert.stage_from_pb(request.stage_type),
+                provider_kind=convert.provider_from_pb(request.provider_kind),
+                api_key=request.api_key if request.HasField("api_key") else None,
+                model=request.model if request.HasField("model") else None,
+                options=dict(request.options) or None,
+                expected_revision=(
+                    request.expected_revision if request.HasField("expected_revision") else None
+                ),
+                validate_only=request.validate_only,
+                comment=request.comment,
+            )
+            result = await self._service.update(update, actor=caller.name)
+            return pb.UpdateConfigResponse(
+                config=convert.config_to_pb(result.config, reveal_key=False),
+                models=list(result.models),
+                written=result.written,
+            )
+
+        return await _answer(context, run())
+
+    async def ListModels(  # noqa: N802
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListModelsResponse:
+        """The stage's cached models (refresh=true asks the provider first)."""
+
+        async def run() -> pb.ListModelsResponse:
+            stage = convert.stage_from_pb(request.stage_type)
+            return convert.models_to_pb(await self._service.list_models(stage, request.refresh))
+
+        return await _answer(context, run())
+
+    async def ListConfigs(  # noqa: N802
+        self, request: pb.ListConfigsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListConfigsResponse:
+        """All four stages, keys masked."""
+
+        async def run() -> pb.ListConfigsResponse:
+            return pb.ListConfigsResponse(
+                stages=[convert.stage_view_to_pb(v) for v in self._service.list_configs()],
+                head_revision=self._service.head_revision,
+            )
+
+        return await _answer(context, run())
+
+    async def RefreshModels(  # noqa: N802
+        self, request: pb.RefreshModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RefreshModelsResponse:
+        """Run the model sync now for one stage or all."""
+
+        async def run() -> pb.RefreshModelsResponse:
+            stage = convert.optional_stage_from_pb(request.stage_type)
+            outcomes = await self._service.refresh(stage)
+            return pb.RefreshModelsResponse(results=[convert.refresh_to_pb(o) for o in outcomes])
+
+        return await _answer(context, run())
+
+    async def GetConfigHistory(  # noqa: N802
+        self, request: pb.GetConfigHistoryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetConfigHistoryResponse:
+        """A page of the revision log, newest first, keys masked."""
+
+        async def run() -> pb.GetConfigHistoryResponse:
+            stage = convert.optional_stage_from_pb(request.stage_type)
+            page = await self._service.history(stage, request.page_size, request.page_token)
+            return pb.GetConfigHistoryResponse(
+                entries=[convert.history_entry_to_pb(e) for e in page.entries],
+                next_page_token=page.next_page_token,
+            )
+
+        return await _answer(context, run())
+
+    async def RollbackConfig(  # noqa: N802
+        self, request: pb.RollbackConfigRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RollbackConfigResponse:
+        """Restore an earlier revision as a new one."""
+        caller = self._caller_of(context)
+
+        async def run() -> pb.RollbackConfigResponse:
+            config = await self._service.rollback(
+                convert.stage_from_pb(request.stage_type),
+                request.to_revision,
+                request.expected_revision if request.HasField("expected_revision") else None,
+                actor=caller.name,
+            )
+            return pb.RollbackConfigResponse(config=convert.config_to_pb(config, reveal_key=False))
+
+        return await _answer(context, run())
+
+    async def ListWatchers(  # noqa: N802
+        self, request: pb.ListWatchersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListWatchersResponse:
+        """Every connected WatchConfig stream."""
+        watchers = []
+        for w in sorted(self._broadcaster.watchers, key=lambda w: w.connected_since):
+            info = pb.WatcherInfo(
+                client_id=w.client_id,
+                peer=w.peer,
+                stage_types=[convert.stage_to_pb(s) for s in sorted(w.stages)],
+                last_revision=w.last_revision,
+                actor=w.actor,
+            )
+            if (ts := convert.timestamp(w.connected_since)) is not None:
+                info.connected_since.CopyFrom(ts)
+            watchers.append(info)
+        return pb.ListWatchersResponse(watchers=watchers, head_revision=self._service.head_revision)
+
+    async def WatchConfig(  # noqa: N802
+        self, request: pb.WatchConfigRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """Snapshot (or missed changes), then changes and heartbeats, as pre-encoded bytes.
+
+        Registered with an identity serializer (``server.py``): each change is encoded
+        once for all watchers by the broadcaster. Written with ``context.write`` (not
+        yield) so each write can be bounded by the broadcaster's send timeout.
+        """
+        caller = self._caller_of(context)
+        try:
+            stages = [convert.stage_from_pb(s, "stage_types") for s in request.stage_types]
+            resume = request.resume_revision if request.HasField("resume_revision") else None
+            if resume is not None and resume < 0:
+                raise InvalidArgument("resume_revision", "must not be negative")
+            if len(request.client_id) > MAX_CLIENT_ID_LENGTH:
+                raise InvalidArgument(
+                    "client_id", f"must be at most {MAX_CLIENT_ID_LENGTH} characters"
+                )
+        except StageConfigError as error:
+            await abort_with(context, status_for(error))
+            return
+        stream = self._broadcaster.watch(
+            stages=stages,
+            resume_revision=resume,
+            client_id=request.client_id or context.peer(),
+            peer=context.peer(),
+            actor=caller.name,
+            reveal_keys=caller.reveals_keys,
+        )
+        async for message in stream:
+            try:
+                await asyncio.wait_for(context.write(message), self._broadcaster.send_timeout)
+            except TimeoutError:
+                log.warning(
+                    "dropping watcher %s (%s): a write took over %.0f s; it will resume",
+                    request.client_id,
+                    context.peer(),
+                    self._broadcaster.send_timeout,
+                )
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, "watcher too slow; reconnect and resume"
+                )

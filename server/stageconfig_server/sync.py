@@ -1,0 +1,97 @@
+"""The daily model sync: APScheduler's AsyncIOScheduler inside the server.
+
+Every ``STAGECONFIG_SYNC_INTERVAL_HOURS`` it refreshes every stored stage's model cache
+(``ConfigService.refresh``: providers asked concurrently, each bounded). A ``job_runs``
+row per period makes the run happen once even when several replicas fire together,
+and tells a restarted server whether the last run is older than the interval (then it
+runs at once).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from stageconfig_server.service import ConfigService, RefreshOutcome
+
+log = logging.getLogger(__name__)
+
+JOB_NAME = "model_sync"
+MISFIRE_GRACE_SECONDS = 6 * 3600
+
+
+def period_key(now: datetime, interval: timedelta) -> str:
+    """The period ``now`` falls in: runs in the same period are the same run."""
+    seconds = int(interval.total_seconds()) or 1
+    start = int(now.timestamp()) // seconds * seconds
+    return datetime.fromtimestamp(start, UTC).isoformat()
+
+
+class ModelSync:
+    """Runs the sync on a schedule and on demand."""
+
+    def __init__(
+        self,
+        service: ConfigService,
+        interval: timedelta,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._service = service
+        self._interval = interval
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._scheduler: AsyncIOScheduler | None = None
+
+    async def run_once(self) -> list[RefreshOutcome] | None:
+        """Run the sync for the current period unless a run (here or on another replica)
+        already claimed it; returns the outcomes, or None when skipped."""
+        repo = self._service.repository
+        period = period_key(self._clock(), self._interval)
+        if not await repo.claim_job_run(JOB_NAME, period):
+            log.info("model sync for period %s already ran; skipping", period)
+            return None
+        outcomes: list[RefreshOutcome] = []
+        try:
+            outcomes = await self._service.refresh()
+        finally:
+            summary = ", ".join(f"{o.stage_type.value}={o.status.value}" for o in outcomes)
+            await repo.finish_job_run(JOB_NAME, period, summary or "nothing stored")
+            log.info("model sync for period %s done: %s", period, summary or "nothing stored")
+        return outcomes
+
+    async def due(self) -> bool:
+        """Whether the last finished run is older than the interval (or none exists)."""
+        last = await self._service.repository.last_job_finish(JOB_NAME)
+        return last is None or self._clock() - last >= self._interval
+
+    async def _scheduled_run(self) -> None:
+        try:
+            await self.run_once()
+        except Exception:  # the scheduler must survive a failed run
+            log.exception("model sync failed")
+
+    async def start(self) -> None:
+        """Schedule the job; run it at once when the last run is older than the interval."""
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        # APScheduler pauses a job added with next_run_time=None: pass it only when due.
+        run_now = {"next_run_time": datetime.now(UTC)} if await self.due() else {}
+        scheduler.add_job(
+            self._scheduled_run,
+            "interval",
+            seconds=self._interval.total_seconds(),
+            id=JOB_NAME,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=MISFIRE_GRACE_SECONDS,
+            **run_now,
+        )
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def stop(self) -> None:
+        """Stop scheduling (a run in progress is cancelled with the loop)."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
