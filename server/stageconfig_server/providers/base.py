@@ -23,7 +23,7 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 """Bound on one listing call; a provider slower than this is an ERROR (NETWORK)."""
 
 
-class ProviderFailure(Exception):  # noqa: N818 -- established public name
+class ProviderFailure(Exception):
     """A provider did not give a model list.
 
     ``status`` is INVALID when the key was rejected, ERROR otherwise; ``cause`` is the
@@ -177,6 +177,11 @@ def no_usable_model(*, provider: str, api_key: str) -> ProviderFailure:
     )
 
 
+def _origin(url: str) -> str:
+    parsed = httpx.URL(url)
+    return f"{parsed.scheme}://{parsed.netloc.decode()}"
+
+
 async def get_for_key_check(
     *,
     provider: str,
@@ -212,5 +217,5 @@ async def get_for_key_check(
             StatusCause.NETWORK,
             provider=provider,
             api_key=api_key,
-            detail=f"connection to {httpx.URL(url).host} failed ({type(exc).__name__})",
+            detail=f"connection to {_origin(url)} failed: {type(exc).__name__}",
         ) from exc

@@ -1,0 +1,111 @@
+"""Channels to the server, with the bearer token and TLS handled in one place.
+
+Under TLS the token travels as call credentials. On a plaintext channel grpc drops call
+credentials, so the token is added as ``authorization`` metadata by an interceptor
+instead — acceptable only on loopback, which is the only place the server allows
+plaintext with tokens unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+
+DEFAULT_OPTIONS: tuple[tuple[str, Any], ...] = (
+    # Ping every 30 s so a half-open connection is noticed; the server allows 20 s.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Reconnect quickly after a server restart; the client adds its own jittered backoff.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+)
+
+
+class _MetadataInterceptor(
+    grpc.UnaryUnaryClientInterceptor[Any, Any],
+    grpc.UnaryStreamClientInterceptor[Any, Any],
+):
+    """Adds fixed metadata (the bearer token) to every call on a plaintext channel."""
+
+    def __init__(self, metadata: Sequence[tuple[str, str]]) -> None:
+        self._metadata = tuple(metadata)
+
+    def _details(self, details: Any) -> Any:
+        metadata = tuple(details.metadata or ()) + self._metadata
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return continuation(self._details(details), request)
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(
+        self,
+        method: str,
+        timeout: float | None,
+        metadata: tuple[tuple[str, str], ...],
+        credentials: Any,
+        wait_for_ready: bool | None,
+        compression: Any,
+    ) -> None:
+        self.method = method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.credentials = credentials
+        self.wait_for_ready = wait_for_ready
+        self.compression = compression
+
+
+def create_channel(
+    target: str,
+    *,
+    token: str | None = None,
+    tls: bool = False,
+    root_certificates: bytes | None = None,
+    client_certificate: bytes | None = None,
+    client_key: bytes | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.Channel:
+    """A sync channel to ``target`` carrying ``token`` (if any).
+
+    ``tls`` (implied by any certificate argument) uses TLS with ``root_certificates``
+    (or the system roots); ``client_certificate``/``client_key`` present a client
+    certificate for mTLS.
+    """
+    all_options = [*DEFAULT_OPTIONS, *options]
+    if tls or root_certificates or client_certificate:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=root_certificates,
+            private_key=client_key,
+            certificate_chain=client_certificate,
+        )
+        if token:
+            credentials = grpc.composite_channel_credentials(
+                credentials, grpc.access_token_call_credentials(token)
+            )
+        return grpc.secure_channel(target, credentials, options=all_options)
+    channel = grpc.insecure_channel(target, options=all_options)
+    if token:
+        channel = grpc.intercept_channel(
+            channel, _MetadataInterceptor([("authorization", f"Bearer {token}")])
+        )
+    return channel

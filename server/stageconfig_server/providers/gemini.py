@@ -1,0 +1,207 @@
+"""Gemini (Google AI Studio): list the generateContent models a key can use.
+
+Uses google-genai's async pager over ``GET {base}/v1/models`` (all pages), keeps
+models whose ``supported_actions`` include ``generateContent`` and strips the
+``models/`` prefix.
+
+Base URL convention: the host root *without* an API version
+(default ``https://generativelanguage.googleapis.com``); the SDK adds ``/v1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+
+import httpx
+import httpx2
+from google import genai
+from google.genai import errors, types
+
+from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
+from stageconfig_server.providers.base import (
+    DEFAULT_TIMEOUT_SECONDS,
+    ProviderCredentials,
+    classify_http_status,
+    no_usable_model,
+    provider_failure,
+    require_key,
+)
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+"""The real endpoint, without an API version."""
+
+API_VERSION = "v1"
+"""Pinned to the SDK's default so GOOGLE_GENAI_API_VERSION in the environment cannot
+change what is listed, and the list matches what a default worker client can call."""
+
+PAGE_SIZE = 1000
+"""The API's maximum: one round trip for the usual ~50 models; the pager follows
+``nextPageToken`` for the rest."""
+
+PROVIDER = "Gemini"
+
+_GENERATE_CONTENT = "generateContent"
+_MODEL_PREFIX = "models/"
+
+# google-genai talks through httpx or httpx2 (GOOGLE_GENAI_HTTP_CLIENT picks) and
+# lets their transport errors out unwrapped (providers.md), so both are caught.
+_TIMEOUTS = (httpx.TimeoutException, httpx2.TimeoutException, TimeoutError)
+_TRANSPORT_ERRORS = (httpx.TransportError, httpx2.TransportError)
+
+
+def _error_object(exc: errors.APIError) -> Mapping[str, object]:
+    details = exc.details
+    if isinstance(details, Mapping):
+        inner = details.get("error", details)
+        if isinstance(inner, Mapping):
+            return inner
+    return {}
+
+
+def _detail_entries(exc: errors.APIError) -> Iterable[Mapping[str, object]]:
+    entries = _error_object(exc).get("details")
+    if isinstance(entries, list):
+        yield from (entry for entry in entries if isinstance(entry, Mapping))
+
+
+def _quota_ids(exc: errors.APIError) -> list[str]:
+    ids: list[str] = []
+    for entry in _detail_entries(exc):
+        violations = entry.get("violations")
+        if isinstance(violations, list):
+            ids += [str(v.get("quotaId", "")) for v in violations if isinstance(v, Mapping)]
+    return ids
+
+
+def classify_gemini_error(exc: errors.APIError) -> tuple[ConfigStatus, StatusCause]:
+    """Google's ``status`` and ``details[].reason`` first, the HTTP code after.
+
+    Gemini reports a bad key as 400 (not 401) with reason API_KEY_INVALID, and an
+    unsupported country as 400 FAILED_PRECONDITION "User location is not supported".
+    """
+    reasons = {str(entry.get("reason", "")) for entry in _detail_entries(exc)}
+    status = (exc.status or "").upper()
+    message = (exc.message or "").lower()
+    if "API_KEY_INVALID" in reasons or status == "UNAUTHENTICATED":
+        return ConfigStatus.INVALID, StatusCause.AUTH
+    if status == "PERMISSION_DENIED":
+        return ConfigStatus.INVALID, StatusCause.PERMISSION
+    if status == "FAILED_PRECONDITION" and "location is not supported" in message:
+        return ConfigStatus.ERROR, StatusCause.REGION
+    if exc.code == 429 or status == "RESOURCE_EXHAUSTED":
+        # Both daily quotas and per-minute limits say "You exceeded your current
+        # quota"; the QuotaFailure's quotaId (…PerDay… / …PerMinute…) tells which.
+        quota_ids = _quota_ids(exc)
+        if any("PerMinute" in q or "PerSecond" in q for q in quota_ids):
+            return ConfigStatus.ERROR, StatusCause.RATE_LIMIT
+        if quota_ids or "quota" in message or "billing" in message:
+            return ConfigStatus.ERROR, StatusCause.QUOTA
+        return ConfigStatus.ERROR, StatusCause.RATE_LIMIT
+    return classify_http_status(exc.code)
+
+
+def _error_detail(exc: errors.APIError) -> str:
+    parts = [f"HTTP {exc.code}"]
+    if exc.status:
+        parts.append(str(exc.status))
+    detail = " ".join(parts)
+    return f"{detail}: {exc.message}" if exc.message else detail
+
+
+class GeminiAdapter:
+    """Lists the Gemini models a key can use for generateContent, in Google's order."""
+
+    kind: ProviderKind = ProviderKind.GEMINI
+
+    def __init__(
+        self, base_url: str | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> None:
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.timeout_seconds = timeout_seconds
+
+    async def list_models(self, credentials: ProviderCredentials) -> list[str]:
+        """Bare model names (``gemini-2.5-flash``); raises ProviderFailure."""
+        api_key = require_key(credentials, provider=PROVIDER)
+        try:
+            names = await self._list_names(api_key)
+        except errors.APIError as exc:
+            status, cause = classify_gemini_error(exc)
+            raise provider_failure(
+                status,
+                cause,
+                provider=PROVIDER,
+                api_key=api_key,
+                detail=_error_detail(exc),
+                http_status=exc.code,
+            ) from exc
+        except _TIMEOUTS as exc:
+            raise provider_failure(
+                ConfigStatus.ERROR,
+                StatusCause.NETWORK,
+                provider=PROVIDER,
+                api_key=api_key,
+                detail=f"no answer within {self.timeout_seconds:g} s",
+            ) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise provider_failure(
+                ConfigStatus.ERROR,
+                StatusCause.NETWORK,
+                provider=PROVIDER,
+                api_key=api_key,
+                detail=f"connection to {self.base_url} failed: {type(exc).__name__}",
+            ) from exc
+        except ValueError as exc:
+            # UnknownApiResponseError (body not JSON) and pydantic's ValidationError
+            # (JSON of the wrong shape) are both ValueErrors.
+            raise provider_failure(
+                ConfigStatus.ERROR,
+                StatusCause.UPSTREAM,
+                provider=PROVIDER,
+                api_key=api_key,
+                detail=f"unreadable answer: {type(exc).__name__}",
+            ) from exc
+        except Exception as exc:
+            # The adapter contract is "ProviderFailure, never anything else".
+            raise provider_failure(
+                ConfigStatus.ERROR,
+                StatusCause.UPSTREAM,
+                provider=PROVIDER,
+                api_key=api_key,
+                detail=f"unexpected {type(exc).__name__}",
+            ) from exc
+        if not names:
+            raise no_usable_model(provider=PROVIDER, api_key=api_key)
+        return names
+
+    async def _list_names(self, api_key: str) -> list[str]:
+        # vertexai=False: GOOGLE_GENAI_USE_VERTEXAI in the environment must not turn
+        # a Gemini key check into a Vertex AI call. No retry_options: one attempt.
+        client = genai.Client(
+            vertexai=False,
+            api_key=api_key,
+            http_options=types.HttpOptions(
+                base_url=self.base_url,
+                api_version=API_VERSION,
+                timeout=max(1, round(self.timeout_seconds * 1000)),  # milliseconds
+            ),
+        )
+        try:
+            # The pager fetches later pages lazily through the client, so `client`
+            # stays referenced (and open) until the iteration ends.
+            async with asyncio.timeout(self.timeout_seconds):
+                pager = await client.aio.models.list(
+                    config=types.ListModelsConfig(page_size=PAGE_SIZE)
+                )
+                names: list[str] = []
+                async for model in pager:
+                    name = model.name or ""
+                    if _GENERATE_CONTENT in (model.supported_actions or []) and name:
+                        names.append(name.removeprefix(_MODEL_PREFIX))
+            return list(dict.fromkeys(names))
+        finally:
+            await client.aio.aclose()
+            client.close()
+
+
+__all__ = ["API_VERSION", "DEFAULT_BASE_URL", "GeminiAdapter", "classify_gemini_error"]

@@ -1,0 +1,118 @@
+"""Pika through fal.ai: check the key, serve the static endpoint list.
+
+fal.ai has no per-key model listing, so the key is checked with the pricing
+endpoint, which generates (and bills) nothing:
+``GET {base}/v1/models/pricing?endpoint_id=fal-ai/pika/v2.2/text-to-video`` with
+``Authorization: Key KEY``. fal explains errors in ``{"detail": "…"}``.
+
+Base URL convention: the platform API's host root (default ``https://api.fal.ai``).
+"""
+
+from __future__ import annotations
+
+import json
+
+from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
+from stageconfig_server.providers.base import (
+    DEFAULT_TIMEOUT_SECONDS,
+    ProviderCredentials,
+    classify_http_status,
+    get_for_key_check,
+    provider_failure,
+    require_key,
+)
+
+DEFAULT_BASE_URL = "https://api.fal.ai"
+"""The real fal.ai platform API."""
+
+PRICING_PATH = "/v1/models/pricing"
+"""The key check (a read of the price list)."""
+
+CHECK_ENDPOINT_ID = "fal-ai/pika/v2.2/text-to-video"
+"""The endpoint whose price is asked for: any Pika endpoint would do."""
+
+MODELS: tuple[str, ...] = (
+    "fal-ai/pika/v2.2/text-to-video",
+    "fal-ai/pika/v2.2/image-to-video",
+    "fal-ai/pika/v2.2/pikascenes",
+    "fal-ai/pika/v2.1/text-to-video",
+    "fal-ai/pika/v2/turbo/text-to-video",
+)
+"""fal endpoint ids for Pika, in providers.md's order (newest version first)."""
+
+PROVIDER = "Pika (fal.ai)"
+
+
+def classify_fal_answer(http_status: int, detail: str) -> tuple[ConfigStatus, StatusCause]:
+    """fal's ``detail`` first, then the HTTP status.
+
+    A 403 is usually "not allowed", but fal also answers 403 "User is locked.
+    Reason: Exhausted balance" — an empty wallet, not a bad key.
+    """
+    lowered = detail.lower()
+    if "no user found for key" in lowered:
+        return ConfigStatus.INVALID, StatusCause.AUTH
+    if "exhausted balance" in lowered or "top up" in lowered:
+        return ConfigStatus.ERROR, StatusCause.QUOTA
+    return classify_http_status(http_status)
+
+
+class PikaAdapter:
+    """Checks a fal.ai key and returns the static Pika endpoint ids."""
+
+    kind: ProviderKind = ProviderKind.PIKA
+
+    def __init__(
+        self, base_url: str | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> None:
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.timeout_seconds = timeout_seconds
+
+    async def list_models(self, credentials: ProviderCredentials) -> list[str]:
+        """The static endpoint ids once fal accepted the key; raises ProviderFailure."""
+        api_key = require_key(credentials, provider=PROVIDER)
+        response = await get_for_key_check(
+            provider=PROVIDER,
+            url=self.base_url + PRICING_PATH,
+            params={"endpoint_id": CHECK_ENDPOINT_ID},
+            headers={"Authorization": f"Key {api_key}"},
+            api_key=api_key,
+            timeout_seconds=self.timeout_seconds,
+        )
+        try:
+            body = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        if not response.is_success:
+            detail = body.get("detail") if isinstance(body, dict) else None
+            detail = detail if isinstance(detail, str) else ""
+            status, cause = classify_fal_answer(response.status_code, detail)
+            shown = f"HTTP {response.status_code}"
+            raise provider_failure(
+                status,
+                cause,
+                provider=PROVIDER,
+                api_key=api_key,
+                detail=f"{shown}: {detail}" if detail else shown,
+                http_status=response.status_code,
+            )
+        if not isinstance(body, dict):
+            raise provider_failure(
+                ConfigStatus.ERROR,
+                StatusCause.UPSTREAM,
+                provider=PROVIDER,
+                api_key=api_key,
+                detail="unreadable answer to the pricing check",
+                http_status=response.status_code,
+            )
+        return list(MODELS)
+
+
+__all__ = [
+    "CHECK_ENDPOINT_ID",
+    "DEFAULT_BASE_URL",
+    "MODELS",
+    "PRICING_PATH",
+    "PikaAdapter",
+    "classify_fal_answer",
+]

@@ -1,0 +1,84 @@
+"""Yandex SpeechKit (TTS v3): the static voice list; no network at all.
+
+SpeechKit has no listing endpoint and no free key check (providers.md), so the
+daily sync serves this list without touching the network; a bad key shows up only
+when a worker synthesises. Model id = ``voice`` or ``voice:role``.
+
+Base URL convention: the TTS host root (default ``https://tts.api.cloud.yandex.net``),
+kept for the workers' synthesis calls; this adapter never uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from stageconfig_server.domain import ProviderKind
+from stageconfig_server.providers.base import (
+    DEFAULT_TIMEOUT_SECONDS,
+    ProviderCredentials,
+    require_key,
+)
+
+DEFAULT_BASE_URL = "https://tts.api.cloud.yandex.net"
+"""Where synthesis goes (``POST {base}/tts/v3/utteranceSynthesis``)."""
+
+PROVIDER = "SpeechKit"
+
+VOICE_ROLES: Mapping[str, tuple[str, ...]] = {
+    # ru-RU
+    "alena": ("neutral", "good"),
+    "filipp": (),
+    "ermil": ("neutral", "good"),
+    "jane": ("neutral", "good", "evil"),
+    "omazh": ("neutral", "evil"),
+    "zahar": ("neutral", "good"),
+    "dasha": ("neutral", "good", "friendly"),
+    "julia": ("neutral", "strict"),
+    "lera": ("neutral", "friendly"),
+    "masha": ("good", "strict", "friendly"),
+    "marina": ("neutral", "whisper", "friendly"),
+    "alexander": ("neutral", "good"),
+    "kirill": ("neutral", "strict", "good"),
+    "anton": ("neutral", "good"),
+    # en-US, de-DE, kk, uz
+    "john": (),
+    "lea": (),
+    "amira": (),
+    "madi": (),
+    "saule": (),
+    "zhanar": (),
+    "nigora": (),
+}
+"""Voices (providers.md) and the roles each one speaks, per Yandex's voice table.
+
+providers.md lists the union of roles (neutral, good, evil, friendly, strict,
+whisper); pairing every voice with every role would offer ids that fail at synthesis.
+"""
+
+MODELS: tuple[str, ...] = tuple(
+    model_id
+    for voice, roles in VOICE_ROLES.items()
+    for model_id in (voice, *(f"{voice}:{role}" for role in roles))
+)
+"""Every model id: each voice, then its ``voice:role`` variants, in VOICE_ROLES order."""
+
+
+class SpeechKitAdapter:
+    """Returns the static SpeechKit voice list; never contacts Yandex."""
+
+    kind: ProviderKind = ProviderKind.SPEECHKIT
+
+    def __init__(
+        self, base_url: str | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> None:
+        # Accepted for a uniform constructor (registry.build_adapters); unused here.
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.timeout_seconds = timeout_seconds
+
+    async def list_models(self, credentials: ProviderCredentials) -> list[str]:
+        """The static voice list; INVALID (AUTH) only when no key is set at all."""
+        require_key(credentials, provider=PROVIDER)
+        return list(MODELS)
+
+
+__all__ = ["DEFAULT_BASE_URL", "MODELS", "VOICE_ROLES", "SpeechKitAdapter"]

@@ -1,0 +1,133 @@
+"""Suno through the sunoapi.org gateway: check the key, serve the static model list.
+
+Suno has no official API and the gateway has no model listing, so the key is
+checked with ``GET {base}/api/v1/generate/credit`` (``Authorization: Bearer KEY``)
+and the models are the documented static list.
+
+The gateway reports errors in the HTTP status *or* in the body's ``code`` (often
+HTTP 200 carrying ``{"code": 401, …}``), so both are read; the body wins. Its codes
+(docs.sunoapi.org): 401 unauthorized, 405 call limit exceeded, 429 *insufficient
+credits*, 430 call frequency too high, 455 maintenance, 500 server error.
+
+Base URL convention: the host root (default ``https://api.sunoapi.org``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import httpx
+
+from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
+from stageconfig_server.providers.base import (
+    DEFAULT_TIMEOUT_SECONDS,
+    ProviderCredentials,
+    classify_http_status,
+    get_for_key_check,
+    provider_failure,
+    require_key,
+)
+
+DEFAULT_BASE_URL = "https://api.sunoapi.org"
+"""The real gateway."""
+
+CREDIT_PATH = "/api/v1/generate/credit"
+"""The key check: reads the credit balance, generates nothing."""
+
+MODELS: tuple[str, ...] = ("V5_5", "V5", "V4_5PLUS", "V4_5", "V4")
+"""The gateway's model versions, newest first (the admin's likely pick on top)."""
+
+PROVIDER = "Suno (sunoapi.org)"
+
+# The gateway's body codes. 429 is "insufficient credits" here, not a rate limit:
+# the message is checked too, because gateways reword and renumber.
+_BODY_CODES: Mapping[int, tuple[ConfigStatus, StatusCause]] = {
+    401: (ConfigStatus.INVALID, StatusCause.AUTH),
+    403: (ConfigStatus.INVALID, StatusCause.PERMISSION),
+    405: (ConfigStatus.ERROR, StatusCause.RATE_LIMIT),
+    429: (ConfigStatus.ERROR, StatusCause.QUOTA),
+    430: (ConfigStatus.ERROR, StatusCause.RATE_LIMIT),
+    455: (ConfigStatus.ERROR, StatusCause.UPSTREAM),
+}
+
+
+def classify_suno_answer(
+    http_status: int, code: int | None, message: str
+) -> tuple[ConfigStatus, StatusCause]:
+    """Classify a non-success answer by its body ``code`` (if any), then HTTP status."""
+    if code is None:
+        return classify_http_status(http_status)
+    status, cause = _BODY_CODES.get(code, classify_http_status(code))
+    lowered = message.lower()
+    if status is ConfigStatus.ERROR and "credit" in lowered:
+        return ConfigStatus.ERROR, StatusCause.QUOTA
+    if status is ConfigStatus.ERROR and ("frequen" in lowered or "rate limit" in lowered):
+        return ConfigStatus.ERROR, StatusCause.RATE_LIMIT
+    return status, cause
+
+
+class SunoAdapter:
+    """Checks a sunoapi.org key and returns the static Suno model list."""
+
+    kind: ProviderKind = ProviderKind.SUNO
+
+    def __init__(
+        self, base_url: str | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> None:
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.timeout_seconds = timeout_seconds
+
+    async def list_models(self, credentials: ProviderCredentials) -> list[str]:
+        """The static models once the gateway accepted the key; raises ProviderFailure."""
+        api_key = require_key(credentials, provider=PROVIDER)
+        response = await self._get_credit(api_key)
+        try:
+            body = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        code = body.get("code") if isinstance(body, dict) else None
+        code = code if isinstance(code, int) and not isinstance(code, bool) else None
+        message = str(body.get("msg", "")) if isinstance(body, dict) else ""
+        failed = (code is not None and code != 200) or not response.is_success
+        if failed:
+            status, cause = classify_suno_answer(response.status_code, code, message)
+            shown = f"HTTP {response.status_code}"
+            if code is not None and code != response.status_code:
+                shown += f", code {code}"
+            raise provider_failure(
+                status,
+                cause,
+                provider=PROVIDER,
+                api_key=api_key,
+                detail=f"{shown}: {message}" if message else shown,
+                http_status=response.status_code,
+            )
+        if code != 200:  # a 2xx whose body is not the documented {"code": 200, …}
+            raise provider_failure(
+                ConfigStatus.ERROR,
+                StatusCause.UPSTREAM,
+                provider=PROVIDER,
+                api_key=api_key,
+                detail="unreadable answer to the credit check",
+                http_status=response.status_code,
+            )
+        return list(MODELS)
+
+    async def _get_credit(self, api_key: str) -> httpx.Response:
+        return await get_for_key_check(
+            provider=PROVIDER,
+            url=self.base_url + CREDIT_PATH,
+            headers={"Authorization": f"Bearer {api_key}"},
+            api_key=api_key,
+            timeout_seconds=self.timeout_seconds,
+        )
+
+
+__all__ = [
+    "CREDIT_PATH",
+    "DEFAULT_BASE_URL",
+    "MODELS",
+    "SunoAdapter",
+    "classify_suno_answer",
+]

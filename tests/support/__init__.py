@@ -1,0 +1,1 @@
+"""Shared test harness: real servers (in-process on port 0, or as subprocesses)."""
