@@ -236,12 +236,17 @@ class ConfigService:
         """The decrypted config a log entry recorded (for resuming watchers)."""
         return self._decrypted(entry.state)
 
-    def apply_committed(self, entry: LogEntry) -> ConfigChange | None:
-        """Apply a change committed elsewhere (another replica) to the view and tell the
-        listeners. Entries at or below the head are ignored (already applied)."""
-        if entry.revision <= self._head:
-            return None
-        return self._apply(entry)
+    async def catch_up(self) -> int:
+        """Apply every change committed elsewhere (another replica) since the head, in
+        order, and tell the listeners; returns how many were applied."""
+        async with self._write_lock:
+            return await self._catch_up_locked()
+
+    async def _catch_up_locked(self, upto: int | None = None) -> int:
+        entries = await self._repo.log_since(self._head, upto=upto)
+        for entry in entries:
+            self._apply(entry)
+        return len(entries)
 
     def _apply(self, entry: LogEntry) -> ConfigChange:
         config = self._decrypted(entry.state)
@@ -607,6 +612,10 @@ class ConfigService:
     async def _commit(self, write: ConfigWrite, expected_revision: int | None) -> ConfigChange:
         async with self._write_lock:
             _stored, entry = await self._repo.write_config(write, expected_revision)
+            if entry.revision > self._head + 1:
+                # Another replica committed in between: apply its changes first, so
+                # listeners see revisions in order and none is skipped.
+                await self._catch_up_locked(upto=entry.revision - 1)
             change = self._apply(entry)
         log.info(
             "stage %s now at revision %d: %s %s, status %s (%s by %s)",

@@ -82,12 +82,14 @@ async def test_vanished_model_is_replaced_with_warning_history_push_and_webhook(
         first = await stream.read()
         assert first.snapshot.revision == revision
 
-        fake_providers.set_models(ProviderKind.OPENAI, ["gpt-5", "gpt-4o"])
+        # The OpenAI adapter lists newest first: gpt-5 is "the first available" here.
+        fake_providers.set_models(ProviderKind.OPENAI, ["gpt-4o", "gpt-5"])
         with caplog.at_level(logging.WARNING, logger="stageconfig.admin_events"):
             outcomes = await synced_app.sync.run_once()
         assert outcomes is not None
         (outcome,) = outcomes
         assert (outcome.replaced_model, outcome.selected_model) == ("o3-mini", "gpt-5")
+        assert outcome.models[0] == "gpt-5"
 
         active = await stub.GetActiveConfig(pb.GetActiveConfigRequest(stage_type=1))
         assert active.config.model == "gpt-5"
@@ -213,7 +215,9 @@ async def test_hanging_provider_delays_nobody_else(
             await configure_poem(stub, "gpt-4o")
             await stub.UpdateConfig(
                 pb.UpdateConfigRequest(
-                    stage_type=pb.STAGE_TYPE_SONG, provider_kind=pb.PROVIDER_KIND_SUNO, api_key="s"
+                    stage_type=pb.STAGE_TYPE_SONG,
+                    provider_kind=pb.PROVIDER_KIND_SUNO,
+                    api_key="suno-hang-test-key-7777",
                 )
             )
         fake_providers.set_failure(ProviderKind.SUNO, "hang")
@@ -221,10 +225,8 @@ async def test_hanging_provider_delays_nobody_else(
         clock.advance(timedelta(days=1))
         outcomes = {o.stage_type: o for o in (await app.sync.run_once() or [])}
         assert outcomes[StageType.SONG].status is ConfigStatus.ERROR
-        assert "did not answer" in outcomes[StageType.SONG].status_reason or (
-            "timed out" in outcomes[StageType.SONG].status_reason
-        )
-        assert outcomes[StageType.POEM].models == ("gpt-4o", "gpt-5")
+        assert "could not be reached" in outcomes[StageType.SONG].status_reason
+        assert set(outcomes[StageType.POEM].models) == {"gpt-4o", "gpt-5"}
     finally:
         fake_providers.set_failure(ProviderKind.SUNO, None)
         await app.stop(grace=1)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, func, insert, select, update
+from sqlalchemy import Row, Table, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -40,6 +40,10 @@ _state = cast(Table, ServiceStateRow.__table__)
 _jobs = cast(Table, JobRunRow.__table__)
 
 CANARY_NAME = "encryption_canary"
+CHANGE_CHANNEL = "stageconfig_changes"
+"""PostgreSQL NOTIFY channel: each committed revision is announced on it (a hint to
+other replicas to read the log; the payload is the revision number)."""
+_SYNC_LOCK_KEY = 0x5C_0F_16  # advisory-lock key of the periodic jobs
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -231,6 +235,10 @@ class Repository:
         """
         now = self._clock()
         async with self._write() as conn:
+            # Take the revision first: on PostgreSQL its row lock serializes writers, so
+            # the row read below is the latest committed one (READ COMMITTED reads anew
+            # per statement). On SQLite, BEGIN IMMEDIATE already holds the write lock.
+            revision = await self._next_revision(conn)
             current_row = (
                 await conn.execute(
                     select(_configs).where(_configs.c.stage_type == write.stage_type)
@@ -244,7 +252,6 @@ class Repository:
                     f"not {expected_revision}: reload and retry",
                     current_revision,
                 )
-            revision = await self._next_revision(conn)
             key_id = write.api_key_id
             if write.new_key:
                 key_id = (
@@ -315,6 +322,12 @@ class Repository:
                     created_at=now,
                 )
             )
+            if conn.dialect.name == "postgresql":
+                # Delivered at commit, never before: a replica that hears it can read it.
+                await conn.execute(
+                    text("SELECT pg_notify(:channel, :payload)"),
+                    {"channel": CHANGE_CHANNEL, "payload": str(revision)},
+                )
         entry = LogEntry(
             revision=revision,
             stage_type=write.stage_type,
@@ -349,11 +362,7 @@ class Repository:
             .values(head=_counter.c.head + 1)
             .returning(_counter.c.head)
         )
-        head = result.scalar()
-        if head is None:
-            await conn.execute(insert(_counter).values(id=1, head=1))
-            return 1
-        return int(head)
+        return int(result.scalar_one())
 
     # -- api keys --------------------------------------------------------------------
 
@@ -389,9 +398,13 @@ class Repository:
             ciphertexts = {k.id: k.api_key_encrypted for k in key_rows}
         return [_log_from_row(r, ciphertexts) for r in rows]
 
-    async def log_since(self, revision: int, limit: int | None = None) -> list[LogEntry]:
-        """Log entries after ``revision``, oldest first."""
+    async def log_since(
+        self, revision: int, limit: int | None = None, upto: int | None = None
+    ) -> list[LogEntry]:
+        """Log entries after ``revision`` (up to ``upto`` inclusive), oldest first."""
         query = select(_log).where(_log.c.revision > revision).order_by(_log.c.revision)
+        if upto is not None:
+            query = query.where(_log.c.revision <= upto)
         if limit is not None:
             query = query.limit(limit)
         async with self._read() as conn:
@@ -472,6 +485,11 @@ class Repository:
         """Record that ``job`` runs for ``period``; False when another run already claimed it."""
         try:
             async with self._write() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Replicas firing together queue here; the loser then sees the row.
+                    await conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SYNC_LOCK_KEY}
+                    )
                 exists = (
                     await conn.execute(
                         select(_jobs.c.job).where(_jobs.c.job == job, _jobs.c.period == period)

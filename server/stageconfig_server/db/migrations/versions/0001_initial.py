@@ -58,11 +58,14 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_revision_log_stage_type", "revision_log", ["stage_type"])
-    op.create_table(
+    counter = op.create_table(
         "revision_counter",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("head", sa.BigInteger(), nullable=False),
     )
+    # The single row exists from the start, so writers only ever UPDATE it and queue
+    # on its row lock instead of racing to create it.
+    op.bulk_insert(counter, [{"id": 1, "head": 0}])
     op.create_table(
         "service_state",
         sa.Column("name", sa.String(64), primary_key=True),
