@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from stageconfig_server.app import StageConfigApp
 from stageconfig_server.db.engine import create_engine
 from stageconfig_server.db.migrate import upgrade_to_head
-from stageconfig_server.errors import SecretMismatch, StorageUnavailable
+from stageconfig_server.errors import SecretMismatch, StorageUnavailable, UnsafeConfiguration
 from stageconfig_server.maintenance import import_env, rotate_keys
 from stageconfig_server.settings import LegacySettings, Settings
 
@@ -41,11 +41,12 @@ def _configure_logging(level: str) -> None:
 
 async def _serve(settings: Settings) -> None:
     app = await StageConfigApp.start(settings)
-    print(f"stageconfig listening on {app.target}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Announce readiness only once SIGTERM means "graceful stop", not "die at once".
+    print(f"stageconfig listening on {app.target}", flush=True)
     await stop.wait()
     log.info("shutting down (grace %.0f s)", SHUTDOWN_GRACE_SECONDS)
     await app.stop(SHUTDOWN_GRACE_SECONDS)
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except SecretMismatch as exc:
         print(f"stageconfig: refusing to start: {exc.message}", file=sys.stderr)
         return 3
+    except UnsafeConfiguration as exc:
+        print(f"stageconfig: refusing to start: {exc.message}", file=sys.stderr)
+        return 2
     except StorageUnavailable as exc:
         print(f"stageconfig: {exc.message}", file=sys.stderr)
         return 4

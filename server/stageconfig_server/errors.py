@@ -10,6 +10,7 @@ to gRPC status codes in one table.
       Unauthenticated      no or unknown token
       StorageUnavailable   the database cannot be reached / written
       SecretMismatch       ADMIN_SECRET_KEY cannot decrypt the stored data (start-up)
+      UnsafeConfiguration  tokens/TLS malformed, or an exposure without them (start-up)
 """
 
 from __future__ import annotations
@@ -66,3 +67,8 @@ class StorageUnavailable(StageConfigError):
 
 class SecretMismatch(StageConfigError):
     """The configured secret cannot decrypt what is stored."""
+
+
+class UnsafeConfiguration(StageConfigError):
+    """The security settings are malformed, or would expose the service unprotected
+    (a non-loopback address without tokens or TLS): the server refuses to start."""

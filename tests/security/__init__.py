@@ -1,0 +1,1 @@
+"""Security: tokens and roles, TLS/mTLS, safe defaults, key rotation, secret hygiene."""
