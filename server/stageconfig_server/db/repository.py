@@ -268,10 +268,23 @@ class Repository:
                         .returning(_keys.c.id)
                     )
                 ).scalar_one()
+            ciphertext = write.api_key_encrypted
+            if not write.new_key and key_id is not None:
+                # A reused key: take its ciphertext as stored now, inside this
+                # transaction. The caller read it before a slow provider call; a
+                # rotate-keys that ran meanwhile re-encrypted it, and writing the old
+                # ciphertext back would leave a value only the old secret opens.
+                current_ciphertext = (
+                    await conn.execute(
+                        select(_keys.c.api_key_encrypted).where(_keys.c.id == key_id)
+                    )
+                ).scalar()
+                if current_ciphertext is not None:
+                    ciphertext = current_ciphertext
             stored = StoredConfig(
                 stage_type=write.stage_type,
                 provider_kind=write.provider_kind,
-                api_key_encrypted=write.api_key_encrypted,
+                api_key_encrypted=ciphertext,
                 api_key_id=key_id,
                 api_key_fingerprint=write.api_key_fingerprint,
                 model=write.model,
