@@ -7,17 +7,25 @@ costs a bounded amount of memory; a write that cannot complete within
 ``send_timeout`` drops the stream and the client resumes from its revision.
 
 A window of recent encoded changes serves resumes from memory: a client that comes
-back with a revision inside the window gets exactly the changes it missed; older
-revisions get a fresh snapshot.
+back with a revision inside the window gets exactly the changes it missed (then a
+heartbeat); older revisions, and revisions beyond the head, get a fresh snapshot.
+
+What a stream carries, in order: a snapshot or the missed changes, then changes and
+heartbeats. A heartbeat is only sent when the watcher has nothing pending, so its
+``head_revision`` promises that every change up to it for the watched stages has been
+written to the stream before it — a client may treat itself as current up to that
+head. Coalescing drops only changes that a newer change of the same stage supersedes,
+so a reader's state after any message equals the server's state at that revision.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -40,6 +48,7 @@ class EncodedChange:
     stage_type: StageType
     worker_bytes: bytes
     admin_bytes: bytes
+    committed_at: float = 0.0  # time.monotonic() at publish; 0 for changes read back
 
     def for_audience(self, reveal_keys: bool) -> bytes:
         """The bytes a watcher of this audience receives."""
@@ -57,12 +66,17 @@ class Watcher:
     reveal_keys: bool
     connected_since: datetime
     last_revision: int = 0
+    """The newest revision written to the stream (a snapshot, a change or a heartbeat's
+    head): what ListWatchers reports as delivered."""
+    position: int = 0
+    """The revision the stream's start state (snapshot or missed changes) reached; only
+    newer changes are queued."""
     pending: dict[StageType, EncodedChange] = field(default_factory=dict)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer(self, change: EncodedChange) -> None:
         """Queue a change, replacing an older pending change of the same stage."""
-        if change.stage_type in self.stages and change.revision > self.last_revision:
+        if change.stage_type in self.stages and change.revision > self.position:
             self.pending[change.stage_type] = change
             self.wakeup.set()
 
@@ -74,7 +88,7 @@ class Watcher:
         return changes
 
 
-def encode_change(change: ConfigChange) -> EncodedChange:
+def encode_change(change: ConfigChange, committed_at: float = 0.0) -> EncodedChange:
     """Serialize a change once per audience."""
 
     def encode(reveal: bool) -> bytes:
@@ -87,7 +101,9 @@ def encode_change(change: ConfigChange) -> EncodedChange:
         )
         return message.SerializeToString()
 
-    return EncodedChange(change.revision, change.config.stage_type, encode(True), encode(False))
+    return EncodedChange(
+        change.revision, change.config.stage_type, encode(True), encode(False), committed_at
+    )
 
 
 def encode_snapshot(revision: int, configs: Sequence[StageConfig], reveal_keys: bool) -> bytes:
@@ -118,6 +134,10 @@ class Broadcaster:
         self._watchers: set[Watcher] = set()
         self._heartbeat_cache: tuple[float, int, bytes] = (0.0, -1, b"")
         self._closing = asyncio.Event()
+        self._changes_encoded = 0
+        self.on_delivered: Callable[[float], None] | None = None
+        """Called with commit→write seconds after each live change reaches a stream."""
+        self._watchers_dropped = 0
         service.add_listener(self.publish)
 
     async def load_recent(self) -> None:
@@ -139,9 +159,25 @@ class Broadcaster:
         """The connected watchers (for ListWatchers and metrics)."""
         return list(self._watchers)
 
+    @property
+    def changes_encoded(self) -> int:
+        """How many committed changes were encoded: one per change, whatever the number
+        of watchers (for metrics, and the proof that fan-out does not re-encode)."""
+        return self._changes_encoded
+
+    @property
+    def watchers_dropped(self) -> int:
+        """How many watchers were dropped for a write slower than the send timeout."""
+        return self._watchers_dropped
+
+    def record_drop(self) -> None:
+        """Count a watcher dropped by the transport for a slow write."""
+        self._watchers_dropped += 1
+
     def publish(self, change: ConfigChange) -> None:
         """Encode a committed change once and hand it to every interested watcher."""
-        encoded = encode_change(change)
+        encoded = encode_change(change, time.monotonic())
+        self._changes_encoded += 1
         self._recent.append(encoded)
         for watcher in self._watchers:
             watcher.offer(encoded)
@@ -191,7 +227,7 @@ class Broadcaster:
         peer: str,
         actor: str,
         reveal_keys: bool,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The serialized messages of one WatchConfig stream, until the client leaves or
         the server shuts down. The caller writes each with a bound (``send_timeout``)."""
         watcher = Watcher(
@@ -202,6 +238,10 @@ class Broadcaster:
             reveal_keys=reveal_keys,
             connected_since=datetime.now(UTC),
         )
+        if resume_revision is not None and resume_revision > self._service.head_revision:
+            # This replica is behind the client (it last talked to another one): catch
+            # up first, so the client is never handed a state older than it holds.
+            await self._service.catch_up()
         # Registering and reading the start state happen with no await in between, so
         # no change can fall between the snapshot (or the missed list) and the queue.
         self._watchers.add(watcher)
@@ -211,33 +251,43 @@ class Broadcaster:
                 if resume_revision is not None
                 else None
             )
+            head = self._service.head_revision
+            first: list[tuple[bytes, int]]
             if missed is None:
                 revision, configs = self._service.snapshot(sorted(watcher.stages))
-                watcher.last_revision = revision
-                first = [encode_snapshot(revision, configs, reveal_keys)]
+                first = [(encode_snapshot(revision, configs, reveal_keys), revision)]
             else:
-                watcher.last_revision = resume_revision or 0
-                first = [c.for_audience(reveal_keys) for c in missed]
-                if missed:
-                    watcher.last_revision = missed[-1].revision
+                first = [(c.for_audience(reveal_keys), c.revision) for c in missed]
                 # A heartbeat right away tells the client it is at the head now.
-                first.append(self._heartbeat())
-            watcher.pending = {
-                s: c for s, c in watcher.pending.items() if c.revision > watcher.last_revision
-            }
-            for message in first:
+                first.append((self._heartbeat(), head))
+            watcher.position = head
+            for message, revision in first:
                 yield message
+                # The generator resumes only once the caller wrote the message.
+                watcher.last_revision = max(watcher.last_revision, revision)
             while not self._closing.is_set():
-                try:
-                    await asyncio.wait_for(watcher.wakeup.wait(), self._heartbeat_seconds)
-                except TimeoutError:
+                if not watcher.pending:
+                    # asyncio.timeout rather than wait_for: wait_for wraps the wait in a
+                    # new Task on every wake-up, which py-spy showed as a large share of
+                    # the fan-out's CPU with thousands of watchers (scripts/bench).
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._heartbeat_seconds):
+                            await watcher.wakeup.wait()
+                    if self._closing.is_set():
+                        break
+                changes = watcher.take_pending()
+                if not changes:
+                    # Nothing pending: every change up to the head has been written, so
+                    # the heartbeat's head is a revision the client is current at.
+                    head = self._service.head_revision
                     yield self._heartbeat()
+                    watcher.last_revision = max(watcher.last_revision, head)
                     continue
-                for change in watcher.take_pending():
-                    if change.revision <= watcher.last_revision:
-                        continue
+                for change in changes:
                     yield change.for_audience(reveal_keys)
-                    watcher.last_revision = change.revision
+                    watcher.last_revision = max(watcher.last_revision, change.revision)
+                    if self.on_delivered is not None and change.committed_at:
+                        self.on_delivered(time.monotonic() - change.committed_at)
         finally:
             self._watchers.discard(watcher)
 

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     insecure: bool = Field(False, validation_alias="STAGECONFIG_INSECURE")
     """Allow a non-loopback address without tokens or TLS (explicit opt-in)."""
 
+    reflection_requires_token: bool = Field(
+        False, validation_alias="STAGECONFIG_REFLECTION_REQUIRES_TOKEN"
+    )
+    """Lock server reflection behind any valid token (it is open by default)."""
+
     sync_interval_hours: float = Field(
         24.0, gt=0, validation_alias="STAGECONFIG_SYNC_INTERVAL_HOURS"
     )
@@ -79,6 +84,29 @@ class Settings(BaseSettings):
 
     heartbeat_seconds: float = Field(10.0, gt=0, validation_alias="STAGECONFIG_HEARTBEAT_SECONDS")
     """WatchConfig heartbeat period."""
+
+    watch_send_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias="STAGECONFIG_WATCH_SEND_TIMEOUT_SECONDS"
+    )
+    """How long one write to a WatchConfig stream may take before that watcher is
+    dropped (it reconnects and resumes from its revision)."""
+
+    watch_retained_changes: int = Field(
+        10_000, ge=1, validation_alias="STAGECONFIG_WATCH_RETAINED_CHANGES"
+    )
+    """How many recent changes are kept in memory to resume watchers from; a client
+    further behind gets a fresh snapshot."""
+
+    max_connection_age_seconds: float = Field(
+        1800.0, ge=0, validation_alias="STAGECONFIG_MAX_CONNECTION_AGE_SECONDS"
+    )
+    """Close client connections after this age (gRPC adds ±10 % jitter) so long
+    WatchConfig streams rebalance across replicas; 0 turns it off."""
+
+    max_connection_age_grace_seconds: float = Field(
+        30.0, ge=0, validation_alias="STAGECONFIG_MAX_CONNECTION_AGE_GRACE_SECONDS"
+    )
+    """How long calls on an aged connection may continue before they are cancelled."""
 
     metrics_address: str | None = Field(None, validation_alias="STAGECONFIG_METRICS_ADDRESS")
     """host:port of the Prometheus endpoint; off when unset."""

@@ -31,6 +31,10 @@ Failures (``set_failure``; SUPPORTED_FAILURES says which kind knows which)::
     listing_unavailable  404 on the model listing (OpenAI, Gemini, YandexGPT)
     not_implemented      501 on the model listing (YandexGPT)
     body_error_401/429/455  sunoapi: HTTP 200 whose body carries code 401/429/455
+
+Generation, for workers' tests: ``POST /v1/chat/completions`` (OpenAI, YandexGPT) and
+``POST /v1[beta]/models/{model}:generateContent`` (Gemini) answer with a short text
+naming the model; a model the listing does not offer gets the provider's 404.
 """
 
 from __future__ import annotations
@@ -142,6 +146,8 @@ class RecordedRequest:
     query: Mapping[str, str]
     headers: Mapping[str, str] = field(repr=False)
     """Header names lower-cased (``authorization``, ``x-goog-api-key``, ``openai-project``)."""
+    body: bytes = field(default=b"", repr=False)
+    """The request body (JSON for the generation calls)."""
 
     def header(self, name: str) -> str | None:
         """A header's value by case-insensitive name."""
@@ -349,6 +355,7 @@ class FakeProviders:
             path=path,
             query=dict(parse_qsl(split.query)),
             headers={name.lower(): value for name, value in handler.headers.items()},
+            body=handler.request_body,
         )
         with self._lock:
             self._requests.append(request)
@@ -399,11 +406,12 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.fake._track(self.connection, open_=False)
 
+    request_body = b""
+
     def _serve(self) -> None:
-        # Drain a request body (none of the faked calls needs one) so keep-alive works.
+        # Read the body (the generation calls need it; draining keeps keep-alive working).
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        self.request_body = self.rfile.read(length) if length else b""
         reply = self.fake._handle(self)
         if reply is None:
             self.close_connection = True
@@ -485,7 +493,48 @@ def _openai_failure(failure: str, request: RecordedRequest) -> _Reply:
     )
 
 
+def _generated_text(model: str, prompt: str) -> str:
+    return f"A poem by {model}:\n{prompt.strip()[:80]} —\nthe sea keeps every answer."
+
+
+def _chat_completion(request: RecordedRequest, models: tuple[str, ...], model: str) -> _Reply:
+    """An OpenAI-style chat completion (also YandexGPT's compatible API)."""
+    try:
+        payload = json.loads(request.body or b"{}")
+        prompt = str(payload["messages"][-1]["content"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return _openai_error(400, "Invalid request body", "invalid_request_error", None)
+    if model not in models:
+        return _openai_error(
+            404,
+            f"The model `{payload.get('model')}` does not exist or you do not have access to it.",
+            "invalid_request_error",
+            "model_not_found",
+        )
+    message = {"role": "assistant", "content": _generated_text(model, prompt)}
+    return _json(
+        200,
+        {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": OPENAI_CREATED_BASE,
+            "model": str(payload.get("model")),
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        },
+    )
+
+
+def _requested_model(request: RecordedRequest) -> str:
+    try:
+        return str(json.loads(request.body or b"{}").get("model", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
 def _openai_route(request: RecordedRequest, models: tuple[str, ...]) -> _Reply:
+    if request.method == "POST" and request.path == "/v1/chat/completions":
+        return _chat_completion(request, models, _requested_model(request))
     if request.method != "GET" or request.path != "/v1/models":
         return _openai_error(
             404, f"Invalid URL ({request.method} {request.path})", "invalid_request_error", None
@@ -604,7 +653,40 @@ def _gemini_model(name: str, methods: list[str]) -> dict[str, Any]:
     }
 
 
+def _gemini_generate(request: RecordedRequest, models: tuple[str, ...]) -> _Reply:
+    model = request.path.split("/models/", 1)[1].removesuffix(":generateContent")
+    if model not in models:
+        return _gemini_error(404, "NOT_FOUND", f"models/{model} is not found for API version v1")
+    try:
+        payload = json.loads(request.body or b"{}")
+        prompt = str(payload["contents"][-1]["parts"][0]["text"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return _gemini_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
+    return _json(
+        200,
+        {
+            "candidates": [
+                {
+                    "content": {
+                        "role": "model",
+                        "parts": [{"text": _generated_text(model, prompt)}],
+                    },
+                    "finishReason": "STOP",
+                    "index": 0,
+                }
+            ],
+            "modelVersion": model,
+        },
+    )
+
+
 def _gemini_route(request: RecordedRequest, models: tuple[str, ...]) -> _Reply:
+    if (
+        request.method == "POST"
+        and request.path.startswith(("/v1/models/", "/v1beta/models/"))
+        and request.path.endswith(":generateContent")
+    ):
+        return _gemini_generate(request, models)
     if request.method != "GET" or request.path not in ("/v1/models", "/v1beta/models"):
         return _gemini_error(404, "NOT_FOUND", f"Method not found: {request.path}")
     entries = [_gemini_model(GEMINI_NON_GENERATE_MODEL, ["embedContent", "countTextTokens"])]
@@ -674,6 +756,11 @@ def _yandex_failure(failure: str, request: RecordedRequest) -> _Reply:
 
 
 def _yandex_route(request: RecordedRequest, models: tuple[str, ...]) -> _Reply:
+    if request.method == "POST" and request.path == "/v1/chat/completions":
+        # Model URIs carry the folder: gpt://<folder_id>/yandexgpt/latest.
+        uri = _requested_model(request)
+        folder = request.header("openai-project") or ""
+        return _chat_completion(request, models, uri.removeprefix(f"gpt://{folder}/"))
     if request.method != "GET" or request.path != "/v1/models":
         return _yandex_error(404, 5, "Not found", "Not Found")
     entries = [

@@ -9,7 +9,7 @@ plaintext with tokens unless told otherwise.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -26,10 +26,15 @@ DEFAULT_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 
 
-class _MetadataInterceptor(
-    grpc.UnaryUnaryClientInterceptor[Any, Any],
-    grpc.UnaryStreamClientInterceptor[Any, Any],
-):
+if TYPE_CHECKING:
+    _UnaryUnaryInterceptor = grpc.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStreamInterceptor = grpc.UnaryStreamClientInterceptor[Any, Any]
+else:  # grpc's classes are generic only in grpc-stubs, not at runtime
+    _UnaryUnaryInterceptor = grpc.UnaryUnaryClientInterceptor
+    _UnaryStreamInterceptor = grpc.UnaryStreamClientInterceptor
+
+
+class _MetadataInterceptor(_UnaryUnaryInterceptor, _UnaryStreamInterceptor):
     """Adds fixed metadata (the bearer token) to every call on a plaintext channel."""
 
     def __init__(self, metadata: Sequence[tuple[str, str]]) -> None:
@@ -91,7 +96,9 @@ def create_channel(
     (or the system roots); ``client_certificate``/``client_key`` present a client
     certificate for mTLS.
     """
-    all_options = [*DEFAULT_OPTIONS, *options]
+    # A caller's option replaces the default of the same name: grpc keeps the first of
+    # duplicate channel args, so appending would silently lose the caller's value.
+    all_options = list({**dict(DEFAULT_OPTIONS), **dict(options)}.items())
     if tls or root_certificates or client_certificate:
         credentials = grpc.ssl_channel_credentials(
             root_certificates=root_certificates,

@@ -3,6 +3,7 @@ status is translated here, in one table, to a typed exception (``raise … from 
 
     StageConfigError
       NotReadyError            no config arrived within wait_ready's timeout
+      StageNotConfiguredError  the stage has no config (also a KeyError)
       ClientClosedError        the client was closed
       CacheFileError           the last-known-good file is unreadable or tampered with
       RPCError                 the server answered with a status (``.code``)
@@ -50,6 +51,22 @@ class StageConfigError(Exception):
 
 class NotReadyError(StageConfigError):
     """The client has no config to serve yet."""
+
+
+class StageNotConfiguredError(StageConfigError, KeyError):
+    """The client holds no config for this stage: nothing is stored on the server and no
+    legacy fallback supplies one, or the client does not watch the stage.
+
+    Also a ``KeyError``, so ``except KeyError`` works as it would for a mapping.
+    """
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.message
 
 
 class ClientClosedError(StageConfigError):

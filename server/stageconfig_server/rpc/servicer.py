@@ -7,6 +7,7 @@ one table in ``rpc/status.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -224,16 +225,35 @@ class StageConfigServicer:
             actor=caller.name,
             reveal_keys=caller.reveals_keys,
         )
-        async for message in stream:
-            try:
-                await asyncio.wait_for(context.write(message), self._broadcaster.send_timeout)
-            except TimeoutError:
-                log.warning(
-                    "dropping watcher %s (%s): a write took over %.0f s; it will resume",
-                    request.client_id,
-                    context.peer(),
-                    self._broadcaster.send_timeout,
-                )
-                await context.abort(
+        timeout = self._broadcaster.send_timeout
+        # aclosing: the watcher is unregistered at once however the call ends (client
+        # gone, write timeout, server stop), not whenever the generator is collected.
+        async with contextlib.aclosing(stream):
+            async for message in stream:
+                try:
+                    # asyncio.timeout, not wait_for: no extra Task (and event-loop round
+                    # trip) per message — the fan-out's hot path (py-spy, scripts/bench).
+                    async with asyncio.timeout(timeout):
+                        await context.write(message)
+                except TimeoutError:
+                    break
+            else:
+                return
+        # A write did not complete in time: the watcher is already unregistered (no more
+        # memory held for it); tell the client to resume elsewhere or later.
+        self._broadcaster.record_drop()
+        log.warning(
+            "dropping watcher %s (%s): a write took over %g s; it will resume",
+            request.client_id,
+            context.peer(),
+            timeout,
+        )
+        # The status queues behind the unread messages, so sending it can block like
+        # the write did; it still reaches the client when it reads or reconnects.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                context.abort(
                     grpc.StatusCode.UNAVAILABLE, "watcher too slow; reconnect and resume"
-                )
+                ),
+                timeout,
+            )

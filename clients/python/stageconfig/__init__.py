@@ -1,0 +1,70 @@
+"""stageconfig: the Python client of the stageconfig service.
+
+The domain types and the error tree are public here; ``ConfigClient`` keeps a hot,
+in-memory copy of every stage's config for workers (``stageconfig.contrib.celery``
+wires it into Celery, ``stageconfig.providers`` builds provider SDK clients from a
+config); ``AdminClient`` is the typed client of the admin RPCs (``stageconfigctl`` and
+the web page use it).
+"""
+
+from stageconfig._client import ConfigClient
+from stageconfig._events import ClientState, ConfigChangeEvent, StateChange
+from stageconfig._store import ConfigSnapshot, SnapshotSource, StageChange
+from stageconfig._types import (
+    ChangeReason,
+    ConfigSource,
+    ConfigStatus,
+    ProviderKind,
+    StageConfig,
+    StageType,
+)
+from stageconfig.admin import AdminClient
+from stageconfig.errors import (
+    CacheFileError,
+    ClientClosedError,
+    ConflictError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    KeyRejectedError,
+    NotFoundError,
+    NotReadyError,
+    PermissionDeniedError,
+    RPCError,
+    StageConfigError,
+    StageNotConfiguredError,
+    StatusCode,
+    UnauthenticatedError,
+    UnavailableError,
+)
+
+__all__ = [
+    "AdminClient",
+    "CacheFileError",
+    "ChangeReason",
+    "ClientClosedError",
+    "ClientState",
+    "ConfigChangeEvent",
+    "ConfigClient",
+    "ConfigSnapshot",
+    "ConfigSource",
+    "ConfigStatus",
+    "ConflictError",
+    "DeadlineExceededError",
+    "InvalidArgumentError",
+    "KeyRejectedError",
+    "NotFoundError",
+    "NotReadyError",
+    "PermissionDeniedError",
+    "ProviderKind",
+    "RPCError",
+    "SnapshotSource",
+    "StageChange",
+    "StageConfig",
+    "StageConfigError",
+    "StageNotConfiguredError",
+    "StageType",
+    "StateChange",
+    "StatusCode",
+    "UnauthenticatedError",
+    "UnavailableError",
+]

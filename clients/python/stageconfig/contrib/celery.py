@@ -1,0 +1,199 @@
+"""Celery integration: one ConfigClient per worker process, started without blocking.
+
+::
+
+    from celery import Celery
+    from stageconfig import StageType
+    from stageconfig.contrib.celery import current_config, setup_stageconfig
+
+    app = Celery("pipeline", broker="redis://localhost:6379/0")
+    setup_stageconfig(
+        app,
+        target="config.internal:50051",
+        token=os.environ["STAGECONFIG_TOKEN"],
+        cache_path="/var/lib/pipeline/stageconfig.json",  # needs STAGECONFIG_CACHE_KEY
+    )
+
+    @app.task
+    def write_poem(topic: str) -> str:
+        config = current_config(StageType.POEM)   # from memory, always the newest
+        ...
+
+Where the client starts, per pool:
+
+- prefork (the default): in every child, on ``worker_process_init`` — after the fork,
+  so the parent never holds a grpc object — and it is closed on
+  ``worker_process_shutdown``. Starting only spawns the client's threads, so the child
+  reports ready within Celery's process-start timeout even while the server is down.
+- solo and threads: nothing forks after start-up, so the client starts in the worker
+  process on ``worker_init`` and closes on ``worker_shutdown`` (Celery 5.7's solo pool
+  also sends ``worker_process_init``; starting twice is a no-op).
+- anywhere else (a script, a test, eager tasks): ``current_config`` starts it lazily.
+
+The Celery package is required (``pip install stageconfig[celery]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery, signals
+
+from stageconfig._client import ConfigClient
+from stageconfig._types import StageConfig, StageType
+from stageconfig.errors import NotReadyError, StageConfigError
+
+log = logging.getLogger("stageconfig.celery")
+
+DEFAULT_READY_TIMEOUT_SECONDS = 10.0
+_UID = "stageconfig.contrib.celery."
+
+
+@dataclass
+class _Setup:
+    app: Celery
+    target: str
+    ready_timeout: float
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_setup: _Setup | None = None
+_client: ConfigClient | None = None
+_lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    # Another thread may have held the lock at fork time; the child gets a fresh one.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
+def setup_stageconfig(
+    app: Celery,
+    *,
+    target: str,
+    token: str | None = None,
+    stages: Iterable[StageType | str] | None = None,
+    cache_path: str | os.PathLike[str] | None = None,
+    ready_timeout: float = DEFAULT_READY_TIMEOUT_SECONDS,
+    **client_options: Any,
+) -> None:
+    """Give every worker process of ``app`` a ConfigClient of ``target``.
+
+    Returns at once and creates nothing yet: the client starts in the worker process
+    (see the module docstring for where, per pool). ``ready_timeout`` bounds how long
+    ``current_config`` waits for the first config when the process has none yet;
+    ``client_options`` go to ConfigClient (``heartbeat_seconds``, ``backoff_max_seconds``,
+    ``tls``, ``client_id``, …).
+    """
+    global _setup
+    options: dict[str, Any] = {
+        "token": token,
+        "stages": list(stages) if stages is not None else None,
+        "cache_path": cache_path,
+        **client_options,
+    }
+    _setup = _Setup(app=app, target=target, ready_timeout=ready_timeout, options=options)
+    # weak=False: the receivers are module functions; dispatch_uid: calling setup twice
+    # (a reloaded module) does not connect them twice.
+    signals.worker_process_init.connect(
+        _on_worker_process_init, weak=False, dispatch_uid=_UID + "process_init"
+    )
+    signals.worker_process_shutdown.connect(
+        _on_worker_process_shutdown, weak=False, dispatch_uid=_UID + "process_shutdown"
+    )
+    signals.worker_init.connect(_on_worker_init, weak=False, dispatch_uid=_UID + "worker_init")
+    signals.worker_shutdown.connect(
+        _on_worker_shutdown, weak=False, dispatch_uid=_UID + "worker_shutdown"
+    )
+
+
+def current_client() -> ConfigClient:
+    """This process's ConfigClient, started (created now if no signal did it yet)."""
+    global _client
+    client = _client
+    if client is not None:
+        return client
+    setup = _setup
+    if setup is None:
+        raise StageConfigError("setup_stageconfig(app, target=…) was not called")
+    with _lock:
+        if _client is None:
+            _client = ConfigClient(setup.target, **setup.options)
+            _client.start()
+            log.info("stageconfig client of %s started in process %d", setup.target, os.getpid())
+        return _client
+
+
+def current_config(stage: StageType | str, timeout: float | None = None) -> StageConfig:
+    """The stage's config, from this process's client's memory.
+
+    Only a process that holds no config yet (just started, server not answered, no
+    last-known-good file) waits, at most ``timeout`` (default: setup's
+    ``ready_timeout``); then NotReadyError. StageNotConfiguredError when the stage has
+    no config.
+    """
+    client = current_client()
+    try:
+        return client.get(stage)
+    except NotReadyError:
+        setup = _setup
+        default = setup.ready_timeout if setup is not None else DEFAULT_READY_TIMEOUT_SECONDS
+        client.wait_ready(default if timeout is None else timeout)
+        return client.get(stage)
+
+
+def close_client() -> None:
+    """Close this process's client (the signals do it at worker shutdown)."""
+    global _client
+    with _lock:
+        client, _client = _client, None
+    if client is not None:
+        client.close()
+
+
+# -- signal receivers -------------------------------------------------------------------
+
+
+def _on_worker_process_init(**_: Any) -> None:
+    current_client()
+
+
+def _on_worker_process_shutdown(**_: Any) -> None:
+    close_client()
+
+
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    setup = _setup
+    if setup is None or getattr(sender, "app", setup.app) is not setup.app:
+        return
+    if _forks_children(sender):
+        return  # prefork: each child starts its own after the fork
+    current_client()
+
+
+def _on_worker_shutdown(**_: Any) -> None:
+    close_client()
+
+
+def _forks_children(worker: Any) -> bool:
+    """Whether the worker's pool forks processes (prefork) after worker_init."""
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    pool_cls = getattr(worker, "pool_cls", None)
+    if pool_cls is None:
+        return True  # unknown: the safe choice is to leave it to the children
+    resolved = get_implementation(pool_cls)
+    return isinstance(resolved, type) and issubclass(resolved, PreforkPool)
+
+
+__all__ = ["close_client", "current_client", "current_config", "setup_stageconfig"]

@@ -1,0 +1,81 @@
+"""Tasks the integration tests add to the example app's workers (``celery worker -I``).
+
+``probe.report`` is the example's stage report with a hold (so a batch of them keeps
+every pool process busy and each one answers) and the time it ran; ``probe.events``
+returns every config change this process applied, with the wall-clock time it applied
+it (the propagation measurement reads that).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery import signals
+from celery_app import app, stage_report
+
+from stageconfig import ConfigChangeEvent, StageType
+from stageconfig.contrib.celery import current_client
+
+_events: list[dict[str, Any]] = []
+_recording_in = 0
+
+
+def _record(event: ConfigChangeEvent) -> None:
+    _events.append(
+        {
+            "revision": event.revision,
+            "source": event.source.value,
+            "stages": sorted(event.stages),
+            "at": time.time(),
+        }
+    )
+
+
+def _ensure_recorder() -> None:
+    global _recording_in
+    if _recording_in == os.getpid():
+        return
+    _recording_in = os.getpid()
+    client = current_client()
+    client.on_change(_record)
+    if client.applied_revision:  # already held before the listener was added
+        snapshot = client.snapshot()
+        _events.append(
+            {"revision": snapshot.revision, "source": "HELD", "stages": [], "at": time.time()}
+        )
+
+
+@signals.worker_process_init.connect(weak=False)
+def _on_process_init(**_: Any) -> None:
+    # Connected after setup_stageconfig's receiver (celery_app is imported first), so
+    # the client exists; the listener is in place before its first snapshot arrives.
+    _ensure_recorder()
+
+
+@app.task(name="probe.report")
+def report(stage: str = "POEM", hold: float = 0.0) -> dict[str, Any]:
+    """The stage's report from this process (read when the task starts; the answer
+    comes after ``hold`` seconds)."""
+    _ensure_recorder()
+    ran_at = time.time()
+    result = {**stage_report(StageType(stage)), "ran_at": ran_at}
+    if hold:
+        time.sleep(hold)
+    return result
+
+
+@app.task(name="probe.events")
+def events(hold: float = 0.0) -> dict[str, Any]:
+    """Every config change this process applied, after ``hold`` seconds."""
+    _ensure_recorder()
+    if hold:
+        time.sleep(hold)
+    client = current_client()
+    return {
+        "pid": os.getpid(),
+        "events": list(_events),
+        "applied_revision": client.applied_revision,
+        "state": client.state.value,
+    }
