@@ -18,15 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from stageconfig_server.admin_events import LogAndWebhookEvents
 from stageconfig_server.broadcast import Broadcaster
 from stageconfig_server.crypto import KeyCipher
-from stageconfig_server.db.engine import create_engine
+from stageconfig_server.db.engine import create_engine, is_sqlite
 from stageconfig_server.db.migrate import upgrade_to_head
 from stageconfig_server.db.repository import Repository
 from stageconfig_server.domain import ProviderKind
 from stageconfig_server.errors import SecretMismatch
+from stageconfig_server.metrics import Metrics
 from stageconfig_server.providers.base import ProviderAdapter
 from stageconfig_server.providers.registry import build_adapters
-from stageconfig_server.rpc.server import NOT_SERVING, create_server
+from stageconfig_server.replication import PostgresChangeFeed
+from stageconfig_server.rpc.server import NOT_SERVING, connection_age_options, create_server
 from stageconfig_server.rpc.servicer import StageConfigServicer
+from stageconfig_server.rpc.transport import load_security
 from stageconfig_server.service import ConfigService
 from stageconfig_server.settings import LegacySettings, Settings
 from stageconfig_server.sync import ModelSync
@@ -47,13 +50,15 @@ def build_cipher(settings: Settings) -> KeyCipher:
     )
 
 
-async def open_storage(settings: Settings) -> tuple[AsyncEngine, Repository, KeyCipher]:
+async def open_storage(
+    settings: Settings, clock: Callable[[], datetime] | None = None
+) -> tuple[AsyncEngine, Repository, KeyCipher]:
     """Engine, migrations, repository and a cipher checked against the stored canary."""
     cipher = build_cipher(settings)
     engine = create_engine(settings.database_url)
     try:
         await upgrade_to_head(engine)
-        repository = Repository(engine)
+        repository = Repository(engine, clock)
         canary, created = await repository.get_or_create_canary(cipher.make_canary)
         if not created:
             cipher.check_canary(canary)
@@ -75,6 +80,8 @@ class StageConfigApp:
     server: grpc.aio.Server
     port: int
     health: Any
+    metrics: Metrics
+    feed: PostgresChangeFeed | None = None
 
     @classmethod
     async def start(
@@ -87,8 +94,14 @@ class StageConfigApp:
         interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
         run_sync: bool = True,
     ) -> StageConfigApp:
-        """Open storage, load the view, start the sync and serve."""
-        engine, repository, cipher = await open_storage(settings)
+        """Open storage, load the view, start the sync and serve.
+
+        Refuses (UnsafeConfiguration) before touching the database when the tokens or
+        TLS settings are malformed, or the address is exposed without them.
+        """
+        security = load_security(settings)
+        engine, repository, cipher = await open_storage(settings, clock)
+        feed: PostgresChangeFeed | None = None
         try:
             service = ConfigService(
                 repository,
@@ -101,21 +114,55 @@ class StageConfigApp:
                 clock=clock,
             )
             await service.load()
-            broadcaster = Broadcaster(service, heartbeat_seconds=settings.heartbeat_seconds)
+            broadcaster = Broadcaster(
+                service,
+                heartbeat_seconds=settings.heartbeat_seconds,
+                send_timeout_seconds=settings.watch_send_timeout_seconds,
+                retained_changes=settings.watch_retained_changes,
+            )
             await broadcaster.load_recent()
-            servicer = StageConfigServicer(service, broadcaster)
+            if not is_sqlite(settings.database_url):
+                # Other replicas write to the same database: follow their changes.
+                feed = PostgresChangeFeed(service, settings.database_url)
+                await feed.start()
+            metrics = Metrics(service, broadcaster)
+            servicer = StageConfigServicer(service, broadcaster, security.caller_of)
             server, port, health_servicer = create_server(
-                servicer, settings.address, interceptors=interceptors
+                servicer,
+                settings.address,
+                credentials=security.credentials,
+                # Auth outermost: it swaps the handler the others built, so a rejected
+                # call runs none of them.
+                interceptors=[*security.interceptors, metrics.interceptor(), *interceptors],
+                options=connection_age_options(
+                    settings.max_connection_age_seconds,
+                    settings.max_connection_age_grace_seconds,
+                ),
             )
             await server.start()
+            if settings.metrics_address:
+                metrics.serve(settings.metrics_address)
             sync = ModelSync(service, timedelta(hours=settings.sync_interval_hours), clock=clock)
             if run_sync:
                 await sync.start()
         except BaseException:
+            if feed is not None:
+                await feed.stop()
             await engine.dispose()
             raise
         log.info("stageconfig serving on %s (port %d)", settings.address, port)
-        return cls(settings, engine, service, broadcaster, sync, server, port, health_servicer)
+        return cls(
+            settings,
+            engine,
+            service,
+            broadcaster,
+            sync,
+            server,
+            port,
+            health_servicer,
+            metrics,
+            feed,
+        )
 
     @property
     def target(self) -> str:
@@ -129,6 +176,9 @@ class StageConfigApp:
         """Graceful shutdown: NOT_SERVING, end watch streams, finish unary calls, close."""
         await self.health.enter_graceful_shutdown()
         self.sync.stop()
+        if self.feed is not None:
+            await self.feed.stop()
+        self.metrics.stop()
         self.broadcaster.close()
         await self.server.stop(grace)
         await self.engine.dispose()

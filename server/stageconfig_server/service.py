@@ -136,6 +136,9 @@ class RefreshOutcome:
     revision: int
 
 
+RefreshListener = Callable[[ProviderKind, RefreshOutcome], None]
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
     """A page of the revision log, newest first."""
@@ -189,6 +192,7 @@ class ConfigService:
         self._head = 0
         self._write_lock = asyncio.Lock()
         self._listeners: list[ChangeListener] = []
+        self._refresh_listeners: list[RefreshListener] = []
 
     # -- lifecycle and view ---------------------------------------------------------------
 
@@ -197,6 +201,10 @@ class ConfigService:
         stored = await self._repo.list_all()
         self._view = {stage: self._decrypted(row) for stage, row in stored.items()}
         self._head = await self._repo.head_revision()
+
+    def add_refresh_listener(self, listener: RefreshListener) -> None:
+        """Call ``listener(provider, outcome)`` after every stage refresh (for metrics)."""
+        self._refresh_listeners.append(listener)
 
     def add_listener(self, listener: ChangeListener) -> None:
         """Call ``listener`` with every committed change, in revision order."""
@@ -640,7 +648,12 @@ class ConfigService:
         stages = [stage] if stage is not None else [s for s in StageType if s in self._view]
         if stage is not None and stage not in self._view:
             raise NotFound(f"no config is stored for stage {stage.value}: nothing to refresh")
-        return list(await asyncio.gather(*(self._refresh_stage(s) for s in stages)))
+        outcomes = list(await asyncio.gather(*(self._refresh_stage(s) for s in stages)))
+        for outcome in outcomes:
+            provider = self._view[outcome.stage_type].provider_kind
+            for listener in self._refresh_listeners:
+                listener(provider, outcome)
+        return outcomes
 
     async def _refresh_stage(self, stage: StageType) -> RefreshOutcome:
         before = self._view[stage]

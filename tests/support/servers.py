@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from stageconfig_server.app import StageConfigApp
 from stageconfig_server.settings import LegacySettings, Settings
@@ -28,9 +27,7 @@ TEST_SECRET = "test-admin-secret-0123456789"
 _LISTENING = re.compile(r"stageconfig listening on (\S+)")
 
 
-def server_env(
-    db_path: Path, fake: FakeProviders | None, **extra: str
-) -> dict[str, str]:
+def server_env(db_path: Path, fake: FakeProviders | None, **extra: str) -> dict[str, str]:
     """The environment of a test server: its database, secret and provider endpoints."""
     env = {
         "STAGECONFIG_DATABASE_URL": f"sqlite+aiosqlite:///{db_path}",
@@ -106,7 +103,8 @@ class ServerProcess:
         return self
 
     def _pump(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self.proc is not None
+        assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.output.append(line)
             if match := _LISTENING.search(line):

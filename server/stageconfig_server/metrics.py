@@ -1,0 +1,220 @@
+"""Prometheus metrics on ``STAGECONFIG_METRICS_ADDRESS``.
+
+Every app has its own registry (tests run several servers in one process). Values that
+are cheap to read at scrape time (watchers, revisions, cache ages) are collected then,
+so nothing is updated on the hot path; latencies and counts are recorded as they
+happen. No label ever carries a key or anything derived from one.
+
+    stageconfig_watchers_connected                 gauge
+    stageconfig_revision_head                      gauge
+    stageconfig_watchers_min_revision_delivered    gauge (the laggiest watcher)
+    stageconfig_watchers_behind_head               gauge (watchers not at the head)
+    stageconfig_propagation_seconds                histogram: commit → written to a stream
+    stageconfig_rpc_duration_seconds{method,code}  histogram (unary calls)
+    stageconfig_rpc_streams_total{method,code}     counter (streams ended, by status)
+    stageconfig_sync_results_total{provider,status} counter
+    stageconfig_models_cache_age_seconds{stage}    gauge
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from stageconfig_server.broadcast import Broadcaster
+from stageconfig_server.domain import ProviderKind
+from stageconfig_server.service import ConfigService, RefreshOutcome
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class _StateCollector(Collector):
+    """Reads the service and broadcaster at scrape time."""
+
+    def __init__(self, service: ConfigService, broadcaster: Broadcaster) -> None:
+        self._service = service
+        self._broadcaster = broadcaster
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        watchers = self._broadcaster.watchers
+        head = self._service.head_revision
+        yield GaugeMetricFamily(
+            "stageconfig_watchers_connected", "Connected WatchConfig streams.", value=len(watchers)
+        )
+        yield GaugeMetricFamily(
+            "stageconfig_revision_head", "Newest revision applied by this server.", value=head
+        )
+        yield GaugeMetricFamily(
+            "stageconfig_watchers_min_revision_delivered",
+            "Lowest revision delivered to a connected watcher (head when none).",
+            value=min((w.last_revision for w in watchers), default=head),
+        )
+        yield GaugeMetricFamily(
+            "stageconfig_watchers_behind_head",
+            "Connected watchers whose last delivered revision is below the head.",
+            value=sum(1 for w in watchers if w.last_revision < head),
+        )
+        ages = GaugeMetricFamily(
+            "stageconfig_models_cache_age_seconds",
+            "Seconds since each stage's model list was fetched.",
+            labels=["stage"],
+        )
+        now = datetime.now(UTC)
+        for view in self._service.list_configs():
+            config = view.config
+            if config is not None and config.models_cache_updated_at is not None:
+                age = (now - config.models_cache_updated_at).total_seconds()
+                ages.add_metric([view.stage_type.value], max(age, 0.0))
+        yield ages
+
+
+class Metrics:
+    """The app's metrics: a registry, the recorders, and the optional HTTP endpoint."""
+
+    def __init__(self, service: ConfigService, broadcaster: Broadcaster) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_StateCollector(service, broadcaster))
+        self.rpc_duration = Histogram(
+            "stageconfig_rpc_duration_seconds",
+            "Unary RPC latency by method and status code.",
+            ["method", "code"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.streams = Counter(
+            "stageconfig_rpc_streams",
+            "Server streams ended, by method and status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.propagation = Histogram(
+            "stageconfig_propagation_seconds",
+            "Time from a change's commit to its write to a watcher's stream.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.sync_results = Counter(
+            "stageconfig_sync_results",
+            "Model refresh results by provider and resulting status.",
+            ["provider", "status"],
+            registry=self.registry,
+        )
+        self._http: Any = None
+        self.port: int | None = None
+        """The bound port of the HTTP endpoint, once serving."""
+        broadcaster.on_delivered = self.propagation.observe
+        service.add_refresh_listener(self._record_refresh)
+
+    def _record_refresh(self, provider: ProviderKind, outcome: RefreshOutcome) -> None:
+        self.sync_results.labels(provider.value, outcome.status.value).inc()
+
+    def interceptor(self) -> MetricsInterceptor:
+        """The server interceptor that times every call."""
+        return MetricsInterceptor(self)
+
+    def serve(self, address: str) -> int:
+        """Expose /metrics on ``host:port``; returns the bound port."""
+        host, _, port = address.rpartition(":")
+        server, _thread = start_http_server(
+            int(port), addr=host or "127.0.0.1", registry=self.registry
+        )
+        self._http = server
+        bound: int = server.server_address[1]
+        self.port = bound
+        log.info("metrics on http://%s:%d/metrics", host or "127.0.0.1", bound)
+        return bound
+
+    def stop(self) -> None:
+        """Stop the HTTP endpoint."""
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+def _code_of(context: Any) -> str:
+    code = context.code()
+    if code is None:
+        return "OK"
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return str(code)
+
+
+if TYPE_CHECKING:
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:  # the runtime class is not generic; grpc-stubs' is
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+
+
+class MetricsInterceptor(_ServerInterceptor):
+    """Times unary calls and counts ended streams, labelled by method and status code."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        metrics = self._metrics
+        if handler.unary_unary is not None:
+            inner: Any = handler.unary_unary
+
+            async def timed(request: Any, context: Any) -> Any:
+                started = time.perf_counter()
+                code = "OK"
+                try:
+                    return await inner(request, context)
+                except BaseException:
+                    code = _code_of(context) if _code_of(context) != "OK" else "UNKNOWN"
+                    raise
+                finally:
+                    metrics.rpc_duration.labels(method, code).observe(time.perf_counter() - started)
+
+            return grpc.unary_unary_rpc_method_handler(
+                timed,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None and not inspect.isasyncgenfunction(
+            handler.unary_stream
+        ):
+            # Coroutine-style streams (WatchConfig writes with context.write); generator
+            # handlers (none of ours) are left as they are.
+            inner_stream: Any = handler.unary_stream
+
+            async def counted(request: Any, context: Any) -> Any:
+                code = "OK"
+                try:
+                    return await inner_stream(request, context)
+                except BaseException:
+                    code = _code_of(context) if _code_of(context) != "OK" else "CANCELLED"
+                    raise
+                finally:
+                    metrics.streams.labels(method, code).inc()
+
+            return grpc.unary_stream_rpc_method_handler(
+                counted,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
