@@ -1,0 +1,368 @@
+/**
+ * A hot in-memory copy of the watched stages, kept current by a WatchConfig stream.
+ *
+ * The stream runs in the background: the first answer is a snapshot; afterwards every
+ * committed change arrives as it happens and a heartbeat proves the stream is alive.
+ * When the stream breaks (server restart, network, no message for `idleTimeoutMs`) the
+ * watcher keeps serving what it holds, marks itself stale, waits a jittered exponential
+ * backoff and reconnects with `resume_revision`, so the server sends only the changes it
+ * missed. The held copy is swapped as a whole, never edited in place, and its revision
+ * never goes backwards. Mirrors the Python client's `ConfigClient`.
+ *
+ * States:
+ *
+ *     connecting ──snapshot──▶ ready ──stream lost──▶ stale ──resumed──▶ ready
+ *         │ ▲                                           │
+ *         │ └──────── stream lost before any config ────┘ (keeps retrying)
+ *         └─ UNAUTHENTICATED / PERMISSION_DENIED / INVALID_ARGUMENT / UNIMPLEMENTED ─▶ fatal
+ *     any ──close()──▶ closed
+ */
+
+import { hostname } from "node:os";
+
+import type { Client } from "@connectrpc/connect";
+
+import { Backoff, type BackoffOptions } from "./backoff.js";
+import { configFromPb, reasonFromPb, stageToPb } from "./convert.js";
+import {
+  ClientClosedError,
+  NotReadyError,
+  RPCError,
+  UnavailableError,
+  translateError,
+  type StageConfigError,
+  type StatusCode,
+} from "./errors.js";
+import type { StageConfigService, WatchConfigResponse } from "./gen/stageconfig/v1/stage_config_pb.js";
+import { STAGE_TYPES, type ChangeReason, type StageConfig, type StageType } from "./types.js";
+
+/** Where a watcher is: see the state diagram in this module's doc. */
+export type WatcherState = "connecting" | "ready" | "stale" | "fatal" | "closed";
+
+/** Every watched stage at one revision; immutable, replaced as a whole on each change. */
+export interface ConfigSnapshot {
+  /** The revision of the newest change applied (0 before the first snapshot). */
+  readonly revision: number;
+  /** The configured stages; a stage with no config (and no fallback) is absent. */
+  readonly configs: ReadonlyMap<StageType, StageConfig>;
+}
+
+/** What a change listener receives. */
+export interface ConfigChangeEvent {
+  /** `snapshot`: the whole copy was replaced; `change`: one stage moved to a new revision. */
+  readonly kind: "snapshot" | "change";
+  /** The revision the copy is at now. */
+  readonly revision: number;
+  /** The stages whose config differs from before (added, changed or removed). */
+  readonly changed: readonly StageType[];
+  /** Why the revision was written (`change` only). */
+  readonly reason: ChangeReason | undefined;
+  /** The copy after the event. */
+  readonly snapshot: ConfigSnapshot;
+}
+
+/** Called after the copy changed; exceptions are reported as process warnings. */
+export type ChangeListener = (event: ConfigChangeEvent) => void;
+/** Called on every state transition, with the error that caused it, if any. */
+export type StateListener = (state: WatcherState, error: StageConfigError | undefined) => void;
+
+/** Settings of a watcher. */
+export interface WatchOptions {
+  /** The stages to watch; default (or empty) all four. */
+  readonly stages?: readonly StageType[];
+  /** A name the server shows in ListWatchers; default `<hostname>/<pid>`. */
+  readonly clientId?: string;
+  /** Reconnect waits. */
+  readonly backoff?: BackoffOptions;
+  /**
+   * No message (heartbeats included) for this long means the stream is dead: drop it and
+   * reconnect. Keep it above the server's heartbeat period (10 s by default). Default 30 000.
+   */
+  readonly idleTimeoutMs?: number;
+}
+
+const FATAL_CODES: ReadonlySet<StatusCode> = new Set<StatusCode>([
+  "UNAUTHENTICATED",
+  "PERMISSION_DENIED",
+  "INVALID_ARGUMENT",
+  "UNIMPLEMENTED",
+]);
+
+const EMPTY: ConfigSnapshot = Object.freeze({ revision: 0, configs: new Map() });
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) {
+      resolve();
+      return;
+    }
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+function changedStages(before: ConfigSnapshot, after: ConfigSnapshot): StageType[] {
+  return STAGE_TYPES.filter((stage) => {
+    const a = before.configs.get(stage);
+    const b = after.configs.get(stage);
+    return a?.revision !== b?.revision; // undefined on one side only counts as a change
+  });
+}
+
+/**
+ * The hot copy. Create it with `StageConfigClient.watchConfig()`; it connects at once.
+ * Read it with {@link get} (from memory, no I/O); wait for the first config with
+ * {@link waitReady}; stop it with {@link close}.
+ */
+export class ConfigWatcher {
+  private current: ConfigSnapshot = EMPTY;
+  private hasData = false;
+  private currentState: WatcherState = "connecting";
+  private error: StageConfigError | undefined;
+  private readonly changeListeners = new Set<ChangeListener>();
+  private readonly stateListeners = new Set<StateListener>();
+  private readonly closing = new AbortController();
+  private readonly loop: Promise<void>;
+  private readonly stages: readonly StageType[];
+  private readonly clientId: string;
+  private readonly idleTimeoutMs: number;
+  private readonly backoff: Backoff;
+
+  /**
+   * @internal Use `StageConfigClient.watchConfig()`. `resetConnection` drops the HTTP/2
+   * connection after an idle timeout: a silent connection is presumed dead, and a new
+   * stream on it would hang just the same.
+   */
+  constructor(
+    private readonly rpc: Client<typeof StageConfigService>,
+    options: WatchOptions = {},
+    private readonly resetConnection: () => void = () => {},
+  ) {
+    // Empty means all, as on the wire.
+    this.stages = [...new Set(options.stages?.length ? options.stages : STAGE_TYPES)];
+    this.stages.forEach(stageToPb); // an unknown stage name throws here, not in the loop
+    this.clientId = options.clientId ?? `${hostname()}/${process.pid}`;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
+    this.backoff = new Backoff(options.backoff);
+    this.loop = this.run();
+  }
+
+  /** The current state. */
+  get state(): WatcherState {
+    return this.currentState;
+  }
+
+  /** Why the watcher last left `ready` (or never reached it); undefined while healthy. */
+  get lastError(): StageConfigError | undefined {
+    return this.error;
+  }
+
+  /** The revision of the held copy (0 before the first snapshot). */
+  get revision(): number {
+    return this.current.revision;
+  }
+
+  /** The whole held copy, immutable. */
+  snapshot(): ConfigSnapshot {
+    return this.current;
+  }
+
+  /**
+   * A stage's config from memory: no I/O. Undefined when the stage has no config on
+   * the server. Throws {@link ClientClosedError} after close; before the first snapshot,
+   * {@link NotReadyError} (or, once the server refused the watch, its refusal).
+   */
+  get(stage: StageType): StageConfig | undefined {
+    if (this.currentState === "closed") throw new ClientClosedError("the watcher is closed");
+    if (!this.hasData) {
+      if (this.currentState === "fatal" && this.error !== undefined) throw this.error;
+      throw new NotReadyError(
+        `no config received yet (state ${this.currentState}${this.error ? `: ${this.error.message}` : ""})`,
+      );
+    }
+    if (!this.stages.includes(stage)) {
+      throw new TypeError(`stage ${stage} is not watched (watching ${this.stages.join(", ")})`);
+    }
+    return this.current.configs.get(stage);
+  }
+
+  /**
+   * Resolves once a config is held (at once if one is, even while stale). Rejects with
+   * {@link NotReadyError} after `timeoutMs`, with the server's refusal when the watcher
+   * turns fatal, with {@link ClientClosedError} when it is closed first.
+   */
+  waitReady(timeoutMs: number): Promise<void> {
+    if (this.hasData) return Promise.resolve();
+    if (this.currentState === "fatal" && this.error !== undefined) return Promise.reject(this.error);
+    if (this.currentState === "closed") return Promise.reject(new ClientClosedError("the watcher is closed"));
+    return new Promise((resolve, reject) => {
+      const finish = (error: StageConfigError | undefined): void => {
+        clearTimeout(timer);
+        this.stateListeners.delete(listener);
+        if (error === undefined) resolve();
+        else reject(error);
+      };
+      const listener: StateListener = (state, error) => {
+        if (this.hasData) finish(undefined);
+        else if (state === "fatal") finish(error ?? new NotReadyError("the server refused the watch"));
+        else if (state === "closed") finish(new ClientClosedError("the watcher was closed"));
+      };
+      const timer = setTimeout(() => {
+        const why = this.error ? `; last error: ${this.error.message}` : "";
+        finish(new NotReadyError(`no config within ${timeoutMs} ms (state ${this.currentState}${why})`));
+      }, timeoutMs);
+      this.stateListeners.add(listener);
+    });
+  }
+
+  /** Calls `listener` after every change of the copy; returns a function that unsubscribes. */
+  onChange(listener: ChangeListener): () => void {
+    this.changeListeners.add(listener);
+    return () => this.changeListeners.delete(listener);
+  }
+
+  /** Calls `listener` on every state transition; returns a function that unsubscribes. */
+  onStateChange(listener: StateListener): () => void {
+    this.stateListeners.add(listener);
+    return () => this.stateListeners.delete(listener);
+  }
+
+  /** Stops the stream and the reconnects; resolves when the background loop is done. */
+  async close(): Promise<void> {
+    if (!this.closing.signal.aborted) {
+      this.closing.abort(new ClientClosedError("the watcher was closed"));
+    }
+    await this.loop;
+    this.setState("closed", undefined); // also after fatal, when the loop ended by itself
+  }
+
+  private setState(state: WatcherState, error: StageConfigError | undefined): void {
+    if (state === "ready") this.error = undefined;
+    else if (error !== undefined) this.error = error;
+    if (state === this.currentState) return;
+    this.currentState = state;
+    for (const listener of [...this.stateListeners]) {
+      try {
+        listener(state, error);
+      } catch (e) {
+        process.emitWarning(`stageconfig state listener threw: ${String(e)}`);
+      }
+    }
+  }
+
+  private publish(next: ConfigSnapshot, event: Omit<ConfigChangeEvent, "changed" | "snapshot">): void {
+    const before = this.current;
+    this.current = next;
+    this.hasData = true;
+    const full: ConfigChangeEvent = Object.freeze({ ...event, changed: changedStages(before, next), snapshot: next });
+    for (const listener of [...this.changeListeners]) {
+      try {
+        listener(full);
+      } catch (e) {
+        process.emitWarning(`stageconfig change listener threw: ${String(e)}`);
+      }
+    }
+  }
+
+  /** Applies one stream message; returns true when the copy is at the server's head. */
+  private apply(response: WatchConfigResponse): boolean {
+    const event = response.event;
+    switch (event.case) {
+      case "snapshot": {
+        const revision = Number(event.value.revision);
+        // A server behind us (a lagging replica, a restored backup) answers a resume with
+        // an older snapshot: keep the newer copy; revisions never go backwards.
+        if (this.hasData && revision < this.current.revision) return true;
+        const configs = new Map<StageType, StageConfig>();
+        for (const message of event.value.configs) {
+          const config = configFromPb(message);
+          if (config !== undefined && this.stages.includes(config.stageType)) configs.set(config.stageType, config);
+        }
+        this.publish(Object.freeze({ revision, configs }), { kind: "snapshot", revision, reason: undefined });
+        return true;
+      }
+      case "change": {
+        const revision = Number(event.value.revision);
+        const config = event.value.config === undefined ? undefined : configFromPb(event.value.config);
+        if (revision <= this.current.revision || config === undefined || !this.stages.includes(config.stageType)) {
+          return false;
+        }
+        const configs = new Map(this.current.configs);
+        configs.set(config.stageType, config);
+        this.publish(Object.freeze({ revision, configs }), {
+          kind: "change",
+          revision,
+          reason: reasonFromPb(event.value.reason),
+        });
+        return false;
+      }
+      case "heartbeat":
+        // After a resume the missed changes come first, then a heartbeat: we are current.
+        return this.hasData;
+      default:
+        return false; // a message kind newer than this client
+    }
+  }
+
+  private async run(): Promise<void> {
+    const closed = this.closing.signal;
+    while (!closed.aborted) {
+      const attempt = new AbortController();
+      const stop = (): void => attempt.abort();
+      closed.addEventListener("abort", stop, { once: true });
+      let idleTimer: NodeJS.Timeout | undefined;
+      let idle = false;
+      const armIdle = (): void => {
+        clearTimeout(idleTimer);
+        idleTimer = setTimeout(() => {
+          idle = true;
+          attempt.abort();
+        }, this.idleTimeoutMs);
+      };
+      let failure: StageConfigError;
+      try {
+        armIdle();
+        const stream = this.rpc.watchConfig(
+          {
+            stageTypes: this.stages.map(stageToPb),
+            clientId: this.clientId,
+            ...(this.hasData && { resumeRevision: BigInt(this.current.revision) }),
+          },
+          { signal: attempt.signal },
+        );
+        for await (const response of stream) {
+          armIdle();
+          if (this.apply(response) && this.currentState !== "ready") {
+            this.setState("ready", undefined);
+            this.backoff.reset();
+          }
+        }
+        failure = new UnavailableError("UNAVAILABLE", "the server ended the watch stream");
+      } catch (e) {
+        if (idle) {
+          failure = new UnavailableError("UNAVAILABLE", `no message from the server for ${this.idleTimeoutMs} ms`);
+          this.resetConnection();
+        } else {
+          failure = translateError(e);
+        }
+      } finally {
+        clearTimeout(idleTimer);
+        closed.removeEventListener("abort", stop);
+      }
+      if (closed.aborted) break;
+      if (failure instanceof RPCError && FATAL_CODES.has(failure.code)) {
+        this.setState("fatal", failure);
+        return;
+      }
+      this.setState(this.hasData ? "stale" : "connecting", failure);
+      await sleep(this.backoff.next(), closed);
+    }
+    this.setState("closed", undefined);
+  }
+}
