@@ -98,7 +98,7 @@ class PostgresChangeFeed:
                 if conn is not None and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await conn.close(timeout=2)
-            await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311 - jitter
+            await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, 5.0)
 
     async def _catch_up(self) -> None:

@@ -142,9 +142,7 @@ async def test_list_configs_shows_all_stages_with_masked_keys(
     assert "AQVN-voice-key-0002" not in str(listing)
 
 
-async def test_restart_keeps_everything(
-    db_path: Path, fake_providers: FakeProviders
-) -> None:
+async def test_restart_keeps_everything(db_path: Path, fake_providers: FakeProviders) -> None:
     first = await start_app(db_path, fake_providers)
     try:
         async with grpc.aio.insecure_channel(first.target) as channel:
@@ -213,7 +211,11 @@ BAD_UPDATES = [
     ),
     (
         "empty model",
-        {"stage_type": pb.STAGE_TYPE_VOICE, "provider_kind": pb.PROVIDER_KIND_SPEECHKIT, "model": ""},
+        {
+            "stage_type": pb.STAGE_TYPE_VOICE,
+            "provider_kind": pb.PROVIDER_KIND_SPEECHKIT,
+            "model": "",
+        },
         "model",
     ),
     (
@@ -437,7 +439,9 @@ async def test_provider_change_without_key_reuses_newest_key_of_that_provider(
     assert active.config.provider_kind == pb.PROVIDER_KIND_OPENAI
     assert active.config.api_key == "sk-newer-openai-key"
     with sqlite3.connect(db_path) as conn:
-        keys = conn.execute("SELECT provider_kind, fingerprint FROM api_keys ORDER BY id").fetchall()
+        keys = conn.execute(
+            "SELECT provider_kind, fingerprint FROM api_keys ORDER BY id"
+        ).fetchall()
     # Every key entered is kept, once per entry; reusing one adds no row.
     assert [k[0] for k in keys] == ["OPENAI", "OPENAI", "GEMINI"]
 
@@ -473,9 +477,16 @@ async def test_fallback_from_legacy_settings(db_path: Path, fake_providers: Fake
             poem = (await stub.GetActiveConfig(pb.GetActiveConfigRequest(stage_type=1))).config
             # No Gemini key: OpenAI comes next in the POEM order.
             assert poem.source == pb.CONFIG_SOURCE_FALLBACK
-            assert (poem.provider_kind, poem.api_key) == (pb.PROVIDER_KIND_OPENAI, "sk-legacy-openai")
+            assert (poem.provider_kind, poem.api_key) == (
+                pb.PROVIDER_KIND_OPENAI,
+                "sk-legacy-openai",
+            )
             song = (await stub.GetActiveConfig(pb.GetActiveConfigRequest(stage_type=3))).config
-            assert (song.provider_kind, song.model, song.revision) == (pb.PROVIDER_KIND_SUNO, "V4", 0)
+            assert (song.provider_kind, song.model, song.revision) == (
+                pb.PROVIDER_KIND_SUNO,
+                "V4",
+                0,
+            )
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.GetActiveConfig(pb.GetActiveConfigRequest(stage_type=4))
             assert caught.value.code() == grpc.StatusCode.NOT_FOUND
