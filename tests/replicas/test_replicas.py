@@ -5,42 +5,19 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
-import pytest
 
 from stageconfig.v1 import stage_config_pb2 as pb
 from stageconfig.v1 import stage_config_pb2_grpc as pbg
 from tests.fakes.provider_server import FakeProviders
-from tests.support.postgres import temporary_database
-from tests.support.servers import ServerProcess, server_env, start_app
+from tests.support.servers import ServerProcess, start_app
 
 VOICES = ["alena", "jane", "filipp", "ermil", "omazh", "zahar"]
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    async with temporary_database() as url:
-        yield url
-
-
-@pytest.fixture
-def replicas(
-    pg_url: str, tmp_path: Path, fake_providers: FakeProviders
-) -> Iterator[list[ServerProcess]]:
-    env = server_env(tmp_path / "unused.db", fake_providers, STAGECONFIG_DATABASE_URL=pg_url)
-    servers = [ServerProcess(env) for _ in range(3)]
-    try:
-        for server in servers:
-            server.start()
-        yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 def voice_update(model: str) -> pb.UpdateConfigRequest:

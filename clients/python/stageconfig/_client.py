@@ -102,7 +102,9 @@ class ConfigClient:
         client.close()
 
     Arguments:
-        target: ``host:port`` of the server.
+        target: ``host:port`` of the server, or several replicas (a sequence, or one
+            string with commas): the client watches one at a time and, when its stream
+            fails or ends, moves to the next and resumes from its revision.
         token: a worker token (plaintext keys); an admin token gets masked keys.
         stages: the stages to watch (default: all four).
         cache_path: the last-known-good file. Read at ``start()`` (serving it in state
@@ -131,7 +133,7 @@ class ConfigClient:
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         token: str | None = None,
         stages: Iterable[StageType | str] | None = None,
@@ -148,14 +150,23 @@ class ConfigClient:
         backoff_max_seconds: float = 30.0,
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        if not target:
+        targets = tuple(
+            t.strip()
+            for t in (target.split(",") if isinstance(target, str) else target)
+            if t.strip()
+        )
+        if not targets:
             raise ValueError("target is required (host:port of the stageconfig server)")
         if heartbeat_seconds is not None and heartbeat_seconds <= 0:
             raise ValueError("heartbeat_seconds must be positive")
         if stale_after_heartbeats < 1:
             raise ValueError("stale_after_heartbeats must be at least 1")
         Backoff(backoff_initial_seconds, backoff_max_seconds)  # validates the pair
-        self._target = target
+        self._targets = targets
+        self._target_index = 0
+        self._target = targets[0]
+        # The cache file names the replica set it came from, not the replica of the day.
+        self._targets_key = ",".join(targets)
         self._token = token
         self._watch_all = not stages
         self._stages = frozenset(StageType(s) for s in stages) if stages else frozenset(StageType)
@@ -245,8 +256,13 @@ class ConfigClient:
 
     @property
     def target(self) -> str:
-        """The server this client watches."""
+        """The server this client watches now (one of ``targets``)."""
         return self._target
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Every server this client may watch, in failover order."""
+        return self._targets
 
     @property
     def stages(self) -> frozenset[StageType]:
@@ -457,6 +473,7 @@ class ConfigClient:
                 return
             self._last_error = error
             self._refresh_state()
+            self._next_target()
             delay = backoff.next_delay()
             log.info(
                 "stageconfig watch of %s interrupted (%s); reconnecting in %.2f s",
@@ -502,6 +519,18 @@ class ConfigClient:
         finally:
             with self._lock:
                 self._call = None
+
+    def _next_target(self) -> None:
+        """Move to the next replica (if there are several): the stream failed or ended,
+        e.g. the replica shut down. The next stream resumes from the applied revision."""
+        if len(self._targets) < 2:
+            return
+        with self._lock:
+            channel, self._channel = self._channel, None
+            self._target_index = (self._target_index + 1) % len(self._targets)
+            self._target = self._targets[self._target_index]
+        if channel is not None:
+            channel.close()
 
     def _ensure_channel(self) -> grpc.Channel:
         from stageconfig._channel import create_channel
@@ -650,7 +679,7 @@ class ConfigClient:
         update = self._store.replace(cached.revision, cached.configs, SnapshotSource.CACHE)
         # Resume from the file only when it describes this server and every stage we
         # watch; otherwise its revision says nothing about what we would miss.
-        self._resumable = cached.target == self._target and self._stages <= cached.stages
+        self._resumable = cached.target == self._targets_key and self._stages <= cached.stages
         self._cache_written_at = cached.written_at
         log.info(
             "serving the last-known-good config of %s (revision %d, written %s) until the "
@@ -667,7 +696,7 @@ class ConfigClient:
             return
         state = CachedState(
             revision=snapshot.revision,
-            target=self._target,
+            target=self._targets_key,
             stages=self._stages,
             configs=tuple(snapshot.configs[s] for s in sorted(snapshot.configs)),
             written_at=datetime.now(UTC),

@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,7 @@ _UID = "stageconfig.contrib.celery."
 @dataclass
 class _Setup:
     app: Celery
-    target: str
+    target: str | Sequence[str]
     ready_timeout: float
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -79,14 +79,15 @@ os.register_at_fork(after_in_child=_new_lock_in_child)
 def setup_stageconfig(
     app: Celery,
     *,
-    target: str,
+    target: str | Sequence[str],
     token: str | None = None,
     stages: Iterable[StageType | str] | None = None,
     cache_path: str | os.PathLike[str] | None = None,
     ready_timeout: float = DEFAULT_READY_TIMEOUT_SECONDS,
     **client_options: Any,
 ) -> None:
-    """Give every worker process of ``app`` a ConfigClient of ``target``.
+    """Give every worker process of ``app`` a ConfigClient of ``target`` (one server,
+    or several replicas to fail over between).
 
     Returns at once and creates nothing yet: the client starts in the worker process
     (see the module docstring for where, per pool). ``ready_timeout`` bounds how long
