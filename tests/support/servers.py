@@ -75,7 +75,7 @@ class ServerProcess:
     """``stageconfig-server serve`` in a subprocess; stderr is kept for assertions."""
 
     def __init__(self, env: Mapping[str, str], cwd: Path | None = None) -> None:
-        self.env = {**_base_env(), **env}
+        self.env = {**clean_environ(), **env}
         self.cwd = cwd
         self.proc: subprocess.Popen[str] | None = None
         self.target = ""
@@ -146,7 +146,7 @@ class ServerProcess:
         return "".join(self.output)
 
 
-def _base_env() -> dict[str, str]:
+def clean_environ() -> dict[str, str]:
     # Keep PATH/HOME etc., drop anything stageconfig or the legacy fallback would read.
     legacy = {
         "GEMINI_API_KEY",
