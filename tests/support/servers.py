@@ -147,7 +147,8 @@ class ServerProcess:
 
 
 def clean_environ() -> dict[str, str]:
-    # Keep PATH/HOME etc., drop anything stageconfig or the legacy fallback would read.
+    """This process's environment without anything stageconfig or the legacy fallback
+    would read (PATH, HOME and the rest are kept)."""
     legacy = {
         "GEMINI_API_KEY",
         "OPENAI_API_KEY",
