@@ -26,6 +26,10 @@ from stageconfig_server.providers.base import (
     no_usable_model,
     provider_failure,
     require_key,
+    timed_out,
+    unexpected_error,
+    unreachable,
+    unreadable_answer,
 )
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -136,40 +140,19 @@ class GeminiAdapter:
                 http_status=exc.code,
             ) from exc
         except _TIMEOUTS as exc:
-            raise provider_failure(
-                ConfigStatus.ERROR,
-                StatusCause.NETWORK,
-                provider=PROVIDER,
-                api_key=api_key,
-                detail=f"no answer within {self.timeout_seconds:g} s",
+            raise timed_out(
+                provider=PROVIDER, api_key=api_key, timeout_seconds=self.timeout_seconds
             ) from exc
         except _TRANSPORT_ERRORS as exc:
-            raise provider_failure(
-                ConfigStatus.ERROR,
-                StatusCause.NETWORK,
-                provider=PROVIDER,
-                api_key=api_key,
-                detail=f"connection to {self.base_url} failed: {type(exc).__name__}",
+            raise unreachable(
+                provider=PROVIDER, api_key=api_key, where=self.base_url, exc=exc
             ) from exc
         except ValueError as exc:
             # UnknownApiResponseError (body not JSON) and pydantic's ValidationError
             # (JSON of the wrong shape) are both ValueErrors.
-            raise provider_failure(
-                ConfigStatus.ERROR,
-                StatusCause.UPSTREAM,
-                provider=PROVIDER,
-                api_key=api_key,
-                detail=f"unreadable answer: {type(exc).__name__}",
-            ) from exc
+            raise unreadable_answer(provider=PROVIDER, api_key=api_key, exc=exc) from exc
         except Exception as exc:
-            # The adapter contract is "ProviderFailure, never anything else".
-            raise provider_failure(
-                ConfigStatus.ERROR,
-                StatusCause.UPSTREAM,
-                provider=PROVIDER,
-                api_key=api_key,
-                detail=f"unexpected {type(exc).__name__}",
-            ) from exc
+            raise unexpected_error(provider=PROVIDER, api_key=api_key, exc=exc) from exc
         if not names:
             raise no_usable_model(provider=PROVIDER, api_key=api_key)
         return names

@@ -24,6 +24,10 @@ from stageconfig_server.providers.base import (
     no_usable_model,
     provider_failure,
     require_key,
+    timed_out,
+    unexpected_error,
+    unreachable,
+    unreadable_answer,
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -109,40 +113,19 @@ async def list_compatible_models(
             http_status=exc.status_code,
         ) from exc
     except (openai.APITimeoutError, TimeoutError) as exc:
-        raise provider_failure(
-            ConfigStatus.ERROR,
-            StatusCause.NETWORK,
-            provider=provider,
-            api_key=api_key,
-            detail=f"no answer within {timeout_seconds:g} s",
+        raise timed_out(
+            provider=provider, api_key=api_key, timeout_seconds=timeout_seconds
         ) from exc
     except openai.APIConnectionError as exc:
-        raise provider_failure(
-            ConfigStatus.ERROR,
-            StatusCause.NETWORK,
-            provider=provider,
-            api_key=api_key,
-            detail=f"connection to {base_url} failed: {type(exc.__cause__ or exc).__name__}",
+        # The SDK wraps the transport's exception; name the one that says what failed.
+        raise unreachable(
+            provider=provider, api_key=api_key, where=base_url, exc=exc.__cause__ or exc
         ) from exc
     except (openai.OpenAIError, ValueError) as exc:
         # ValueError: the SDK hands a body that is not JSON straight to json.loads.
-        raise provider_failure(
-            ConfigStatus.ERROR,
-            StatusCause.UPSTREAM,
-            provider=provider,
-            api_key=api_key,
-            detail=f"unreadable answer: {type(exc).__name__}",
-        ) from exc
+        raise unreadable_answer(provider=provider, api_key=api_key, exc=exc) from exc
     except Exception as exc:
-        # The adapter contract is "ProviderFailure, never anything else": a transport
-        # exception the SDK did not wrap must not escape into the service layer.
-        raise provider_failure(
-            ConfigStatus.ERROR,
-            StatusCause.UPSTREAM,
-            provider=provider,
-            api_key=api_key,
-            detail=f"unexpected {type(exc).__name__}",
-        ) from exc
+        raise unexpected_error(provider=provider, api_key=api_key, exc=exc) from exc
     finally:
         await client.close()
 

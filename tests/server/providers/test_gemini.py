@@ -9,12 +9,12 @@ from stageconfig_server.providers import GeminiAdapter, ProviderCredentials, Pro
 from stageconfig_server.providers.gemini import DEFAULT_BASE_URL
 from tests.fakes.provider_server import GEMINI_NON_GENERATE_MODEL, FakeProviders
 
-from .conftest import FAST_TIMEOUT, SECRET_KEY
+from .conftest import ADAPTER_TIMEOUT, SECRET_KEY
 
 
 @pytest.fixture
 def adapter(fake: FakeProviders) -> GeminiAdapter:
-    return GeminiAdapter(fake.base_url(ProviderKind.GEMINI), timeout_seconds=FAST_TIMEOUT)
+    return GeminiAdapter(fake.base_url(ProviderKind.GEMINI), timeout_seconds=ADAPTER_TIMEOUT)
 
 
 async def test_lists_generate_content_models_over_two_pages(

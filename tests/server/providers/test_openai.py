@@ -9,12 +9,12 @@ from stageconfig_server.providers import OpenAIAdapter, ProviderCredentials, Pro
 from stageconfig_server.providers.openai import DEFAULT_BASE_URL, is_chat_model
 from tests.fakes.provider_server import OPENAI_NON_CHAT_MODELS, FakeProviders
 
-from .conftest import FAST_TIMEOUT, SECRET_KEY
+from .conftest import ADAPTER_TIMEOUT, SECRET_KEY
 
 
 @pytest.fixture
 def adapter(fake: FakeProviders) -> OpenAIAdapter:
-    return OpenAIAdapter(fake.base_url(ProviderKind.OPENAI), timeout_seconds=FAST_TIMEOUT)
+    return OpenAIAdapter(fake.base_url(ProviderKind.OPENAI), timeout_seconds=ADAPTER_TIMEOUT)
 
 
 async def test_lists_chat_models_newest_first(

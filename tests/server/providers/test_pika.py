@@ -9,12 +9,12 @@ from stageconfig_server.providers import PikaAdapter, ProviderCredentials, Provi
 from stageconfig_server.providers.pika import DEFAULT_BASE_URL, MODELS
 from tests.fakes.provider_server import FakeProviders
 
-from .conftest import FAST_TIMEOUT, SECRET_KEY
+from .conftest import ADAPTER_TIMEOUT, SECRET_KEY
 
 
 @pytest.fixture
 def adapter(fake: FakeProviders) -> PikaAdapter:
-    return PikaAdapter(fake.base_url(ProviderKind.PIKA), timeout_seconds=FAST_TIMEOUT)
+    return PikaAdapter(fake.base_url(ProviderKind.PIKA), timeout_seconds=ADAPTER_TIMEOUT)
 
 
 async def test_accepted_key_gives_the_static_endpoint_ids(

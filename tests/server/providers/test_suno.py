@@ -9,12 +9,12 @@ from stageconfig_server.providers import ProviderCredentials, ProviderFailure, S
 from stageconfig_server.providers.suno import DEFAULT_BASE_URL
 from tests.fakes.provider_server import FakeProviders
 
-from .conftest import FAST_TIMEOUT, SECRET_KEY
+from .conftest import ADAPTER_TIMEOUT, SECRET_KEY
 
 
 @pytest.fixture
 def adapter(fake: FakeProviders) -> SunoAdapter:
-    return SunoAdapter(fake.base_url(ProviderKind.SUNO), timeout_seconds=FAST_TIMEOUT)
+    return SunoAdapter(fake.base_url(ProviderKind.SUNO), timeout_seconds=ADAPTER_TIMEOUT)
 
 
 async def test_accepted_key_gives_static_models_newest_first(

@@ -9,12 +9,12 @@ from stageconfig_server.providers import ProviderCredentials, ProviderFailure, Y
 from stageconfig_server.providers.yandex_gpt import DEFAULT_BASE_URL, FALLBACK_MODELS
 from tests.fakes.provider_server import FakeProviders
 
-from .conftest import FAST_TIMEOUT, FOLDER_ID, SECRET_KEY
+from .conftest import ADAPTER_TIMEOUT, FOLDER_ID, SECRET_KEY
 
 
 @pytest.fixture
 def adapter(fake: FakeProviders) -> YandexGptAdapter:
-    return YandexGptAdapter(fake.base_url(ProviderKind.YANDEX_GPT), timeout_seconds=FAST_TIMEOUT)
+    return YandexGptAdapter(fake.base_url(ProviderKind.YANDEX_GPT), timeout_seconds=ADAPTER_TIMEOUT)
 
 
 async def test_lists_models_as_yandex_returns_them(
