@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -44,6 +45,11 @@ CHANGE_CHANNEL = "stageconfig_changes"
 """PostgreSQL NOTIFY channel: each committed revision is announced on it (a hint to
 other replicas to read the log; the payload is the revision number)."""
 _SYNC_LOCK_KEY = 0x5C_0F_16  # advisory-lock key of the periodic jobs
+_PROBE_BYTES = 4096
+"""Size of the health probe's row: larger than a page, so the probe needs room to grow
+(a full disk or a size-limited SQLite file refuses it like a real write)."""
+
+FailureListener = Callable[[StorageUnavailable], None]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -170,6 +176,12 @@ class Repository:
     def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] | None = None) -> None:
         self._engine = engine
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._failure_listeners: list[FailureListener] = []
+
+    def add_failure_listener(self, listener: FailureListener) -> None:
+        """Call ``listener`` with every StorageUnavailable this repository raises (the
+        health monitor turns NOT_SERVING at once instead of at its next probe)."""
+        self._failure_listeners.append(listener)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -195,12 +207,29 @@ class Repository:
         except (OperationalError, DBAPIError, OSError) as exc:
             if isinstance(exc, IntegrityError):
                 raise
-            raise StorageUnavailable(f"the database is unavailable: {_describe(exc)}") from exc
+            error = StorageUnavailable(f"the database is unavailable: {_describe(exc)}")
+            for listener in self._failure_listeners:
+                listener(error)
+            raise error from exc
 
     async def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers a trivial query."""
         async with self._read() as conn:
             await conn.execute(select(1))
+
+    async def probe_write(self) -> None:
+        """Raise StorageUnavailable unless the database commits a write that needs room.
+
+        One transaction inserts a row larger than a page and deletes it again: nothing
+        stays behind, but the database had to allocate pages and write them to its
+        log, which a full disk, a size limit or a read-only database refuses.
+        """
+        name = f"health-probe-{secrets.token_hex(8)}"
+        async with self._write() as conn:
+            await conn.execute(
+                insert(_state).values(name=name, value=secrets.token_hex(_PROBE_BYTES // 2))
+            )
+            await conn.execute(_state.delete().where(_state.c.name == name))
 
     # -- configs -------------------------------------------------------------------
 

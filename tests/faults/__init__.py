@@ -1,0 +1,1 @@
+"""Fault injection: crashes, database trouble, hanging providers, shutdown."""
