@@ -6,6 +6,7 @@ fails fast (before binding) on a missing or wrong ``ADMIN_SECRET_KEY``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,11 +24,17 @@ from stageconfig_server.db.migrate import upgrade_to_head
 from stageconfig_server.db.repository import Repository
 from stageconfig_server.domain import ProviderKind
 from stageconfig_server.errors import SecretMismatch
+from stageconfig_server.health import DatabaseHealth
 from stageconfig_server.metrics import Metrics
 from stageconfig_server.providers.base import ProviderAdapter
 from stageconfig_server.providers.registry import build_adapters
 from stageconfig_server.replication import PostgresChangeFeed
-from stageconfig_server.rpc.server import NOT_SERVING, connection_age_options, create_server
+from stageconfig_server.rpc.server import (
+    NOT_SERVING,
+    SERVICE_NAME,
+    connection_age_options,
+    create_server,
+)
 from stageconfig_server.rpc.servicer import StageConfigServicer
 from stageconfig_server.rpc.transport import load_security
 from stageconfig_server.service import ConfigService
@@ -82,6 +89,7 @@ class StageConfigApp:
     health: Any
     metrics: Metrics
     feed: PostgresChangeFeed | None = None
+    database_health: DatabaseHealth | None = None
 
     @classmethod
     async def start(
@@ -102,6 +110,7 @@ class StageConfigApp:
         security = load_security(settings)
         engine, repository, cipher = await open_storage(settings, clock)
         feed: PostgresChangeFeed | None = None
+        database_health: DatabaseHealth | None = None
         try:
             service = ConfigService(
                 repository,
@@ -134,18 +143,32 @@ class StageConfigApp:
                 # Auth outermost: it swaps the handler the others built, so a rejected
                 # call runs none of them.
                 interceptors=[*security.interceptors, metrics.interceptor(), *interceptors],
-                options=connection_age_options(
-                    settings.max_connection_age_seconds,
-                    settings.max_connection_age_grace_seconds,
-                ),
+                options=[
+                    *connection_age_options(
+                        settings.max_connection_age_seconds,
+                        settings.max_connection_age_grace_seconds,
+                    ),
+                    # grpc binds with SO_REUSEPORT by default, so several processes can
+                    # share one port (the multi-process mode, README "Benchmarks"). On
+                    # SQLite a second process has no change feed and would serve a
+                    # diverging view: there, a second bind must fail instead.
+                    *([("grpc.so_reuseport", 0)] if is_sqlite(settings.database_url) else []),
+                ],
             )
             await server.start()
+            # Health follows the database: NOT_SERVING while writes cannot be stored.
+            database_health = DatabaseHealth(
+                repository, health_servicer, ("", SERVICE_NAME), on_recovered=service.catch_up
+            )
+            await database_health.start()
             if settings.metrics_address:
                 metrics.serve(settings.metrics_address)
             sync = ModelSync(service, timedelta(hours=settings.sync_interval_hours), clock=clock)
             if run_sync:
                 await sync.start()
         except BaseException:
+            if database_health is not None:
+                await database_health.stop()
             if feed is not None:
                 await feed.stop()
             await engine.dispose()
@@ -162,6 +185,7 @@ class StageConfigApp:
             health_servicer,
             metrics,
             feed,
+            database_health,
         )
 
     @property
@@ -175,13 +199,37 @@ class StageConfigApp:
     async def stop(self, grace: float = 5.0) -> None:
         """Graceful shutdown: NOT_SERVING, end watch streams, finish unary calls, close."""
         await self.health.enter_graceful_shutdown()
+        if self.database_health is not None:
+            await self.database_health.stop()
         self.sync.stop()
         if self.feed is not None:
             await self.feed.stop()
         self.metrics.stop()
         self.broadcaster.close()
         await self.server.stop(grace)
+        await _database_work_settled(self.engine, DATABASE_SETTLE_SECONDS)
         await self.engine.dispose()
+
+
+DATABASE_SETTLE_SECONDS = 5.0
+"""How long shutdown waits for cancelled work to hand its database connection back."""
+
+
+async def _database_work_settled(engine: AsyncEngine, within: float) -> None:
+    """Wait (at most ``within``) until no connection is checked out of the pool.
+
+    Stopping cancels background work (the model sync, the change feed) that may be in the
+    middle of a database call; the cancelled task then closes its connection, which takes
+    a few event-loop turns. Left to the loop's teardown instead, it is cancelled a second
+    time, and aiosqlite's close waits forever on its already stopped worker thread: the
+    process never exits after SIGTERM.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    checked_out = getattr(engine.pool, "checkedout", lambda: 0)
+    # The pool offers nothing to await for "all checked in": poll, briefly and bounded.
+    while checked_out() and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
 
 
 __all__ = ["NOT_SERVING", "StageConfigApp", "build_cipher", "open_storage"]

@@ -42,6 +42,12 @@ def connection_age_options(max_age_seconds: float, grace_seconds: float) -> list
     ]
 
 
+PRE_ENCODED_UNARY = frozenset({"GetActiveConfig"})
+"""Unary methods whose servicer returns the serialized response: GetActiveConfig is the
+hot read of workers that do not hold a watch, so its answer is encoded once per config
+and role instead of converted and serialized per call (scripts/bench)."""
+
+
 def _identity(data: bytes) -> bytes:
     return data
 
@@ -50,7 +56,8 @@ def service_handler(servicer: StageConfigServicer) -> grpc.GenericRpcHandler[Any
     """The StageConfigService handlers, built from the proto's descriptor.
 
     WatchConfig's responses are serialized by the broadcaster (once per change for all
-    watchers), so its serializer is the identity.
+    watchers), and GetActiveConfig's by the servicer (once per config and role, see
+    ``PRE_ENCODED_UNARY``), so their serializer is the identity.
     """
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     db = symbol_database.Default()
@@ -68,7 +75,11 @@ def service_handler(servicer: StageConfigServicer) -> grpc.GenericRpcHandler[Any
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
                 behaviour,
                 request_deserializer=request_cls.FromString,
-                response_serializer=response_cls.SerializeToString,
+                response_serializer=(
+                    _identity
+                    if method.name in PRE_ENCODED_UNARY
+                    else response_cls.SerializeToString
+                ),
             )
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
@@ -94,12 +105,15 @@ def create_server(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    if credentials is not None:
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if credentials is not None:
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # recent grpc raises where older versions returned 0
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {address}")
+        raise OSError(f"could not bind {address} (is another process listening on it?)")
     return server, port, health_servicer
 
 

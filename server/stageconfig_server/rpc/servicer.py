@@ -16,6 +16,7 @@ import grpc
 
 from stageconfig.v1 import stage_config_pb2 as pb
 from stageconfig_server.broadcast import Broadcaster
+from stageconfig_server.domain import StageConfig, StageType
 from stageconfig_server.errors import InvalidArgument, StageConfigError
 from stageconfig_server.rpc import convert
 from stageconfig_server.rpc.identity import ANONYMOUS, Caller
@@ -66,20 +67,37 @@ class StageConfigServicer:
         self._service = service
         self._broadcaster = broadcaster
         self._caller_of = caller_of
+        self._active_encoded: dict[tuple[StageType, bool], tuple[StageConfig, bytes]] = {}
 
     async def GetActiveConfig(  # noqa: N802 - gRPC method names are fixed by the proto
         self, request: pb.GetActiveConfigRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.GetActiveConfigResponse:
-        """A stage's config; the key is plaintext for workers."""
+    ) -> bytes:
+        """A stage's config; the key is plaintext for workers.
+
+        Returns the serialized GetActiveConfigResponse (registered with an identity
+        serializer in ``server.py``), encoded once per config and role.
+        """
         caller = self._caller_of(context)
 
-        async def run() -> pb.GetActiveConfigResponse:
+        async def run() -> bytes:
             config = self._service.get_active(convert.stage_from_pb(request.stage_type))
-            return pb.GetActiveConfigResponse(
-                config=convert.config_to_pb(config, reveal_key=caller.reveals_keys)
-            )
+            return self._encoded_active(config, caller.reveals_keys)
 
         return await _answer(context, run())
+
+    def _encoded_active(self, config: StageConfig, reveal_key: bool) -> bytes:
+        # The service's view replaces a stage's config object on every change (a new
+        # revision or a refreshed cache time), so object identity is the invalidation:
+        # no stale answer, and a fallback config (a new object per call) is just encoded.
+        key = (config.stage_type, reveal_key)
+        cached = self._active_encoded.get(key)
+        if cached is not None and cached[0] is config:
+            return cached[1]
+        encoded = pb.GetActiveConfigResponse(
+            config=convert.config_to_pb(config, reveal_key=reveal_key)
+        ).SerializeToString()
+        self._active_encoded[key] = (config, encoded)
+        return encoded
 
     async def UpdateConfig(  # noqa: N802
         self, request: pb.UpdateConfigRequest, context: grpc.aio.ServicerContext[Any, Any]
