@@ -53,7 +53,7 @@ def check_model(model: str) -> str:
 
 
 def check_api_key(api_key: str) -> str:
-    """An API key: non-empty, at most 4 KB, printable, no surrounding whitespace.
+    """An API key: non-empty, at most 4 KB, printable ASCII, no surrounding whitespace.
 
     The message never repeats the key.
     """
@@ -65,6 +65,9 @@ def check_api_key(api_key: str) -> str:
         raise InvalidArgument("api_key", f"must be at most {MAX_KEY_BYTES} bytes")
     if _has_control(api_key):
         raise InvalidArgument("api_key", "must not contain control characters")
+    if not api_key.isascii():
+        # Keys travel in HTTP headers, which carry ASCII; no provider issues others.
+        raise InvalidArgument("api_key", "must contain only ASCII characters")
     if api_key != api_key.strip():
         raise InvalidArgument("api_key", "must not start or end with whitespace")
     return api_key

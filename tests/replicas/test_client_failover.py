@@ -48,6 +48,11 @@ async def _run_failover(replicas: list[ServerProcess], sig: int) -> None:
         client.start()
         await asyncio.to_thread(client.wait_ready, 10)
         assert client.target == a.target
+        # A may still be applying B's write when the client arrives (its first
+        # snapshot can predate it): wait for the revision, don't assume it.
+        assert await asyncio.to_thread(
+            wait_for, changed, lambda: client.applied_revision >= first, 10
+        )
         assert client.get(StageType.VOICE).revision == first
 
         a.stop(sig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -242,6 +243,15 @@ BAD_UPDATES = [
             "stage_type": pb.STAGE_TYPE_VOICE,
             "provider_kind": pb.PROVIDER_KIND_SPEECHKIT,
             "api_key": "AQVN-line\nbreak",
+        },
+        "api_key",
+    ),
+    (
+        "non-ASCII key",
+        {
+            "stage_type": pb.STAGE_TYPE_SONG,
+            "provider_kind": pb.PROVIDER_KIND_SUNO,
+            "api_key": "suno-ключ-¡",
         },
         "api_key",
     ),
@@ -519,6 +529,13 @@ async def test_poem_fallback_prefers_gemini(db_path: Path, fake_providers: FakeP
 # -- database trouble --------------------------------------------------------------------
 
 
+def _rename_table(db_path: Path, old: str, new: str) -> None:
+    # A second connection, as an operator's sqlite3 shell would be; run in a thread so
+    # waiting for the server's write lock never blocks the server's own event loop.
+    with sqlite3.connect(db_path, timeout=30) as conn:
+        conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
+
+
 async def test_database_failure_is_unavailable_and_recovers(
     stub: pbg.StageConfigServiceStub, db_path: Path
 ) -> None:
@@ -526,8 +543,7 @@ async def test_database_failure_is_unavailable_and_recovers(
         stage_type=pb.STAGE_TYPE_VOICE, provider_kind=pb.PROVIDER_KIND_SPEECHKIT, api_key="AQVN-k1"
     )
     await stub.UpdateConfig(request)
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("ALTER TABLE revision_log RENAME TO revision_log_away")
+    await asyncio.to_thread(_rename_table, db_path, "revision_log", "revision_log_away")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.UpdateConfig(request)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -536,8 +552,7 @@ async def test_database_failure_is_unavailable_and_recovers(
     # Reads are served from memory meanwhile.
     active = await stub.GetActiveConfig(pb.GetActiveConfigRequest(stage_type=pb.STAGE_TYPE_VOICE))
     assert active.config.revision == 1
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("ALTER TABLE revision_log_away RENAME TO revision_log")
+    await asyncio.to_thread(_rename_table, db_path, "revision_log_away", "revision_log")
     again = await stub.UpdateConfig(request)
     assert again.config.revision == 2
 
