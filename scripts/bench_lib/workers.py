@@ -205,6 +205,9 @@ class _WatcherProcess:
         from stageconfig._backoff import Backoff  # the client library's own policy
 
         backoff = Backoff()
+        # As ConfigClient: after a stream that delivered, a short jittered backoff; after
+        # one that never reached the server, wait for the connection (wait_for_ready).
+        delivered = True
         await self._gate.acquire()
         gate: asyncio.Semaphore | None = self._gate
         clock = time.monotonic_ns
@@ -221,8 +224,10 @@ class _WatcherProcess:
                     # The first stream waits for its connection (a fleet of thousands
                     # connecting at once must not count a slow handshake as a failure);
                     # reconnects follow the policy under test.
-                    ready_wait = spec.wait_for_ready or not state.ready
+                    ready_wait = spec.wait_for_ready or not state.ready or not delivered
+                    delivered = False
                     async for message in watch(request, wait_for_ready=ready_wait):
+                        delivered = True
                         kind = message.WhichOneof("event")
                         if kind == "change":
                             state.config = message.change.config
@@ -270,7 +275,8 @@ class _WatcherProcess:
                 if not spec.reconnect:
                     break
                 state.reconnects += 1
-                await asyncio.sleep(backoff.next_delay())
+                if delivered:
+                    await asyncio.sleep(backoff.next_delay())
         finally:
             if gate is not None:
                 gate.release()

@@ -71,6 +71,21 @@ FATAL_CODES: frozenset[StatusCode] = frozenset(
 _MIN_LEARNED_PERIOD = 0.1
 _MAX_LEARNED_PERIOD = 600.0
 _WATCHDOG_IDLE_TICK = 1.0
+_CONNECT_SLICE = 0.5
+"""A wait for a connection is a series of probes this long (close() cancels one)."""
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+"""Always open on the server, even with tokens: the connection probe."""
+
+
+def _identity_bytes(data: bytes) -> bytes:
+    return data
+
+
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 30.0
+"""How long one server may stay unreachable before the client tries the next target
+(and, with one target, how often it says so in the log)."""
+DEFAULT_FAILOVER_CONNECT_TIMEOUT_SECONDS = 3.0
+"""The same bound when several targets are given: leave a dead replica quickly."""
 _JOIN_SECONDS = 5.0
 
 ChangeListener = Callable[[ConfigChangeEvent], None]
@@ -124,6 +139,9 @@ class ConfigClient:
         backoff_initial_seconds, backoff_max_seconds: reconnect delays, full-jitter
             exponential from the first to the second.
         channel_options: extra grpc channel options.
+        connect_timeout_seconds: how long an unreachable server is waited for (the
+            channel keeps retrying meanwhile, so a returning server is used at once)
+            before the next target is tried: 3 s with several targets, 30 s with one.
 
     ``get`` and ``snapshot`` keep serving the last config held in every state but
     CONNECTING (nothing held yet) and CLOSED; ``wait_ready`` returns only in READY.
@@ -149,6 +167,7 @@ class ConfigClient:
         backoff_initial_seconds: float = 0.5,
         backoff_max_seconds: float = 30.0,
         channel_options: Sequence[tuple[str, Any]] = (),
+        connect_timeout_seconds: float | None = None,
     ) -> None:
         targets = tuple(
             t.strip()
@@ -163,6 +182,14 @@ class ConfigClient:
             raise ValueError("stale_after_heartbeats must be at least 1")
         Backoff(backoff_initial_seconds, backoff_max_seconds)  # validates the pair
         self._targets = targets
+        self._stream_delivered = False
+        if connect_timeout_seconds is not None and connect_timeout_seconds <= 0:
+            raise ValueError("connect_timeout_seconds must be positive")
+        self._connect_timeout = connect_timeout_seconds or (
+            DEFAULT_FAILOVER_CONNECT_TIMEOUT_SECONDS
+            if len(targets) > 1
+            else DEFAULT_CONNECT_TIMEOUT_SECONDS
+        )
         self._target_index = 0
         self._target = targets[0]
         # The cache file names the replica set it came from, not the replica of the day.
@@ -476,16 +503,33 @@ class ConfigClient:
                 return
             self._last_error = error
             self._refresh_state()
+            if self._stream_delivered:
+                # The server answered and then ended or failed the stream (shutting
+                # down, or dropped us as too slow): move on after a short jittered wait.
+                self._next_target()
+                delay = backoff.next_delay()
+                log.info(
+                    "stageconfig watch of %s interrupted (%s); reconnecting in %.2f s",
+                    self._target,
+                    error,
+                    delay,
+                )
+                if stop.wait(delay):
+                    return
+                continue
+            # The server is unreachable. Waiting for the channel to connect *is* the
+            # backoff: grpc retries the connection on its own, so a restarted server is
+            # used the moment it listens, instead of after fail-fast retries that let
+            # both our backoff and grpc's escalate (seconds late per watcher, and a
+            # storm of attempts from a fleet — scripts/bench's reconnect storm).
             self._next_target()
-            delay = backoff.next_delay()
             log.info(
-                "stageconfig watch of %s interrupted (%s); reconnecting in %.2f s",
-                self._target,
+                "stageconfig server %s unreachable (%s); waiting for %s",
+                self._previous_target_name(),
                 error,
-                delay,
+                self._target,
             )
-            if stop.wait(delay):
-                return
+            self._await_connection(stop)
 
     def _stream_once(self, stop: threading.Event, backoff: Backoff) -> StageConfigError:
         """Run one WatchConfig stream to its end; the error that ended it."""
@@ -493,6 +537,7 @@ class ConfigClient:
 
         from stageconfig.v1 import stage_config_pb2_grpc as pbg
 
+        self._stream_delivered = False
         try:
             channel = self._ensure_channel()
             call: Any = pbg.StageConfigServiceStub(channel).WatchConfig(self._request())
@@ -507,6 +552,7 @@ class ConfigClient:
                 call.cancel()
             resumed = self._resuming
             for message in call:
+                self._stream_delivered = True
                 if self._call_last_message_at is None:
                     backoff.reset()  # the server answered: the next reconnect is quick
                 self._handle(message, resumed)
@@ -522,6 +568,43 @@ class ConfigClient:
         finally:
             with self._lock:
                 self._call = None
+
+    def _previous_target_name(self) -> str:
+        index = (self._target_index - 1) % len(self._targets)
+        return self._targets[index]
+
+    def _await_connection(self, stop: threading.Event) -> bool:
+        """Wait until the current target accepts calls, at most the connect timeout.
+
+        A health probe with ``wait_for_ready`` waits for the channel to connect while
+        grpc retries the connection by itself; it runs in short deadline-bounded slices,
+        and closing the channel (``close()``) cancels it at once. True when the server
+        answered (any answer: it is there).
+        """
+        import grpc
+
+        channel = self._ensure_channel()
+        probe = channel.unary_unary(
+            _HEALTH_CHECK,
+            request_serializer=_identity_bytes,
+            response_deserializer=_identity_bytes,
+        )
+        deadline = time.monotonic() + self._connect_timeout
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                # An empty HealthCheckRequest (service "") is zero bytes on the wire.
+                probe(b"", timeout=min(_CONNECT_SLICE, remaining), wait_for_ready=True)
+            except grpc.RpcError as exc:
+                code = exc.code() if callable(getattr(exc, "code", None)) else None
+                if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                    continue  # not connected yet
+                if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE):
+                    return False  # closed, or refused while shutting down
+            return True
+        return False
 
     def _next_target(self) -> None:
         """Move to the next replica (if there are several): the stream failed or ended,
