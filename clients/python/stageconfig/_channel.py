@@ -19,10 +19,12 @@ DEFAULT_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
-    # Reconnect quickly after a server restart; the client adds its own jittered backoff.
+    # Reconnect quickly after a server restart: while a server is away the client waits
+    # for the channel to connect, so this cap is how late a returning server is noticed
+    # (one refused connect per second or two per idle client is cheap).
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 5_000),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 
 
