@@ -342,11 +342,11 @@ interleaved A/B runs of the same scenario on the 2-core machine):
   (grpc core's transport and call arena, grpc.aio's per-call objects; channelz, HPACK and
   read-chunk options, `MALLOC_ARENA_MAX` and jemalloc changed nothing); stageconfig adds
   about 6 KB. etcd needs about 100 KB per watcher.
-- Unary: in A/B runs the metrics interceptor (`metrics.py`, on every call) costs about
-  20–30 µs of server CPU per call (~8 %), the margin between clearing 0.9× the floor and
-  missing it in noisier runs; without it GetActiveConfig runs at the floor. grpc.aio calls
-  interceptors per RPC, so a cheaper shape (handlers wrapped once per method, or timing
-  inside the servicer) is for the metrics owner to choose.
+- Unary: in A/B runs a metrics interceptor on every call cost about 20–30 µs of server
+  CPU per call (~8 %), the margin between clearing 0.9× the floor and missing it in
+  noisier runs: grpc.aio runs interceptors per RPC (a coroutine and a handler object per
+  call). The RPC metrics now wrap each method once when the handlers are built
+  (`rpc/server.py` `Instrument`), leaving a timer and one histogram update per call.
 - Reconnect storm: the client library used to fail fast while the server was down, so
   every attempt doubled its full-jitter backoff (up to 30 s) and grpc's own channel
   backoff compounded it: ~28 s to be back in sync. It now sleeps its short backoff only
@@ -361,7 +361,7 @@ same `STAGECONFIG_ADDRESS`: the kernel spreads connections over them and each ke
 own view current through the database change feed, as replicas do. On SQLite there is no
 change feed between processes, so the server binds without SO_REUSEPORT and a second
 process on the same port refuses to start. The unary floor did not need this mode on 2
-cores (the gap is the interceptor, not the event loop); it is there for larger machines."""
+cores (the gap was per-call overhead, not the event loop); it is there for larger machines."""
 
 NOTES = """\
 How it is measured (`scripts/bench_lib/`): every server is a child process on 127.0.0.1

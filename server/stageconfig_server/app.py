@@ -142,7 +142,8 @@ class StageConfigApp:
                 credentials=security.credentials,
                 # Auth outermost: it swaps the handler the others built, so a rejected
                 # call runs none of them.
-                interceptors=[*security.interceptors, metrics.interceptor(), *interceptors],
+                interceptors=[*security.interceptors, *interceptors],
+                instrument=metrics.instrument,
                 options=[
                     *connection_age_options(
                         settings.max_connection_age_seconds,

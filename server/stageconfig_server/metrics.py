@@ -18,12 +18,11 @@ happen. No label ever carries a key or anything derived from one.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -119,9 +118,40 @@ class Metrics:
     def _record_refresh(self, provider: ProviderKind, outcome: RefreshOutcome) -> None:
         self.sync_results.labels(provider.value, outcome.status.value).inc()
 
-    def interceptor(self) -> MetricsInterceptor:
-        """The server interceptor that times every call."""
-        return MetricsInterceptor(self)
+    def instrument(self, method: str, behaviour: Any, streaming: bool) -> Any:
+        """Wrap one method's behaviour, once: unary calls are timed and ended streams
+        counted, labelled by method and status code (``rpc.server.Instrument``)."""
+        if streaming:
+            streams = self.streams
+
+            async def counted(request: Any, context: Any) -> Any:
+                code = "OK"
+                try:
+                    return await behaviour(request, context)
+                except BaseException:
+                    code = _failure_code(context, "CANCELLED")
+                    raise
+                finally:
+                    streams.labels(method, code).inc()
+
+            return counted
+
+        histogram = self.rpc_duration
+        succeeded = histogram.labels(method, "OK")  # resolved once: the common case
+
+        async def timed(request: Any, context: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                response = await behaviour(request, context)
+            except BaseException:
+                histogram.labels(method, _failure_code(context, "UNKNOWN")).observe(
+                    time.perf_counter() - started
+                )
+                raise
+            succeeded.observe(time.perf_counter() - started)
+            return response
+
+        return timed
 
     def serve(self, address: str) -> int:
         """Expose /metrics on ``host:port``; returns the bound port."""
@@ -143,78 +173,9 @@ class Metrics:
             self._http = None
 
 
-def _code_of(context: Any) -> str:
+def _failure_code(context: Any, default: str) -> str:
+    """The status code a failed call ended with (``default`` when none was set)."""
     code = context.code()
-    if code is None:
-        return "OK"
-    if isinstance(code, grpc.StatusCode):
+    if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
         return code.name
-    return str(code)
-
-
-if TYPE_CHECKING:
-    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # the runtime class is not generic; grpc-stubs' is
-    _ServerInterceptor = grpc.aio.ServerInterceptor
-
-
-class MetricsInterceptor(_ServerInterceptor):
-    """Times unary calls and counts ended streams, labelled by method and status code."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        metrics = self._metrics
-        if handler.unary_unary is not None:
-            inner: Any = handler.unary_unary
-
-            async def timed(request: Any, context: Any) -> Any:
-                started = time.perf_counter()
-                code = "OK"
-                try:
-                    return await inner(request, context)
-                except BaseException:
-                    code = _code_of(context) if _code_of(context) != "OK" else "UNKNOWN"
-                    raise
-                finally:
-                    metrics.rpc_duration.labels(method, code).observe(time.perf_counter() - started)
-
-            return grpc.unary_unary_rpc_method_handler(
-                timed,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None and not inspect.isasyncgenfunction(
-            handler.unary_stream
-        ):
-            # Coroutine-style streams (WatchConfig writes with context.write); generator
-            # handlers (none of ours) are left as they are.
-            inner_stream: Any = handler.unary_stream
-
-            async def counted(request: Any, context: Any) -> Any:
-                code = "OK"
-                try:
-                    return await inner_stream(request, context)
-                except BaseException:
-                    code = _code_of(context) if _code_of(context) != "OK" else "CANCELLED"
-                    raise
-                finally:
-                    metrics.streams.labels(method, code).inc()
-
-            return grpc.unary_stream_rpc_method_handler(
-                counted,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+    return default

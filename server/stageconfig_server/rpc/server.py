@@ -6,7 +6,7 @@ tests run real servers on free ports.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -52,8 +52,18 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-def service_handler(servicer: StageConfigServicer) -> grpc.GenericRpcHandler[Any, Any]:
+Instrument = Callable[[str, Any, bool], Any]
+"""Wraps one method's behaviour once, when the handlers are built (metrics):
+``(method name, behaviour, server_streaming) -> behaviour``."""
+
+
+def service_handler(
+    servicer: StageConfigServicer, instrument: Instrument | None = None
+) -> grpc.GenericRpcHandler[Any, Any]:
     """The StageConfigService handlers, built from the proto's descriptor.
+
+    ``instrument`` wraps each method once here rather than per call in an interceptor,
+    which would add a coroutine and a handler object to every call of the hot path.
 
     WatchConfig's responses are serialized by the broadcaster (once per change for all
     watchers), and GetActiveConfig's by the servicer (once per config and role, see
@@ -65,6 +75,8 @@ def service_handler(servicer: StageConfigServicer) -> grpc.GenericRpcHandler[Any
         request_cls: Any = db.GetSymbol(method.input_type.full_name)
         response_cls: Any = db.GetSymbol(method.output_type.full_name)
         behaviour = getattr(servicer, method.name)
+        if instrument is not None:
+            behaviour = instrument(method.name, behaviour, method.server_streaming)
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 behaviour,
@@ -91,6 +103,7 @@ def create_server(
     credentials: grpc.ServerCredentials | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     options: Sequence[tuple[str, Any]] = (),
+    instrument: Instrument | None = None,
 ) -> tuple[grpc.aio.Server, int, Any]:
     """A server with the service, health (SERVING) and reflection, bound to ``address``.
 
@@ -99,7 +112,7 @@ def create_server(
     server = grpc.aio.server(
         interceptors=list(interceptors), options=[*KEEPALIVE_OPTIONS, *options]
     )
-    server.add_generic_rpc_handlers((service_handler(servicer),))
+    server.add_generic_rpc_handlers((service_handler(servicer, instrument),))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
