@@ -184,7 +184,9 @@ class ConfigService:
         self._repo = repository
         self._cipher = cipher
         self._adapters = adapters
-        self._legacy = legacy
+        # The legacy env is read once at start: build each stage's fallback once too, so
+        # reads hand out the same object (the servicer's encoded-answer cache keys on it).
+        self._fallbacks = {stage: fallback_config(legacy, stage) for stage in StageType}
         self._events = events
         self._provider_timeout = provider_timeout_seconds
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -272,7 +274,7 @@ class ConfigService:
 
     def get_active(self, stage: StageType) -> StageConfig:
         """The stage's config with its plaintext key: stored, else the legacy fallback."""
-        config = self._view.get(stage) or fallback_config(self._legacy, stage)
+        config = self._view.get(stage) or self._fallbacks[stage]
         if config is None:
             raise NotFound(
                 f"no config is stored for stage {stage.value} and no legacy setting supplies one"
@@ -283,7 +285,7 @@ class ConfigService:
         """Every requested stage that has a config (stored or fallback), at the head."""
         configs = []
         for stage in stages:
-            config = self._view.get(stage) or fallback_config(self._legacy, stage)
+            config = self._view.get(stage) or self._fallbacks[stage]
             if config is not None:
                 configs.append(config)
         return self._head, configs
@@ -293,7 +295,7 @@ class ConfigService:
         views = []
         for stage in StageType:
             stored = self._view.get(stage)
-            config = stored or fallback_config(self._legacy, stage)
+            config = stored or self._fallbacks[stage]
             if stored is not None:
                 source = ConfigSource.DATABASE
             elif config is not None:

@@ -40,8 +40,6 @@ STATUS_BY_ERROR: tuple[tuple[type[StageConfigError], grpc.StatusCode], ...] = (
 )
 """Error class → gRPC code; the first match wins."""
 
-CURRENT_REVISION_METADATA = "stageconfig-current-revision"
-
 
 def status_for(error: StageConfigError) -> grpc.Status:
     """The rich gRPC status (code, message, details) of a service error."""
