@@ -91,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listen before announcing: a bound socket that is not listening yet refuses
+    # connections, and whoever reads the banner connects at once.
+    sock.listen(128)
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     print(
