@@ -13,7 +13,7 @@ from typing import Any
 from aetcd.rpc import rpc_pb2 as etcd
 
 from stageconfig._channel import DEFAULT_OPTIONS as CLIENT_OPTIONS
-from stageconfig.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2 as pb
 
 __all__ = [
     "CLIENT_OPTIONS",

@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from stageconfig.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_server.domain import StageConfig, StageType
 from stageconfig_server.rpc.convert import config_to_pb, reason_to_pb, timestamp
 from stageconfig_server.service import ConfigChange, ConfigService

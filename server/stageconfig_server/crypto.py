@@ -102,19 +102,3 @@ class KeyCipher:
 def fingerprint(api_key: str) -> str:
     """A short non-reversible identifier of a key (first 8 hex digits of SHA-256)."""
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:8]
-
-
-def mask_key(api_key: str) -> str:
-    """What admins see of a key: its prefix up to the first dash and its last 4 characters.
-
-    ``sk-proj-abcdef…a1b2`` → ``sk-…a1b2``; short keys show only ``…`` and the last 2.
-    """
-    if not api_key:
-        return ""
-    if len(api_key) < 12:
-        return "…" + api_key[-2:]
-    prefix = ""
-    dash = api_key.find("-")
-    if 0 < dash <= 5:
-        prefix = api_key[: dash + 1]
-    return f"{prefix}…{api_key[-4:]}"

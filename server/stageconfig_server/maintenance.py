@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from stageconfig_contract.facts import mask_key
 from stageconfig_server.admin_events import LogAndWebhookEvents
 from stageconfig_server.app import open_storage
-from stageconfig_server.crypto import mask_key
 from stageconfig_server.domain import StageType
 from stageconfig_server.errors import KeyRejected, StageConfigError
 from stageconfig_server.fallback import fallback_config

@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from stageconfig_contract.facts import mask_key
 from stageconfig_server.admin_events import AdminEvents, ModelReplaced
-from stageconfig_server.crypto import KeyCipher, fingerprint, mask_key
+from stageconfig_server.crypto import KeyCipher, fingerprint
 from stageconfig_server.db.records import ConfigWrite, LogEntry, StoredConfig
 from stageconfig_server.db.repository import Repository
 from stageconfig_server.domain import (

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stageconfig.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2 as pb
 from tests.admin.conftest import (
     ADMIN_TOKEN,
     REPO,

@@ -10,8 +10,8 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.domain import ProviderKind
 from tests.admin.conftest import GEMINI_KEY_A, OPENAI_KEY_B
 from tests.fakes.provider_server import FakeProviders

@@ -58,8 +58,8 @@ from typing import Any
 
 import grpc
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.crypto import fingerprint
 from stageconfig_server.domain import ProviderKind
 from stageconfig_server.providers import pika, suno

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stageconfig.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2 as pb
 from tests.chaos.checker import (
     Attempt,
     ChaosConfig,

@@ -27,7 +27,7 @@ from stageconfig import (
     StateChange,
     UnauthenticatedError,
 )
-from stageconfig.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2 as pb
 from tests.client.conftest import ThreadedServer
 from tests.fakes.provider_server import FakeProviders
 from tests.support.servers import ServerProcess, server_env
@@ -206,7 +206,7 @@ def test_stale_after_three_missed_heartbeats_and_ready_again(
     ).start()
     try:
         with grpc.insecure_channel(process.target) as channel:
-            from stageconfig.v1 import stage_config_pb2_grpc as pbg
+            from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 
             pbg.StageConfigServiceStub(channel).UpdateConfig(
                 pb.UpdateConfigRequest(

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stageconfig.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2 as pb
 from tests.faults.pg_cluster import PrivatePostgres, unavailable_reason
 
 SERVICE = "stageconfig.v1.StageConfigService"

@@ -28,8 +28,8 @@ import grpc
 import pytest
 from sqlalchemy import event
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from tests.faults.conftest import (
     NOT_SERVING,
     SERVING,

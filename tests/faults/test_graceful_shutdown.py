@@ -17,8 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stageconfig import ClientState, ConfigClient, StageType, StateChange
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.domain import ProviderKind
 from tests.fakes.provider_server import FakeProviders
 from tests.faults.conftest import HEALTH_SERVICES, NOT_SERVING, SERVING, voice_update, wait_until

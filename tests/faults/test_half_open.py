@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from stageconfig import ConfigClient, StageType
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from tests.faults.conftest import voice_update, wait_until
 from tests.support.postgres import temporary_database
 from tests.support.servers import ServerProcess, server_env

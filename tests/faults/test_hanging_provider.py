@@ -14,8 +14,8 @@ from typing import Any
 
 import grpc
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.domain import ProviderKind
 from tests.fakes.provider_server import FakeProviders
 from tests.faults.conftest import voice_update, wait_until

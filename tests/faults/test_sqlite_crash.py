@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from tests.faults.conftest import voice_update
 from tests.support.servers import ServerProcess, server_env
 

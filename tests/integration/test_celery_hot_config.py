@@ -25,8 +25,8 @@ from typing import Any
 import grpc
 import pytest
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from tests.fakes.provider_server import FakeProviders
 from tests.integration.support import (
     REDIS_URL,

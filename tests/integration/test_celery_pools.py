@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from tests.fakes.provider_server import FakeProviders
 from tests.integration.support import REDIS_URL, CeleryWorker, TaskClient, unique_queue
 from tests.support.servers import ServerProcess, server_env

@@ -9,7 +9,7 @@ import threading
 import grpc
 
 from stageconfig import ConfigChangeEvent, ConfigClient, StageType
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from tests.replicas.test_replicas import voice_update
 from tests.support.servers import ServerProcess
 

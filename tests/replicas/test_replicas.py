@@ -12,8 +12,8 @@ from pathlib import Path
 
 import grpc
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from tests.fakes.provider_server import FakeProviders
 from tests.support.servers import ServerProcess, start_app
 

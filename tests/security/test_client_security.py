@@ -21,7 +21,7 @@ from stageconfig import (
     UnauthenticatedError,
     UnavailableError,
 )
-from stageconfig.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_server.app import StageConfigApp
 from tests.fakes.provider_server import FakeProviders
 from tests.security.certs import CertificateAuthority, Issued

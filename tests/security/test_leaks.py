@@ -18,8 +18,8 @@ from google.protobuf import text_format
 from google.protobuf.message import Message
 from pytest_httpserver import HTTPServer
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.app import StageConfigApp
 from stageconfig_server.domain import ProviderKind
 from tests.fakes.provider_server import SUPPORTED_FAILURES, FakeProviders

@@ -18,8 +18,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.app import StageConfigApp
 from stageconfig_server.rpc.auth import METHOD_ROLES
 from stageconfig_server.rpc.server import SERVICE_NAME

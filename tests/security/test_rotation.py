@@ -16,8 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.crypto import KeyCipher
 from stageconfig_server.domain import ProviderKind
 from stageconfig_server.errors import SecretMismatch

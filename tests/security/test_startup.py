@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.errors import UnsafeConfiguration
 from stageconfig_server.rpc.auth import TokenTable
 from stageconfig_server.rpc.identity import Role

@@ -9,8 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.app import StageConfigApp
 from tests.fakes.provider_server import FakeProviders
 from tests.security.certs import CertificateAuthority, Issued

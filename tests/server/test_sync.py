@@ -14,8 +14,8 @@ import grpc
 import pytest
 from pytest_httpserver import HTTPServer
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.app import StageConfigApp
 from stageconfig_server.domain import ConfigStatus, ProviderKind, StageType
 from tests.fakes.provider_server import FakeProviders

@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.domain import ProviderKind
 from tests.fakes.provider_server import FakeProviders
 from tests.server.test_core_rpcs import state_of

@@ -47,7 +47,7 @@ from stageconfig.errors import (
     UnavailableError,
     translate_rpc_error,
 )
-from stageconfig.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2 as pb
 
 if TYPE_CHECKING:
     import grpc
@@ -535,7 +535,7 @@ class ConfigClient:
         """Run one WatchConfig stream to its end; the error that ended it."""
         import grpc  # here, not at import: no grpc object may exist before start()
 
-        from stageconfig.v1 import stage_config_pb2_grpc as pbg
+        from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 
         self._stream_delivered = False
         try:
@@ -647,9 +647,7 @@ class ConfigClient:
     def _request(self) -> pb.WatchConfigRequest:
         request = pb.WatchConfigRequest(client_id=self.client_id)
         if not self._watch_all:  # an empty list means every stage
-            request.stage_types.extend(
-                pb.StageType.ValueType(stage_to_pb(s)) for s in sorted(self._stages)
-            )
+            request.stage_types.extend(stage_to_pb(s) for s in sorted(self._stages))
         if self._resuming:
             request.resume_revision = self.applied_revision
         return request

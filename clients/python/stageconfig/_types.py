@@ -1,5 +1,13 @@
-"""The client's domain types: plain enums and a frozen config. Proto types stop at
-``_convert``; user code sees only these."""
+"""The client's domain types: enums whose members carry their proto numbers, and a frozen
+config. Proto messages stop at ``_convert``; user code sees only these.
+
+Every enum member names its value in the contract (``POEM = "POEM",
+pb.STAGE_TYPE_POEM``): the proto is the one source of truth, and a test fails when it
+gains a value the client does not list. A value a newer server sends that this client
+does not know is never an exception here: ``from_number`` answers None and ``_convert``
+decides (an UNSPECIFIED member for statuses, causes, reasons and sources; an
+unrepresentable config for stages and providers).
+"""
 
 from __future__ import annotations
 
@@ -8,60 +16,101 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import Self
+
+from stageconfig_contract.facts import mask_key
+from stageconfig_contract.v1 import stage_config_pb2 as pb
 
 
-class StageType(enum.StrEnum):
+class ProtoEnum(enum.StrEnum):
+    """A string enum (``StageType.POEM == "POEM"``) whose members know their proto number."""
+
+    _value_: str
+    number: int
+    """The member's value in the contract."""
+
+    # ``number`` has a default only for the type checker: ``StageType("POEM")`` is the
+    # enum's lookup by value and never reaches ``__new__``, which runs once per member.
+    def __new__(cls, name: str, number: int = 0) -> Self:
+        member = str.__new__(cls, name)
+        member._value_ = name
+        member.number = int(number)
+        return member
+
+    @classmethod
+    def from_number(cls, number: int) -> Self | None:
+        """The member with this proto number, or None for one this client does not know."""
+        for member in cls:
+            if member.number == number:
+                return member
+        return None
+
+
+class StageType(ProtoEnum):
     """A step of the content pipeline."""
 
-    POEM = "POEM"
-    VOICE = "VOICE"
-    SONG = "SONG"
-    CLIP = "CLIP"
+    POEM = "POEM", pb.STAGE_TYPE_POEM
+    VOICE = "VOICE", pb.STAGE_TYPE_VOICE
+    SONG = "SONG", pb.STAGE_TYPE_SONG
+    CLIP = "CLIP", pb.STAGE_TYPE_CLIP
 
 
-class ProviderKind(enum.StrEnum):
+class ProviderKind(ProtoEnum):
     """An AI provider."""
 
-    YANDEX_GPT = "YANDEX_GPT"
-    GEMINI = "GEMINI"
-    OPENAI = "OPENAI"
-    SPEECHKIT = "SPEECHKIT"
-    SUNO = "SUNO"
-    PIKA = "PIKA"
+    YANDEX_GPT = "YANDEX_GPT", pb.PROVIDER_KIND_YANDEX_GPT
+    GEMINI = "GEMINI", pb.PROVIDER_KIND_GEMINI
+    OPENAI = "OPENAI", pb.PROVIDER_KIND_OPENAI
+    SPEECHKIT = "SPEECHKIT", pb.PROVIDER_KIND_SPEECHKIT
+    SUNO = "SUNO", pb.PROVIDER_KIND_SUNO
+    PIKA = "PIKA", pb.PROVIDER_KIND_PIKA
 
 
-class ConfigStatus(enum.StrEnum):
-    """Health of a stage's config as the server last saw it."""
+class ConfigStatus(ProtoEnum):
+    """Health of a stage's config as the server last saw it (UNSPECIFIED: a status this
+    client does not know)."""
 
-    ACTIVE = "ACTIVE"
-    WARNING = "WARNING"
-    INVALID = "INVALID"
-    ERROR = "ERROR"
-    UNSPECIFIED = "UNSPECIFIED"
-
-
-class ConfigSource(enum.StrEnum):
-    """Where the server took a config from."""
-
-    DATABASE = "DATABASE"
-    FALLBACK = "FALLBACK"
-    UNCONFIGURED = "UNCONFIGURED"
-    UNSPECIFIED = "UNSPECIFIED"
+    ACTIVE = "ACTIVE", pb.CONFIG_STATUS_ACTIVE
+    WARNING = "WARNING", pb.CONFIG_STATUS_WARNING
+    INVALID = "INVALID", pb.CONFIG_STATUS_INVALID
+    ERROR = "ERROR", pb.CONFIG_STATUS_ERROR
+    UNSPECIFIED = "UNSPECIFIED", pb.CONFIG_STATUS_UNSPECIFIED
 
 
-class ChangeReason(enum.StrEnum):
-    """Why a revision was written."""
+class StatusCause(ProtoEnum):
+    """One word saying why a status is not ACTIVE (UNSPECIFIED: none, or one this client
+    does not know)."""
 
-    ADMIN_UPDATE = "ADMIN_UPDATE"
-    SYNC = "SYNC"
-    MODEL_REPLACED = "MODEL_REPLACED"
-    ROLLBACK = "ROLLBACK"
-    IMPORT = "IMPORT"
-    UNSPECIFIED = "UNSPECIFIED"
+    AUTH = "AUTH", pb.STATUS_CAUSE_AUTH
+    PERMISSION = "PERMISSION", pb.STATUS_CAUSE_PERMISSION
+    QUOTA = "QUOTA", pb.STATUS_CAUSE_QUOTA
+    RATE_LIMIT = "RATE_LIMIT", pb.STATUS_CAUSE_RATE_LIMIT
+    REGION = "REGION", pb.STATUS_CAUSE_REGION
+    UPSTREAM = "UPSTREAM", pb.STATUS_CAUSE_UPSTREAM
+    NETWORK = "NETWORK", pb.STATUS_CAUSE_NETWORK
+    MODEL_REPLACED = "MODEL_REPLACED", pb.STATUS_CAUSE_MODEL_REPLACED
+    UNSPECIFIED = "UNSPECIFIED", pb.STATUS_CAUSE_UNSPECIFIED
 
 
-def _mask(key: str) -> str:
-    return f"…{key[-4:]}" if len(key) >= 12 else "…"
+class ConfigSource(ProtoEnum):
+    """Where the server took a config from (UNSPECIFIED: a source this client does not
+    know)."""
+
+    DATABASE = "DATABASE", pb.CONFIG_SOURCE_DATABASE
+    FALLBACK = "FALLBACK", pb.CONFIG_SOURCE_FALLBACK
+    UNCONFIGURED = "UNCONFIGURED", pb.CONFIG_SOURCE_UNCONFIGURED
+    UNSPECIFIED = "UNSPECIFIED", pb.CONFIG_SOURCE_UNSPECIFIED
+
+
+class ChangeReason(ProtoEnum):
+    """Why a revision was written (UNSPECIFIED: a reason this client does not know)."""
+
+    ADMIN_UPDATE = "ADMIN_UPDATE", pb.CHANGE_REASON_ADMIN_UPDATE
+    SYNC = "SYNC", pb.CHANGE_REASON_SYNC
+    MODEL_REPLACED = "MODEL_REPLACED", pb.CHANGE_REASON_MODEL_REPLACED
+    ROLLBACK = "ROLLBACK", pb.CHANGE_REASON_ROLLBACK
+    IMPORT = "IMPORT", pb.CHANGE_REASON_IMPORT
+    UNSPECIFIED = "UNSPECIFIED", pb.CHANGE_REASON_UNSPECIFIED
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +134,10 @@ class StageConfig:
     api_key_fingerprint: str = ""
     updated_at: datetime | None = None
     models_cache_updated_at: datetime | None = None
+    status_cause: StatusCause = StatusCause.UNSPECIFIED
 
     def __repr__(self) -> str:
-        key = self.api_key if self.api_key_masked else _mask(self.api_key)
+        key = self.api_key if self.api_key_masked else mask_key(self.api_key)
         return (
             f"StageConfig(stage_type={self.stage_type.value}, "
             f"provider_kind={self.provider_kind.value}, model={self.model!r}, "

@@ -28,10 +28,12 @@ import grpc
 
 from stageconfig._channel import create_channel
 from stageconfig._convert import (
+    UnrepresentableConfig,
     config_from_pb,
     provider_from_pb,
     provider_to_pb,
     reason_from_pb,
+    source_from_pb,
     stage_from_pb,
     stage_to_pb,
     status_from_pb,
@@ -46,26 +48,15 @@ from stageconfig._types import (
     StageType,
 )
 from stageconfig.errors import translate_rpc_error
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_contract.facts import mask_key
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 """Deadline of one unary call: above the server's provider timeout (10 s by default),
 which bounds UpdateConfig, RollbackConfig and refreshes."""
-
-
-def mask_key(api_key: str) -> str:
-    """What an admin may see of a key (the server's rule): the prefix up to a dash in the
-    first 6 characters and the last 4 (``sk-…a1b2``); short keys show the last 2."""
-    if not api_key:
-        return ""
-    if len(api_key) < 12:
-        return "…" + api_key[-2:]
-    dash = api_key.find("-")
-    prefix = api_key[: dash + 1] if 0 < dash <= 5 else ""
-    return f"{prefix}…{api_key[-4:]}"
 
 
 def _masked(config: StageConfig) -> StageConfig:
@@ -241,29 +232,41 @@ WatchEvent = SnapshotEvent | ChangeEvent | HeartbeatEvent
 # --- proto → admin types ----------------------------------------------------------------
 
 
+def _known_stage(value: int) -> StageType:
+    stage = stage_from_pb(value)
+    if stage is None:
+        raise UnrepresentableConfig(None, "stage_type", value, 0)
+    return stage
+
+
+def _known_provider(value: int) -> ProviderKind:
+    provider = provider_from_pb(value)
+    if provider is None:
+        raise UnrepresentableConfig(None, "provider_kind", value, 0)
+    return provider
+
+
 def _stage_view(message: pb.StageConfigView) -> StageView:
-    source = ConfigSource(
-        pb.ConfigSource.Name(message.config.source).removeprefix("CONFIG_SOURCE_")
-        if message.config.source in pb.ConfigSource.values()
-        else "UNSPECIFIED"
-    )
+    source = source_from_pb(message.config.source)
     configured = (
         source is not ConfigSource.UNCONFIGURED
         and message.config.provider_kind != pb.PROVIDER_KIND_UNSPECIFIED
     )
     return StageView(
-        stage_type=stage_from_pb(message.stage_type),
+        stage_type=_known_stage(message.stage_type),
         source=source if configured else ConfigSource.UNCONFIGURED,
         config=_masked(config_from_pb(message.config)) if configured else None,
         models=tuple(message.models),
-        allowed_providers=tuple(provider_from_pb(p) for p in message.allowed_providers),
+        allowed_providers=tuple(
+            p for p in map(provider_from_pb, message.allowed_providers) if p is not None
+        ),
     )
 
 
 def _history_entry(message: pb.HistoryEntry) -> HistoryEntry:
     return HistoryEntry(
         revision=message.revision,
-        stage_type=stage_from_pb(message.stage_type),
+        stage_type=_known_stage(message.stage_type),
         time=time_from_pb(message.time, message.HasField("time")),
         actor=message.actor,
         reason=reason_from_pb(message.reason),
@@ -277,7 +280,7 @@ def _watcher(message: pb.WatcherInfo) -> WatcherInfo:
         client_id=message.client_id,
         peer=message.peer,
         actor=message.actor,
-        stage_types=tuple(stage_from_pb(s) for s in message.stage_types),
+        stage_types=tuple(s for s in map(stage_from_pb, message.stage_types) if s is not None),
         connected_since=time_from_pb(message.connected_since, message.HasField("connected_since")),
         last_revision=message.last_revision,
     )
@@ -424,13 +427,13 @@ class AdminClient:
         """
         answer = self._call(
             self._stub.ListModels,
-            pb.ListModelsRequest(stage_type=stage_to_pb(stage), refresh=refresh),  # type: ignore[arg-type]
+            pb.ListModelsRequest(stage_type=stage_to_pb(stage), refresh=refresh),
         )
         return ModelList(
             models=tuple(answer.models),
             updated_at=time_from_pb(answer.updated_at, answer.HasField("updated_at")),
             selected_model=answer.selected_model,
-            provider_kind=provider_from_pb(answer.provider_kind),
+            provider_kind=_known_provider(answer.provider_kind),
             status=status_from_pb(answer.status),
             status_reason=answer.status_reason,
         )
@@ -445,7 +448,7 @@ class AdminClient:
         """
         request = pb.GetConfigHistoryRequest(page_size=page_size, page_token=page_token)
         if stage is not None:
-            request.stage_type = stage_to_pb(stage)  # type: ignore[assignment]
+            request.stage_type = stage_to_pb(stage)
         answer = self._call(self._stub.GetConfigHistory, request)
         return HistoryPage(
             entries=tuple(_history_entry(e) for e in answer.entries),
@@ -500,8 +503,8 @@ class AdminClient:
         ConflictError (``.current_revision``), KeyRejectedError (nothing changed).
         """
         request = pb.UpdateConfigRequest(
-            stage_type=stage_to_pb(stage),  # type: ignore[arg-type]
-            provider_kind=provider_to_pb(provider),  # type: ignore[arg-type]
+            stage_type=stage_to_pb(stage),
+            provider_kind=provider_to_pb(provider),
             options=dict(options or {}),
             validate_only=validate_only,
             comment=comment,
@@ -523,11 +526,11 @@ class AdminClient:
         """Run the model sync now for one stage (or every stored stage)."""
         request = pb.RefreshModelsRequest()
         if stage is not None:
-            request.stage_type = stage_to_pb(stage)  # type: ignore[assignment]
+            request.stage_type = stage_to_pb(stage)
         answer = self._call(self._stub.RefreshModels, request)
         return tuple(
             RefreshResult(
-                stage_type=stage_from_pb(r.stage_type),
+                stage_type=_known_stage(r.stage_type),
                 status=status_from_pb(r.status),
                 status_reason=r.status_reason,
                 models=tuple(r.models),
@@ -548,7 +551,7 @@ class AdminClient:
         """Write a new revision restoring ``to_revision``'s provider, key, model and
         options (re-verified with the provider); returns it, key masked."""
         request = pb.RollbackConfigRequest(
-            stage_type=stage_to_pb(stage),  # type: ignore[arg-type]
+            stage_type=stage_to_pb(stage),
             to_revision=to_revision,
         )
         if expected_revision is not None:
@@ -573,7 +576,7 @@ class AdminClient:
         after that many seconds; otherwise it runs until ``cancel()``.
         """
         request = pb.WatchConfigRequest(
-            stage_types=[stage_to_pb(s) for s in stages],  # type: ignore[misc]
+            stage_types=[stage_to_pb(s) for s in stages],
             client_id=client_id,
         )
         if resume_revision is not None:

@@ -9,8 +9,8 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stageconfig.v1 import stage_config_pb2 as pb
-from stageconfig_server.crypto import mask_key
+from stageconfig_contract.facts import mask_key
+from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_server.db.records import LogEntry
 from stageconfig_server.domain import (
     ChangeReason,

@@ -14,7 +14,7 @@ from google.protobuf import symbol_database
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from stageconfig.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_server.rpc.servicer import StageConfigServicer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StageConfigService"].full_name

@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
-from stageconfig.v1 import stage_config_pb2 as pb
+from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_server.broadcast import Broadcaster
 from stageconfig_server.domain import StageConfig, StageType
 from stageconfig_server.errors import InvalidArgument, StageConfigError

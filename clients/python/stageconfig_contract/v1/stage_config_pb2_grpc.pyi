@@ -10,7 +10,7 @@ or renumber them (`buf breaking` guards this in CI).
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from stageconfig.v1 import stage_config_pb2 as _stage_config_pb2
+from stageconfig_contract.v1 import stage_config_pb2 as _stage_config_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

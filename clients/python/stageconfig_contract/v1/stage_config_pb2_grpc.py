@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from stageconfig.v1 import stage_config_pb2 as stageconfig_dot_v1_dot_stage__config__pb2
+from stageconfig_contract.v1 import stage_config_pb2 as stageconfig_dot_v1_dot_stage__config__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
