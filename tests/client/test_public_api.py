@@ -33,7 +33,9 @@ EXPECTED = [
     "StageNotConfiguredError",
     "StageType",
     "StateChange",
+    "StatusCause",
     "StatusCode",
+    "TlsConfig",
     "UnauthenticatedError",
     "UnavailableError",
 ]

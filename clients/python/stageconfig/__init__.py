@@ -17,6 +17,7 @@ from stageconfig._types import (
     ProviderKind,
     StageConfig,
     StageType,
+    StatusCause,
 )
 from stageconfig.admin import AdminClient
 from stageconfig.errors import (
@@ -36,6 +37,7 @@ from stageconfig.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from stageconfig.tls import TlsConfig
 
 __all__ = [
     "AdminClient",
@@ -64,7 +66,9 @@ __all__ = [
     "StageNotConfiguredError",
     "StageType",
     "StateChange",
+    "StatusCause",
     "StatusCode",
+    "TlsConfig",
     "UnauthenticatedError",
     "UnavailableError",
 ]

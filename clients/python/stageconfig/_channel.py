@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from stageconfig.tls import TlsConfig
+
 DEFAULT_OPTIONS: tuple[tuple[str, Any], ...] = (
     # Ping every 30 s so a half-open connection is noticed; the server allows 20 s.
     ("grpc.keepalive_time_ms", 30_000),
@@ -86,26 +88,19 @@ def create_channel(
     target: str,
     *,
     token: str | None = None,
-    tls: bool = False,
-    root_certificates: bytes | None = None,
-    client_certificate: bytes | None = None,
-    client_key: bytes | None = None,
+    tls: TlsConfig | None = None,
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.Channel:
-    """A sync channel to ``target`` carrying ``token`` (if any).
-
-    ``tls`` (implied by any certificate argument) uses TLS with ``root_certificates``
-    (or the system roots); ``client_certificate``/``client_key`` present a client
-    certificate for mTLS.
-    """
+    """A sync channel to ``target`` carrying ``token`` (if any); TLS when ``tls`` is
+    given, plaintext otherwise."""
     # A caller's option replaces the default of the same name: grpc keeps the first of
     # duplicate channel args, so appending would silently lose the caller's value.
     all_options = list({**dict(DEFAULT_OPTIONS), **dict(options)}.items())
-    if tls or root_certificates or client_certificate:
+    if tls is not None:
         credentials = grpc.ssl_channel_credentials(
-            root_certificates=root_certificates,
-            private_key=client_key,
-            certificate_chain=client_certificate,
+            root_certificates=tls.root_certificates,
+            private_key=tls.client_key,
+            certificate_chain=tls.client_certificate,
         )
         if token:
             credentials = grpc.composite_channel_credentials(

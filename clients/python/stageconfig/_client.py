@@ -47,6 +47,7 @@ from stageconfig.errors import (
     UnavailableError,
     translate_rpc_error,
 )
+from stageconfig.tls import TlsConfig
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 
 if TYPE_CHECKING:
@@ -631,10 +632,12 @@ class ConfigClient:
                 self._channel = create_channel(
                     self._target,
                     token=self._token,
-                    tls=self._tls,
-                    root_certificates=self._root_certificates,
-                    client_certificate=self._client_certificate,
-                    client_key=self._client_key,
+                    # Transitional: the TLS keyword arguments become one TlsConfig.
+                    tls=TlsConfig(
+                        self._root_certificates, self._client_certificate, self._client_key
+                    )
+                    if self._tls or self._root_certificates or self._client_certificate
+                    else None,
                     options=[*options, *self._channel_options],
                 )
             return self._channel

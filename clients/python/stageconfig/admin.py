@@ -48,6 +48,7 @@ from stageconfig._types import (
     StageType,
 )
 from stageconfig.errors import translate_rpc_error
+from stageconfig.tls import TlsConfig
 from stageconfig_contract.facts import mask_key
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
@@ -381,10 +382,10 @@ class AdminClient:
         self._channel = create_channel(
             target,
             token=token,
-            tls=tls,
-            root_certificates=root_certificates,
-            client_certificate=client_certificate,
-            client_key=client_key,
+            # Transitional: the TLS keyword arguments become one TlsConfig.
+            tls=TlsConfig(root_certificates, client_certificate, client_key)
+            if tls or root_certificates or client_certificate
+            else None,
         )
         self._stub = pbg.StageConfigServiceStub(self._channel)
 
