@@ -33,6 +33,8 @@ from bench_lib.wire import pb
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUTPUT = REPO / "artifacts" / "bench" / "report.md"
+BENCHMARKS_PAGE = REPO / "docs" / "benchmarks.md"
+"""Where ``--update-readme`` (alias ``--update-docs``) writes the results table."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run for development")
     parser.add_argument("--only", default="a,b,c,d,e", help="scenarios to run (default all)")
-    parser.add_argument("--update-readme", action="store_true", help="rewrite README results")
+    parser.add_argument(
+        "--update-readme",
+        "--update-docs",
+        action="store_true",
+        help="rewrite the results block of docs/benchmarks.md",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="report file")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the server here")
     args = parser.parse_args(argv)
@@ -398,8 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     args.output.with_suffix(".json").write_text(json.dumps(_jsonable(results), indent=2))
     _say(f"report written to {args.output} ({time.monotonic() - started:.0f} s in all)")
     if args.update_readme:
-        report.update_readme(REPO / "README.md", text)
-        _say("README benchmarks block updated")
+        report.update_page(BENCHMARKS_PAGE, text)
+        _say(f"{BENCHMARKS_PAGE.relative_to(REPO)} results block updated")
     return 1 if results.errors else 0
 
 

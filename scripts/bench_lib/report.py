@@ -1,7 +1,7 @@
 """The markdown report: one table of every scenario with its ratio and target, the
-machine, and how it was measured; and the README block it replaces.
+machine, and how it was measured; and the docs block it replaces.
 
-Inside the README's ``<!-- section:benchmarks -->`` block other engineers keep their own
+Inside docs/benchmarks.md's ``<!-- section:benchmarks -->`` block other engineers keep their own
 lines (e.g. propagation to Celery workers, cross-replica propagation). This module only
 ever rewrites what lies between its own markers, ``<!-- bench:results -->`` and
 ``<!-- /bench:results -->``, appending them at the end of the block the first time.
@@ -409,14 +409,14 @@ def render(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: Path, report: str) -> None:
-    """Put ``report`` between our markers inside the benchmarks section, keeping every
-    other line of the section as it is."""
-    text = readme.read_text()
+def update_page(page: Path, report: str) -> None:
+    """Put ``report`` between our markers inside ``page``'s benchmarks section, keeping
+    every other line of the section as it is."""
+    text = page.read_text()
     start = text.find(SECTION_START)
     end = text.find(SECTION_END)
     if start < 0 or end < start:
-        raise ValueError(f"{readme} has no {SECTION_START} … {SECTION_END} block")
+        raise ValueError(f"{page} has no {SECTION_START} … {SECTION_END} block")
     body = text[start + len(SECTION_START) : end]
     ours = f"{OURS_START}\n{report}{OURS_END}\n"
     our_start = body.find(_OURS_PREFIX)
@@ -425,4 +425,4 @@ def update_readme(readme: Path, report: str) -> None:
         body = body[:our_start] + ours + body[our_end + len(OURS_END) :].lstrip("\n")
     else:
         body = body.rstrip("\n") + "\n\n" + ours
-    readme.write_text(text[: start + len(SECTION_START)] + body + text[end:])
+    page.write_text(text[: start + len(SECTION_START)] + body + text[end:])

@@ -1,6 +1,6 @@
-"""Every grpcurl example of the README, run with the real grpcurl binary against a real
-server subprocess: the first ```bash block of the grpcurl section against a server
-without tokens, the second against one with STAGECONFIG_TOKENS. An example whose
+"""Every grpcurl example of the docs' walkthrough (docs/grpcurl.md), run with the real
+grpcurl binary against a real server subprocess: the first ```bash block of the grpcurl
+section against a server without tokens, the second against one with STAGECONFIG_TOKENS. An example whose
 trailing comment names ``Code: X`` must fail with exactly that status; all others must
 succeed. The examples of each block run in order, as one session on a fresh database.
 """
@@ -28,8 +28,9 @@ from tests.admin.conftest import (
 )
 from tests.fakes.provider_server import FakeProviders
 
-README = REPO / "README.md"
-README_TARGET = "localhost:50051"
+WALKTHROUGH = REPO / "docs" / "grpcurl.md"
+DOCS_TARGET = "localhost:50051"
+"""The address the examples name; the tests put their server's in its place."""
 SERVICE = "stageconfig.v1.StageConfigService"
 RPCS = {m.name for m in pb.DESCRIPTOR.services_by_name["StageConfigService"].methods}
 EXAMPLE_KEY = "AQVN-your-key"
@@ -52,7 +53,7 @@ SHOWS = {
 
 @dataclass(frozen=True)
 class Example:
-    """One grpcurl command of the README."""
+    """One grpcurl command of the docs."""
 
     command: str
     """As written, continuation lines joined, the trailing comment dropped."""
@@ -67,9 +68,9 @@ class Example:
         return "describe" if " describe " in self.command else "list"
 
 
-def readme_blocks() -> list[list[Example]]:
-    """The grpcurl examples of each ```bash block in the README's grpcurl section."""
-    text = README.read_text(encoding="utf-8")
+def grpcurl_blocks(page: Path = WALKTHROUGH) -> list[list[Example]]:
+    """The grpcurl examples of each ```bash block in ``page``'s grpcurl section."""
+    text = page.read_text(encoding="utf-8")
     section = text.split("<!-- section:grpcurl -->", 1)[1].split("<!-- /section:grpcurl -->")[0]
     blocks = []
     for block in re.findall(r"```bash\n(.*?)```", section, re.S):
@@ -100,7 +101,8 @@ def _grpcurl_dir() -> Path:
     return Path(found).parent
 
 
-def _run_block(examples: list[Example], target: str) -> None:
+def run_block(examples: list[Example], target: str) -> None:
+    """Run ``examples`` in order against ``target``, each as a reader would paste it."""
     env = {
         **os.environ,
         "PATH": f"{_grpcurl_dir()}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -108,7 +110,7 @@ def _run_block(examples: list[Example], target: str) -> None:
         "WORKER_TOKEN": WORKER_TOKEN,
     }
     for example in examples:
-        command = example.command.replace(README_TARGET, target)
+        command = example.command.replace(DOCS_TARGET, target)
         # bash, as a reader would paste it: quoting and $ADMIN_TOKEN expand the same way.
         proc = subprocess.run(
             ["bash", "-c", command],
@@ -131,8 +133,8 @@ def _run_block(examples: list[Example], target: str) -> None:
             assert EXAMPLE_KEY not in proc.stdout, shown  # admins see masked keys only
 
 
-def test_readme_has_an_example_of_every_rpc_with_and_without_a_token() -> None:
-    plain, with_tokens = readme_blocks()
+def test_walkthrough_has_an_example_of_every_rpc_with_and_without_a_token() -> None:
+    plain, with_tokens = grpcurl_blocks()
     for block in (plain, with_tokens):
         assert {e.call for e in block} >= RPCS | {"list"}
     assert "describe" in {e.call for e in plain}
@@ -142,20 +144,22 @@ def test_readme_has_an_example_of_every_rpc_with_and_without_a_token() -> None:
     assert any(e.call == "WatchConfig" and "-max-time" in e.command for e in plain)
 
 
-def test_readme_grpcurl_examples_without_tokens(
+def test_walkthrough_grpcurl_examples_without_tokens(
     tmp_path: Path, fake_providers: FakeProviders
 ) -> None:
     server = start_server(tmp_path / "stageconfig.db", fake_providers)
     try:
-        _run_block(readme_blocks()[0], server.target)
+        run_block(grpcurl_blocks()[0], server.target)
     finally:
         server.stop()
 
 
 @needs_auth
-def test_readme_grpcurl_examples_with_tokens(tmp_path: Path, fake_providers: FakeProviders) -> None:
+def test_walkthrough_grpcurl_examples_with_tokens(
+    tmp_path: Path, fake_providers: FakeProviders
+) -> None:
     server = start_server(tmp_path / "stageconfig.db", fake_providers, tokens=TOKENS)
     try:
-        _run_block(readme_blocks()[1], server.target)
+        run_block(grpcurl_blocks()[1], server.target)
     finally:
         server.stop()
