@@ -1,8 +1,9 @@
 """Every grpcurl example of the docs' walkthrough (docs/grpcurl.md), run with the real
 grpcurl binary against a real server subprocess: the first ```bash block of the grpcurl
-section against a server without tokens, the second against one with STAGECONFIG_TOKENS. An example whose
-trailing comment names ``Code: X`` must fail with exactly that status; all others must
-succeed. The examples of each block run in order, as one session on a fresh database.
+section against a server without tokens, the second against one with
+STAGECONFIG_TOKENS. An example whose trailing comment names ``Code: X`` must fail with
+exactly that status; all others must succeed. The examples of each block run in order,
+as one session on a fresh database.
 """
 
 from __future__ import annotations
