@@ -10,12 +10,13 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 VENV="$ROOT/.venv"
 STAMP="$VENV/.lock-sha"
-want="$(sha256sum requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+want="$(sha256sum requirements.lock pyproject.toml clients/python/pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   echo "==> preparing .venv from requirements.lock" >&2
   [ -x "$VENV/bin/python" ] || uv venv --quiet --python python3 "$VENV"
   VIRTUAL_ENV="$VENV" uv pip sync --quiet --require-hashes requirements.lock
-  VIRTUAL_ENV="$VENV" uv pip install --quiet --no-deps -e .
+  # The client distribution (clients/python) and the server (the root), both editable.
+  VIRTUAL_ENV="$VENV" uv pip install --quiet --no-deps -e clients/python -e .
   echo "$want" > "$STAMP"
 fi
 export VIRTUAL_ENV="$VENV"

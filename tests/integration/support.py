@@ -61,8 +61,10 @@ class CeleryWorker:
         *,
         pool: str = "prefork",
         concurrency: int = 2,
+        python: str = sys.executable,
     ) -> None:
         self.env = worker_env(env)
+        self.python = python
         self.queue = queue
         self.pool = pool
         self.concurrency = concurrency
@@ -72,7 +74,7 @@ class CeleryWorker:
 
     def start(self, timeout: float = 30.0) -> CeleryWorker:
         command = [
-            sys.executable, "-m", "celery", "-A", "celery_app", "worker",
+            self.python, "-m", "celery", "-A", "celery_app", "worker",
             "-I", "tests.integration.probe_tasks",
             f"--pool={self.pool}", f"--concurrency={self.concurrency}",
             "-Q", self.queue, "-n", f"{self.queue}@%h",

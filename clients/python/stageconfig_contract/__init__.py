@@ -9,3 +9,7 @@
 Importing this package imports neither the server nor the client, and starts nothing:
 the server's servicer and the worker client both build on it.
 """
+
+__version__ = "0.2.0"
+"""The one version of the contract, the client and the server (both distributions read it
+from here; ``stageconfigctl --version`` shows it)."""
