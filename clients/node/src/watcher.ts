@@ -309,13 +309,8 @@ export class ConfigWatcher {
           this.current = Object.freeze({ revision, configs: this.current.configs });
           return false;
         }
-        if (
-          revision <= this.current.revision ||
-          !(config instanceof StageConfig) ||
-          !this.stages.includes(config.stageType)
-        ) {
-          return false;
-        }
+        if (revision <= this.current.revision || !(config instanceof StageConfig)) return false;
+        if (!this.stages.includes(config.stageType)) return false;
         this.unknownValues.readable(config.stageType);
         const configs = new Map(this.current.configs);
         configs.set(config.stageType, config);
