@@ -1,6 +1,12 @@
 /**
  * Proto ↔ client types, in one place. Generated enum members carry the names without
  * their prefix (`StageType.POEM`), which are exactly the client's string values.
+ *
+ * A newer server may send enum values this client does not know (protobuf-es keeps an
+ * unknown open-enum value as its number). Statuses, sources and reasons then read as
+ * UNSPECIFIED; a config whose stage or provider kind is unknown cannot be represented
+ * and comes back as an {@link UnrepresentableConfig}, which the watcher turns into "keep
+ * this stage's last config, warn once" — never a broken stream.
  */
 
 import { create } from "@bufbuild/protobuf";
@@ -8,6 +14,9 @@ import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 
 import * as pb from "./gen/stageconfig/v1/stage_config_pb.js";
 import {
+  CHANGE_REASONS,
+  CONFIG_SOURCES,
+  CONFIG_STATUSES,
   PROVIDER_KINDS,
   STAGE_TYPES,
   StageConfig,
@@ -27,6 +36,43 @@ function nameOf<E extends Record<string, string | number>>(
 ): string {
   const name = (enumObject as Record<number, string | undefined>)[value];
   return name ?? "UNSPECIFIED";
+}
+
+/** The client's name for `value`, or UNSPECIFIED for a value this client does not list. */
+function knownOrUnspecified<T extends string>(
+  enumObject: Record<string, string | number>,
+  known: readonly T[],
+  value: number,
+): T | "UNSPECIFIED" {
+  const name = nameOf(enumObject, value);
+  return (known as readonly string[]).includes(name) ? (name as T) : "UNSPECIFIED";
+}
+
+/**
+ * A config message this client cannot represent: its stage or provider kind is a value
+ * this client does not know (a newer server's), or UNSPECIFIED.
+ */
+export class UnrepresentableConfig {
+  /**
+   * @param stage The stage the config belongs to; undefined when the stage itself is the unknown value.
+   * @param field The field holding the value this client does not know.
+   * @param value That field's number on the wire.
+   * @param revision The revision at which the config was written.
+   */
+  constructor(
+    readonly stage: StageType | undefined,
+    readonly field: "stageType" | "providerKind",
+    readonly value: number,
+    readonly revision: number,
+  ) {
+    Object.freeze(this);
+  }
+
+  /** E.g. `the VOICE config at revision 6 has providerKind=99, a value this client does not know`. */
+  toString(): string {
+    const where = this.stage === undefined ? "a config" : `the ${this.stage} config`;
+    return `${where} at revision ${this.revision} has ${this.field}=${this.value}, a value this client does not know`;
+  }
 }
 
 function checked<T extends string>(allowed: readonly T[], value: string, what: string): T {
@@ -58,14 +104,19 @@ export function providerFromPb(value: pb.ProviderKind): ProviderKind | undefined
   return (PROVIDER_KINDS as readonly string[]).includes(name) ? (name as ProviderKind) : undefined;
 }
 
-/** Client value of a proto status. */
+/** Client value of a proto status (UNSPECIFIED for one this client does not know). */
 export function statusFromPb(value: pb.ConfigStatus): ConfigStatus {
-  return nameOf(pb.ConfigStatus, value) as ConfigStatus;
+  return knownOrUnspecified(pb.ConfigStatus, CONFIG_STATUSES, value);
 }
 
-/** Client value of a proto change reason. */
+/** Client value of a proto config source (UNSPECIFIED for one this client does not know). */
+export function sourceFromPb(value: pb.ConfigSource): ConfigSource {
+  return knownOrUnspecified(pb.ConfigSource, CONFIG_SOURCES, value);
+}
+
+/** Client value of a proto change reason (UNSPECIFIED for one this client does not know). */
 export function reasonFromPb(value: pb.ChangeReason): ChangeReason {
-  return nameOf(pb.ChangeReason, value) as ChangeReason;
+  return knownOrUnspecified(pb.ChangeReason, CHANGE_REASONS, value);
 }
 
 function dateFromPb(ts: Timestamp | undefined): Date | undefined {
@@ -73,23 +124,27 @@ function dateFromPb(ts: Timestamp | undefined): Date | undefined {
 }
 
 /**
- * A frozen StageConfig from its message, or undefined when the message names no known
- * stage or provider (a config this client cannot represent is skipped, not guessed).
+ * A frozen StageConfig from its message, or an {@link UnrepresentableConfig} when the
+ * message names a stage or provider kind this client does not know (reported, not guessed).
  */
-export function configFromPb(message: pb.StageConfig): StageConfig | undefined {
+export function configFromPb(message: pb.StageConfig): StageConfig | UnrepresentableConfig {
+  const revision = Number(message.revision);
   const stageType = stageFromPb(message.stageType);
+  if (stageType === undefined) {
+    return new UnrepresentableConfig(undefined, "stageType", message.stageType, revision);
+  }
   const providerKind = providerFromPb(message.providerKind);
-  if (stageType === undefined || providerKind === undefined) {
-    return undefined;
+  if (providerKind === undefined) {
+    return new UnrepresentableConfig(stageType, "providerKind", message.providerKind, revision);
   }
   return new StageConfig({
     stageType,
     providerKind,
     apiKey: message.apiKey,
     model: message.model,
-    revision: Number(message.revision),
+    revision,
     status: statusFromPb(message.status),
-    source: nameOf(pb.ConfigSource, message.source) as ConfigSource,
+    source: sourceFromPb(message.source),
     options: { ...message.options },
     statusReason: message.statusReason,
     apiKeyMasked: message.apiKeyMasked,
@@ -101,9 +156,12 @@ export function configFromPb(message: pb.StageConfig): StageConfig | undefined {
 
 /** Like {@link configFromPb} for an answer that must hold a config. */
 export function requiredConfigFromPb(message: pb.StageConfig | undefined): StageConfig {
-  const config = message === undefined ? undefined : configFromPb(message);
-  if (config === undefined) {
+  if (message === undefined) {
     throw new TypeError("the server answered without a usable config (is this client older than the server?)");
+  }
+  const config = configFromPb(message);
+  if (config instanceof UnrepresentableConfig) {
+    throw new TypeError(`the server answered with ${config} (is this client older than the server?)`);
   }
   return config;
 }

@@ -15,20 +15,20 @@ export const PROVIDER_KINDS = ["YANDEX_GPT", "GEMINI", "OPENAI", "SPEECHKIT", "S
 /** An AI provider. Allowed per stage: POEM: YANDEX_GPT, GEMINI, OPENAI; VOICE: SPEECHKIT; SONG: SUNO; CLIP: PIKA. */
 export type ProviderKind = (typeof PROVIDER_KINDS)[number];
 
+/** The health values this client knows; an unknown one from a newer server reads as UNSPECIFIED. */
+export const CONFIG_STATUSES = ["ACTIVE", "WARNING", "INVALID", "ERROR", "UNSPECIFIED"] as const;
 /** Health of a stage's config as the server last saw it. */
-export type ConfigStatus = "ACTIVE" | "WARNING" | "INVALID" | "ERROR" | "UNSPECIFIED";
+export type ConfigStatus = (typeof CONFIG_STATUSES)[number];
 
+/** The sources this client knows; an unknown one from a newer server reads as UNSPECIFIED. */
+export const CONFIG_SOURCES = ["DATABASE", "FALLBACK", "UNCONFIGURED", "UNSPECIFIED"] as const;
 /** Where the server took a config from. */
-export type ConfigSource = "DATABASE" | "FALLBACK" | "UNCONFIGURED" | "UNSPECIFIED";
+export type ConfigSource = (typeof CONFIG_SOURCES)[number];
 
+/** The reasons this client knows; an unknown one from a newer server reads as UNSPECIFIED. */
+export const CHANGE_REASONS = ["ADMIN_UPDATE", "SYNC", "MODEL_REPLACED", "ROLLBACK", "IMPORT", "UNSPECIFIED"] as const;
 /** Why a revision was written. */
-export type ChangeReason =
-  | "ADMIN_UPDATE"
-  | "SYNC"
-  | "MODEL_REPLACED"
-  | "ROLLBACK"
-  | "IMPORT"
-  | "UNSPECIFIED";
+export type ChangeReason = (typeof CHANGE_REASONS)[number];
 
 /** The fields of a {@link StageConfig}. */
 export interface StageConfigFields {

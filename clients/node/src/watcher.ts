@@ -9,6 +9,11 @@
  * missed. The held copy is swapped as a whole, never edited in place, and its revision
  * never goes backwards. Mirrors the Python client's `ConfigClient`.
  *
+ * A newer server may send a config this client cannot represent (a provider kind or a
+ * stage it does not know): that stage keeps the last config it had (or stays absent),
+ * one process warning says so, the revision still advances, and everything else —
+ * the stream, the state, the other stages — carries on.
+ *
  * States:
  *
  *     connecting ──snapshot──▶ ready ──stream lost──▶ stale ──resumed──▶ ready
@@ -23,7 +28,7 @@ import { hostname } from "node:os";
 import type { Client } from "@connectrpc/connect";
 
 import { Backoff, type BackoffOptions } from "./backoff.js";
-import { configFromPb, reasonFromPb, stageToPb } from "./convert.js";
+import { UnrepresentableConfig, configFromPb, reasonFromPb, stageToPb } from "./convert.js";
 import {
   ClientClosedError,
   NotReadyError,
@@ -34,7 +39,8 @@ import {
   type StatusCode,
 } from "./errors.js";
 import type { StageConfigService, WatchConfigResponse } from "./gen/stageconfig/v1/stage_config_pb.js";
-import { STAGE_TYPES, type ChangeReason, type StageConfig, type StageType } from "./types.js";
+import { STAGE_TYPES, StageConfig, type ChangeReason, type StageType } from "./types.js";
+import { UnknownValueWarnings } from "./unknown-values.js";
 
 /** Where a watcher is: see the state diagram in this module's doc. */
 export type WatcherState = "connecting" | "ready" | "stale" | "fatal" | "closed";
@@ -133,6 +139,7 @@ export class ConfigWatcher {
   private readonly clientId: string;
   private readonly idleTimeoutMs: number;
   private readonly backoff: Backoff;
+  private readonly unknownValues = new UnknownValueWarnings();
 
   /**
    * @internal Use `StageConfigClient.watchConfig()`. `resetConnection` drops the HTTP/2
@@ -282,7 +289,13 @@ export class ConfigWatcher {
         const configs = new Map<StageType, StageConfig>();
         for (const message of event.value.configs) {
           const config = configFromPb(message);
-          if (config !== undefined && this.stages.includes(config.stageType)) configs.set(config.stageType, config);
+          if (config instanceof UnrepresentableConfig) {
+            const kept = this.keepLast(config);
+            if (kept !== undefined) configs.set(kept.stageType, kept);
+          } else if (this.stages.includes(config.stageType)) {
+            this.unknownValues.readable(config.stageType);
+            configs.set(config.stageType, config);
+          }
         }
         this.publish(Object.freeze({ revision, configs }), { kind: "snapshot", revision, reason: undefined });
         return true;
@@ -290,9 +303,15 @@ export class ConfigWatcher {
       case "change": {
         const revision = Number(event.value.revision);
         const config = event.value.config === undefined ? undefined : configFromPb(event.value.config);
-        if (revision <= this.current.revision || config === undefined || !this.stages.includes(config.stageType)) {
+        if (config instanceof UnrepresentableConfig && revision > this.current.revision) {
+          // Nothing the client can show changed, but the revision was applied: resume after it.
+          this.keepLast(config);
+          this.current = Object.freeze({ revision, configs: this.current.configs });
           return false;
         }
+        if (revision <= this.current.revision || !(config instanceof StageConfig)) return false;
+        if (!this.stages.includes(config.stageType)) return false;
+        this.unknownValues.readable(config.stageType);
         const configs = new Map(this.current.configs);
         configs.set(config.stageType, config);
         this.publish(Object.freeze({ revision, configs }), {
@@ -308,6 +327,17 @@ export class ConfigWatcher {
       default:
         return false; // a message kind newer than this client
     }
+  }
+
+  /**
+   * What a watched stage keeps when its new config cannot be represented: the config it
+   * held, if any. Warns once (an unknown stage is not watched, but is reported too).
+   */
+  private keepLast(config: UnrepresentableConfig): StageConfig | undefined {
+    if (config.stage !== undefined && !this.stages.includes(config.stage)) return undefined;
+    const kept = config.stage === undefined ? undefined : this.current.configs.get(config.stage);
+    this.unknownValues.report(config, kept);
+    return kept;
   }
 
   private async run(): Promise<void> {

@@ -1,12 +1,29 @@
-/** What needs no server: the public surface, backoff arithmetic, key masking. */
+/** What needs no server: the public surface, backoff arithmetic, key masking, enum conversion. */
 
 import assert from "node:assert/strict";
 import { inspect } from "node:util";
 import { describe, test } from "node:test";
 
+import { create } from "@bufbuild/protobuf";
+
 import { Backoff } from "../src/backoff.js";
+import {
+  UnrepresentableConfig,
+  configFromPb,
+  reasonFromPb,
+  sourceFromPb,
+  statusFromPb,
+} from "../src/convert.js";
+import * as pb from "../src/gen/stageconfig/v1/stage_config_pb.js";
 import * as publicApi from "../src/index.js";
 import { StageConfig } from "../src/index.js";
+import {
+  CHANGE_REASONS,
+  CONFIG_SOURCES,
+  CONFIG_STATUSES,
+  PROVIDER_KINDS,
+  STAGE_TYPES,
+} from "../src/types.js";
 
 describe("public API", () => {
   test("exports exactly these runtime names", () => {
@@ -75,5 +92,43 @@ describe("StageConfig", () => {
 
   test("is frozen", () => {
     assert.ok(Object.isFrozen(config) && Object.isFrozen(config.options));
+  });
+});
+
+describe("enum conversion", () => {
+  /** The member names of a generated enum, UNSPECIFIED included. */
+  const names = (enumObject: object): string[] =>
+    Object.keys(enumObject)
+      .filter((key) => Number.isNaN(Number(key)))
+      .sort();
+
+  test("the client lists every value of the proto's enums (regenerate, then update types.ts)", () => {
+    assert.deepEqual([...STAGE_TYPES, "UNSPECIFIED"].sort(), names(pb.StageType));
+    assert.deepEqual([...PROVIDER_KINDS, "UNSPECIFIED"].sort(), names(pb.ProviderKind));
+    assert.deepEqual([...CONFIG_STATUSES].sort(), names(pb.ConfigStatus));
+    assert.deepEqual([...CONFIG_SOURCES].sort(), names(pb.ConfigSource));
+    assert.deepEqual([...CHANGE_REASONS].sort(), names(pb.ChangeReason));
+  });
+
+  test("a value newer than this client reads as UNSPECIFIED", () => {
+    const newer: number = 99; // as protobuf-es decodes a value missing from the generated enum
+    assert.equal(statusFromPb(newer), "UNSPECIFIED");
+    assert.equal(sourceFromPb(newer), "UNSPECIFIED");
+    assert.equal(reasonFromPb(newer), "UNSPECIFIED");
+    assert.equal(statusFromPb(pb.ConfigStatus.WARNING), "WARNING");
+  });
+
+  test("a config with an unknown stage or provider kind is unrepresentable, and says why", () => {
+    const message = (stageType: number, providerKind: number): pb.StageConfig =>
+      create(pb.StageConfigSchema, { stageType, providerKind, revision: 7n });
+    const unknownProvider = configFromPb(message(pb.StageType.VOICE, 99));
+    assert.ok(unknownProvider instanceof UnrepresentableConfig);
+    assert.deepEqual({ ...unknownProvider }, { stage: "VOICE", field: "providerKind", value: 99, revision: 7 });
+    assert.equal(String(unknownProvider), "the VOICE config at revision 7 has providerKind=99, a value this client does not know");
+    const unknownStage = configFromPb(message(99, pb.ProviderKind.OPENAI));
+    assert.ok(unknownStage instanceof UnrepresentableConfig);
+    assert.equal(unknownStage.stage, undefined);
+    assert.equal(unknownStage.field, "stageType");
+    assert.ok(configFromPb(message(pb.StageType.VOICE, pb.ProviderKind.SPEECHKIT)) instanceof StageConfig);
   });
 });

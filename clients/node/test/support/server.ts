@@ -167,7 +167,7 @@ export interface PythonCallOptions {
 const PYTHON_UPDATE = `
 import json, sys
 import grpc
-from stageconfig.v1 import stage_config_pb2 as pb, stage_config_pb2_grpc as rpc
+from stageconfig_contract.v1 import stage_config_pb2 as pb, stage_config_pb2_grpc as rpc
 a = json.loads(sys.argv[1])
 if a.get("ca"):
     channel = grpc.secure_channel(a["target"], grpc.ssl_channel_credentials(open(a["ca"], "rb").read()))
