@@ -14,11 +14,12 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import uvicorn
 
-from stageconfig_web.app import WebSettings, create_app
+from stageconfig.ctl.tls_flags import add_tls_flags, tls_from_flags
+from stageconfig_web.app import create_app
+from stageconfig_web.settings import WebSettings
 
 TARGET_ENV = "STAGECONFIG_TARGET"
 LISTEN_ENV = "STAGECONFIG_WEB_LISTEN"
@@ -41,10 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get(LISTEN_ENV, DEFAULT_LISTEN),
         help=f"address of the page (env {LISTEN_ENV}; default {DEFAULT_LISTEN})",
     )
-    parser.add_argument("--tls", action="store_true", help="TLS to the server (system roots)")
-    parser.add_argument("--tls-ca", type=Path, metavar="PEM", help="CA bundle for the server")
-    parser.add_argument("--tls-cert", type=Path, metavar="PEM", help="client certificate (mTLS)")
-    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="client private key (mTLS)")
+    add_tls_flags(parser)
     parser.add_argument(
         "--secure-cookies",
         action="store_true",
@@ -62,29 +60,17 @@ def _split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _read(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise SystemExit(f"admin-web: cannot read {path}: {error.strerror}") from error
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, bind, serve until SIGINT/SIGTERM."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = WebSettings(
-        target=args.target,
-        tls=args.tls,
-        root_certificates=_read(args.tls_ca),
-        client_certificate=_read(args.tls_cert),
-        client_key=_read(args.tls_key),
-        secure_cookies=args.secure_cookies,
-    )
+    try:
+        tls = tls_from_flags(args)
+    except ValueError as error:
+        raise SystemExit(f"admin-web: {error}") from error
+    settings = WebSettings(target=args.target, tls=tls, secure_cookies=args.secure_cookies)
     host, port = _split_listen(args.listen)
     # Bind here (not in uvicorn) to learn the port when it is 0 and print it.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
