@@ -17,14 +17,12 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from stageconfig.ctl.tls_flags import add_tls_flags, tls_from_flags
+from stageconfig.ctl.server_flags import add_server_flags, tls_from_flags
 from stageconfig_web.app import create_app
 from stageconfig_web.settings import WebSettings
 
-TARGET_ENV = "STAGECONFIG_TARGET"
 LISTEN_ENV = "STAGECONFIG_WEB_LISTEN"
 SECURE_COOKIES_ENV = "STAGECONFIG_WEB_SECURE_COOKIES"
-DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
@@ -32,17 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="admin-web", description="Serve the stageconfig admin page."
     )
-    parser.add_argument(
-        "--target",
-        default=os.environ.get(TARGET_ENV, DEFAULT_TARGET),
-        help=f"stageconfig server host:port (env {TARGET_ENV}; default {DEFAULT_TARGET})",
-    )
+    add_server_flags(parser)
     parser.add_argument(
         "--listen",
         default=os.environ.get(LISTEN_ENV, DEFAULT_LISTEN),
         help=f"address of the page (env {LISTEN_ENV}; default {DEFAULT_LISTEN})",
     )
-    add_tls_flags(parser)
     parser.add_argument(
         "--secure-cookies",
         action="store_true",

@@ -20,8 +20,9 @@ Exit codes: 0 done; 1 the server refused (invalid argument, not found, key rejec
 130 interrupted.
 
 Modules: ``arguments`` (the parser), ``commands`` (one function per command),
-``output`` (tables, lines, JSON), ``exits`` (exit codes and error lines), ``tls_flags``
-(the TLS flags, shared with the web page). Only public names of ``stageconfig`` are used.
+``output`` (tables, lines, JSON), ``exits`` (exit codes and error lines),
+``server_flags`` (--target and the TLS flags, shared with the web page). Only public
+names of ``stageconfig`` are used.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from collections.abc import Sequence
 from stageconfig.admin import AdminClient
 from stageconfig.ctl.arguments import build_parser
 from stageconfig.ctl.exits import PROG, Exit, UsageError, error_details, error_exit, fail
-from stageconfig.ctl.tls_flags import tls_from_flags
+from stageconfig.ctl.server_flags import tls_from_flags
 from stageconfig.errors import RPCError
 
 

@@ -20,10 +20,7 @@ from stageconfig.ctl.commands import (
     cmd_watchers,
 )
 from stageconfig.ctl.exits import PROG, TOKEN_ENV, Exit
-from stageconfig.ctl.tls_flags import add_tls_flags
-
-DEFAULT_TARGET = "127.0.0.1:50051"
-TARGET_ENV = "STAGECONFIG_TARGET"
+from stageconfig.ctl.server_flags import add_server_flags
 
 
 def _stage(value: str) -> StageType:
@@ -64,17 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 refused by the server, 2 usage, 3 unavailable, "
         "4 conflict (stale revision), 5 not authenticated/allowed, 130 interrupted",
     )
-    parser.add_argument(
-        "--target",
-        default=os.environ.get(TARGET_ENV, DEFAULT_TARGET),
-        help=f"server host:port (env {TARGET_ENV}; default {DEFAULT_TARGET})",
-    )
+    add_server_flags(parser)
     parser.add_argument(
         "--token",
         default=os.environ.get(TOKEN_ENV) or None,
         help=f"admin bearer token (env {TOKEN_ENV}, preferred: argv is visible to others)",
     )
-    add_tls_flags(parser)
     parser.add_argument(
         "--timeout",
         dest="call_timeout",

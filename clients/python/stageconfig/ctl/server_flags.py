@@ -1,17 +1,26 @@
-"""The ``--tls``/``--tls-ca``/``--tls-cert``/``--tls-key`` flags of the admin tools and
-the ``TlsConfig`` they mean; ``stageconfigctl`` and the web page (``admin-web``) share
-them."""
+"""How the admin tools reach the server: ``--target`` and the ``--tls``/``--tls-ca``/
+``--tls-cert``/``--tls-key`` flags, and the ``TlsConfig`` they mean. ``stageconfigctl``
+and the web page (``admin-web``) share them."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from stageconfig.tls import TlsConfig
 
+DEFAULT_TARGET = "127.0.0.1:50051"
+TARGET_ENV = "STAGECONFIG_TARGET"
 
-def add_tls_flags(parser: argparse.ArgumentParser) -> None:
-    """Add the four TLS flags (towards the stageconfig server) to ``parser``."""
+
+def add_server_flags(parser: argparse.ArgumentParser) -> None:
+    """Add ``--target`` and the four TLS flags (towards the stageconfig server)."""
+    parser.add_argument(
+        "--target",
+        default=os.environ.get(TARGET_ENV, DEFAULT_TARGET),
+        help=f"stageconfig server host:port (env {TARGET_ENV}; default {DEFAULT_TARGET})",
+    )
     parser.add_argument("--tls", action="store_true", help="use TLS (system roots by default)")
     parser.add_argument("--tls-ca", type=Path, metavar="PEM", help="CA bundle to verify the server")
     parser.add_argument("--tls-cert", type=Path, metavar="PEM", help="client certificate (mTLS)")
