@@ -15,11 +15,12 @@ caller could receive plaintext keys::
         for event in admin.watch([StageType.POEM], duration=60):
             print(event)
 
-A newer server never makes a call fail with a value this client does not know: statuses
-and reasons read UNSPECIFIED, a provider kind is kept as its number
-(``StageView.unknown_provider_kind``), and whatever belongs to a stage this client cannot
-name (a history entry, a refresh result, a watched config) is left out, with one WARNING
-per unknown value on the ``stageconfig.admin`` logger.
+A newer server never makes a call fail with a value this client does not know: statuses,
+causes, sources and reasons read UNSPECIFIED; a provider kind is kept as its number
+(``StageView``/``ModelList.unknown_provider_kind``, shown ``UNKNOWN(99)``); whatever
+belongs to a stage this client cannot name (a stage view, a history entry, a refresh
+result, a watched config) is left out, and so is a watched config whose provider kind it
+cannot name — with one WARNING per unknown value on the ``stageconfig.admin`` logger.
 """
 
 from __future__ import annotations
