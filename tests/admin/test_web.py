@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from tests.admin.conftest import (
     WORKER_TOKEN,
     needs_auth,
 )
+from tests.admin.web_process import WebProcess, log_in_over_http
 from tests.support.servers import ServerProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,47 +34,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = REPO / "artifacts"
-_LISTENING = re.compile(r"stageconfig-web listening on (http://\S+)")
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-class WebProcess:
-    """``scripts/admin-web`` in a subprocess on a free port."""
-
-    def __init__(self, target: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STAGECONFIG_")}
-        self.proc = subprocess.Popen(
-            [str(REPO / "scripts" / "admin-web"), "--target", target, "--listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        self.url = ""
-        self.output: list[str] = []
-        self._ready = threading.Event()
-        threading.Thread(target=self._pump, daemon=True).start()
-        if not self._ready.wait(60) or not self.url:
-            self.stop()
-            raise RuntimeError("admin-web did not start:\n" + "".join(self.output))
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-            if match := _LISTENING.search(line):
-                self.url = match.group(1)
-                self._ready.set()
-        self._ready.set()  # exited: let the waiter see it
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +54,6 @@ def poem_revision(token_server: ServerProcess) -> int:
             "POEM", "GEMINI", api_key=GEMINI_KEY_A, model="gemini-2.5-flash"
         )
     return saved.config.revision
-
-
-def _login(client: httpx.Client, token: str) -> httpx.Response:
-    page = client.get("/login")
-    csrf = _CSRF.search(page.text)
-    assert csrf is not None
-    return client.post("/login", data={"token": token, "csrf_token": csrf.group(1)})
 
 
 def _csrf(client: httpx.Client) -> str:
@@ -127,7 +78,7 @@ def test_login_sets_a_strict_httponly_session_and_rotates_it(web: WebProcess) ->
         forged = client.post("/login", data={"token": ADMIN_TOKEN, "csrf_token": "forged"})
         assert forged.status_code == 403
 
-        logged_in = _login(client, ADMIN_TOKEN)
+        logged_in = log_in_over_http(client, ADMIN_TOKEN)
         assert (logged_in.status_code, logged_in.headers["location"]) == (303, "/admin/providers")
         assert client.cookies["stageconfig_session"] != before  # a fresh id after login
         page = client.get("/admin/providers")
@@ -143,10 +94,10 @@ def test_login_sets_a_strict_httponly_session_and_rotates_it(web: WebProcess) ->
 @needs_auth
 def test_only_admin_tokens_log_in(web: WebProcess) -> None:
     with httpx.Client(base_url=web.url) as client:
-        wrong = _login(client, "not-a-token-at-all-0000")
+        wrong = log_in_over_http(client, "not-a-token-at-all-0000")
         assert wrong.status_code == 401
         assert "does not accept this token" in wrong.text
-        worker = _login(client, WORKER_TOKEN)
+        worker = log_in_over_http(client, WORKER_TOKEN)
         assert worker.status_code == 401
         assert "admin token is needed" in worker.text
         assert client.get("/admin/providers").status_code == 303
@@ -156,8 +107,8 @@ def test_forms_need_this_sessions_csrf_token_and_show_field_errors(
     web: WebProcess, poem_revision: int, token_server: ServerProcess
 ) -> None:
     with httpx.Client(base_url=web.url) as alice, httpx.Client(base_url=web.url) as mallory:
-        _login(alice, ADMIN_TOKEN)
-        _login(mallory, ADMIN_TOKEN)
+        log_in_over_http(alice, ADMIN_TOKEN)
+        log_in_over_http(mallory, ADMIN_TOKEN)
         form = {
             "stage_type": "POEM",
             "provider_kind": "GEMINI",

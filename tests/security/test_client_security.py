@@ -18,6 +18,7 @@ from stageconfig import (
     ConfigClient,
     PermissionDeniedError,
     StageType,
+    TlsConfig,
     UnauthenticatedError,
     UnavailableError,
 )
@@ -41,9 +42,9 @@ async def _in_thread(work: Callable[[], T]) -> T:
     return await asyncio.to_thread(work)
 
 
-async def _seed(app: StageConfigApp, **tls: bytes) -> None:
+async def _seed(app: StageConfigApp, tls: TlsConfig | None = None) -> None:
     def run() -> None:
-        with AdminClient(f"localhost:{app.port}", ADMIN_SECRET, **tls) as admin:
+        with AdminClient(f"localhost:{app.port}", ADMIN_SECRET, tls=tls) as admin:
             for case in STAGES:
                 stage = StageType(pb.StageType.Name(case.stage).removeprefix("STAGE_TYPE_"))
                 provider = pb.ProviderKind.Name(case.provider).removeprefix("PROVIDER_KIND_")
@@ -124,7 +125,7 @@ async def test_tokens_over_mtls(
         "client_key": client_cert.key_pem,
     }
     target = f"localhost:{mtls_app.port}"
-    await _seed(mtls_app, **tls)
+    await _seed(mtls_app, TlsConfig(**tls))
     client = await _in_thread(lambda: _ready_client(target, token=WORKER_SECRET, **tls))
     try:
         assert client.get(StageType.POEM).api_key == STAGES[0].key
@@ -133,7 +134,9 @@ async def test_tokens_over_mtls(
 
     def refused_without_certificate() -> None:
         with (
-            AdminClient(target, ADMIN_SECRET, root_certificates=ca.cert_pem) as admin,
+            AdminClient(
+                target, ADMIN_SECRET, tls=TlsConfig(root_certificates=ca.cert_pem)
+            ) as admin,
             pytest.raises(UnavailableError),
         ):
             admin.list_configs()
@@ -141,7 +144,7 @@ async def test_tokens_over_mtls(
     await _in_thread(refused_without_certificate)
 
     def admin_sees_masked_keys() -> None:
-        with AdminClient(target, ADMIN_SECRET, **tls) as admin:
+        with AdminClient(target, ADMIN_SECRET, tls=TlsConfig(**tls)) as admin:
             overview = admin.list_configs()
         shown = repr(overview) + str(overview)
         assert "POEM" in shown
@@ -160,9 +163,11 @@ async def test_tls_without_a_token_is_unauthenticated(
         with (
             AdminClient(
                 f"localhost:{mtls_app.port}",
-                root_certificates=ca.cert_pem,
-                client_certificate=client_cert.cert_pem,
-                client_key=client_cert.key_pem,
+                tls=TlsConfig(
+                    root_certificates=ca.cert_pem,
+                    client_certificate=client_cert.cert_pem,
+                    client_key=client_cert.key_pem,
+                ),
             ) as admin,
             pytest.raises(UnauthenticatedError),
         ):

@@ -14,16 +14,15 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import uvicorn
 
-from stageconfig_web.app import WebSettings, create_app
+from stageconfig.ctl.server_flags import add_server_flags, tls_from_flags
+from stageconfig_web.app import create_app
+from stageconfig_web.settings import WebSettings
 
-TARGET_ENV = "STAGECONFIG_TARGET"
 LISTEN_ENV = "STAGECONFIG_WEB_LISTEN"
 SECURE_COOKIES_ENV = "STAGECONFIG_WEB_SECURE_COOKIES"
-DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
@@ -31,20 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="admin-web", description="Serve the stageconfig admin page."
     )
-    parser.add_argument(
-        "--target",
-        default=os.environ.get(TARGET_ENV, DEFAULT_TARGET),
-        help=f"stageconfig server host:port (env {TARGET_ENV}; default {DEFAULT_TARGET})",
-    )
+    add_server_flags(parser)
     parser.add_argument(
         "--listen",
         default=os.environ.get(LISTEN_ENV, DEFAULT_LISTEN),
         help=f"address of the page (env {LISTEN_ENV}; default {DEFAULT_LISTEN})",
     )
-    parser.add_argument("--tls", action="store_true", help="TLS to the server (system roots)")
-    parser.add_argument("--tls-ca", type=Path, metavar="PEM", help="CA bundle for the server")
-    parser.add_argument("--tls-cert", type=Path, metavar="PEM", help="client certificate (mTLS)")
-    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="client private key (mTLS)")
     parser.add_argument(
         "--secure-cookies",
         action="store_true",
@@ -62,29 +53,17 @@ def _split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _read(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise SystemExit(f"admin-web: cannot read {path}: {error.strerror}") from error
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, bind, serve until SIGINT/SIGTERM."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = WebSettings(
-        target=args.target,
-        tls=args.tls,
-        root_certificates=_read(args.tls_ca),
-        client_certificate=_read(args.tls_cert),
-        client_key=_read(args.tls_key),
-        secure_cookies=args.secure_cookies,
-    )
+    try:
+        tls = tls_from_flags(args)
+    except ValueError as error:
+        raise SystemExit(f"admin-web: {error}") from error
+    settings = WebSettings(target=args.target, tls=tls, secure_cookies=args.secure_cookies)
     host, port = _split_listen(args.listen)
     # Bind here (not in uvicorn) to learn the port when it is 0 and print it.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

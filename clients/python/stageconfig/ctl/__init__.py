@@ -1,0 +1,84 @@
+"""``stageconfigctl``: the admin command line of stageconfig, built on ``AdminClient``.
+
+    stageconfigctl status                         the four stages at a glance
+    stageconfigctl get POEM                       one stage in full
+    stageconfigctl set POEM --provider OPENAI --prompt-key [--model gpt-4o] …
+    stageconfigctl models POEM [--refresh]        the cached (or fresh) model list
+    stageconfigctl refresh [STAGE]                run the model sync now
+    stageconfigctl history [STAGE] [--limit N]    the revision log, newest first
+    stageconfigctl rollback POEM 12               restore revision 12 as a new revision
+    stageconfigctl watch [STAGE…] [--timeout S]   live changes, one line each
+    stageconfigctl watchers                       connected WatchConfig streams
+
+Keys are only ever shown masked. ``set`` keeps the stored key unless one is given, and
+reads a new one without echo (``--prompt-key``) or from stdin (``--key-stdin``); it takes
+a key from the command line only with ``--api-key-insecure-argv``.
+
+Exit codes: 0 done; 1 the server refused (invalid argument, not found, key rejected…);
+2 usage error; 3 server unreachable or timed out; 4 conflict (stale
+``--expected-revision``: reload and retry); 5 not authenticated or not allowed;
+130 interrupted.
+
+Modules: ``arguments`` (the parser), ``commands`` (one function per command),
+``output`` (tables, lines, JSON), ``exits`` (exit codes and error lines),
+``server_flags`` (--target and the TLS flags, shared with the web page). Only public
+names of ``stageconfig`` are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from stageconfig.admin import AdminClient
+from stageconfig.ctl.arguments import build_parser
+from stageconfig.ctl.exits import PROG, Exit, UsageError, error_details, error_exit, fail
+from stageconfig.ctl.server_flags import tls_from_flags
+from stageconfig.errors import RPCError
+
+
+def _client(args: argparse.Namespace) -> AdminClient:
+    try:
+        tls = tls_from_flags(args)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    return AdminClient(args.target, token=args.token, tls=tls, timeout=args.call_timeout)
+
+
+def _warnings_to_stderr() -> None:
+    # What AdminClient leaves out of an answer from a newer server, one line each.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: warning: %(message)s"))
+    library = logging.getLogger("stageconfig")
+    library.addHandler(handler)
+    library.setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``stageconfigctl`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    as_json = bool(args.json)
+    _warnings_to_stderr()
+    try:
+        with _client(args) as client:
+            result: Exit = args.handler(client, args, sys.stdout)
+            return int(result)
+    except UsageError as error:
+        return int(fail(Exit.USAGE, str(error), as_json))
+    except RPCError as error:
+        code, message = error_exit(error, args.target)
+        return int(fail(code, message, as_json, error_details(error)))
+    except KeyboardInterrupt:
+        return int(Exit.INTERRUPTED)
+    except BrokenPipeError:
+        # `stageconfigctl history | head`: the reader left, which is not an error. Point
+        # stdout at /dev/null so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return int(Exit.OK)
+
+
+__all__ = ["Exit", "build_parser", "main"]

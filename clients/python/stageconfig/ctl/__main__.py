@@ -1,0 +1,7 @@
+"""``python -m stageconfig.ctl``: the same as the ``stageconfigctl`` console script."""
+
+import sys
+
+from stageconfig.ctl import main
+
+sys.exit(main())

@@ -1,0 +1,77 @@
+"""The login and logout handlers: an admin token checked with ListConfigs starts a fresh
+session holding that person's ``AdminClient``."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from stageconfig import (
+    DeadlineExceededError,
+    PermissionDeniedError,
+    RPCError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from stageconfig_web.pages import AdminWeb
+from stageconfig_web.sessions import COOKIE_NAME, Flash
+
+
+class LoginPages:
+    """GET/POST /login and POST /logout."""
+
+    def __init__(self, web: AdminWeb) -> None:
+        self.web = web
+
+    async def login_page(self, request: Request) -> Response:
+        """The login form."""
+        web = self.web
+        session = web.session(request)
+        if session is not None and session.logged_in:
+            return web.redirect("/admin/providers")
+        session = session or web.sessions.create()
+        return web.render(request, session, "login.html", flashes=session.take_flashes())
+
+    async def login(self, request: Request) -> Response:
+        """Check the token with ListConfigs; on success start a fresh session."""
+        web = self.web
+        session, form = await web.posted(request)
+        if session is None:
+            return web.csrf_failed(request)
+        raw = form.get("token")
+        token = raw.strip() if isinstance(raw, str) else ""
+        client = web.client(token or None)
+        try:
+            await run_in_threadpool(client.list_configs)
+        except RPCError as error:
+            client.close()
+            return web.render(
+                request,
+                session,
+                "login.html",
+                status=401,
+                flashes=[Flash("", self._refusal(error), "error")],
+            )
+        session = web.sessions.login(session, client)
+        return web.with_cookie(web.redirect("/admin/providers"), session)
+
+    def _refusal(self, error: RPCError) -> str:
+        if isinstance(error, UnauthenticatedError):
+            return "The server does not accept this token."
+        if isinstance(error, PermissionDeniedError):
+            return "This token may not administer stageconfig (an admin token is needed)."
+        if isinstance(error, UnavailableError | DeadlineExceededError):
+            return f"Cannot reach the stageconfig server at {self.web.settings.target}."
+        return f"The server refused: {error.message}"
+
+    async def logout(self, request: Request) -> Response:
+        """End the session."""
+        web = self.web
+        session, _form = await web.posted(request)
+        if session is None:
+            return web.csrf_failed(request)
+        web.sessions.drop(session)
+        response = web.redirect("/login")
+        response.delete_cookie(COOKIE_NAME, path="/")
+        return response
