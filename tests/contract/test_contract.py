@@ -65,6 +65,8 @@ def test_contract_tables_speak_the_proto_names() -> None:
     assert {p for ps in facts.ALLOWED_PROVIDERS.values() for p in ps} == providers
     assert set(facts.LEGACY_ENV) == providers
     assert set(facts.PROVIDER_OPTIONS) <= providers
+    assert set(facts.PROVIDER_LABELS) == providers
+    assert set(facts.STAGE_LABELS) == stages
     for stage, order in facts.LEGACY_FALLBACK_ORDER.items():
         assert set(order) == set(facts.ALLOWED_PROVIDERS[stage])
 

@@ -19,6 +19,25 @@ ALLOWED_PROVIDERS: Mapping[str, tuple[str, ...]] = {
 """The allowed matrix: the only providers each stage may choose, in display order."""
 
 
+PROVIDER_LABELS: Mapping[str, str] = {
+    "YANDEX_GPT": "Yandex GPT",
+    "GEMINI": "Gemini",
+    "OPENAI": "OpenAI",
+    "SPEECHKIT": "Yandex SpeechKit",
+    "SUNO": "Suno",
+    "PIKA": "Pika",
+}
+"""How people write each provider's name (forms, tables, messages)."""
+
+STAGE_LABELS: Mapping[str, str] = {
+    "POEM": "Poem",
+    "VOICE": "Voice",
+    "SONG": "Song",
+    "CLIP": "Clip",
+}
+"""How people write each stage's name."""
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderOption:
     """One provider-specific option (``StageConfig.options``)."""

@@ -347,6 +347,7 @@ class UpdateConfigRequest(_message.Message):
     EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
+    ALLOW_UNVERIFIED_FIELD_NUMBER: _builtins.int
     stage_type: Global___StageType.ValueType
     provider_kind: Global___ProviderKind.ValueType
     api_key: _builtins.str
@@ -363,6 +364,12 @@ class UpdateConfigRequest(_message.Message):
     """Run every check (including the provider's) and write nothing."""
     comment: _builtins.str
     """Free text kept in the history next to the change."""
+    allow_unverified: _builtins.bool
+    """Store the config even when the provider could not verify the key (unreachable, or an
+    answer that neither accepts nor rejects it). Without it such an update is refused with
+    FAILED_PRECONDITION whenever a working config is stored, so an unverifiable key never
+    displaces a verified one.
+    """
     @_builtins.property
     def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Provider options; empty keeps the stored options when the provider is unchanged."""
@@ -378,10 +385,11 @@ class UpdateConfigRequest(_message.Message):
         expected_revision: _builtins.int | None = ...,
         validate_only: _builtins.bool = ...,
         comment: _builtins.str = ...,
+        allow_unverified: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_api_key", b"_api_key", "_expected_revision", b"_expected_revision", "_model", b"_model", "api_key", b"api_key", "expected_revision", b"expected_revision", "model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_api_key", b"_api_key", "_expected_revision", b"_expected_revision", "_model", b"_model", "api_key", b"api_key", "comment", b"comment", "expected_revision", b"expected_revision", "model", b"model", "options", b"options", "provider_kind", b"provider_kind", "stage_type", b"stage_type", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_api_key", b"_api_key", "_expected_revision", b"_expected_revision", "_model", b"_model", "allow_unverified", b"allow_unverified", "api_key", b"api_key", "comment", b"comment", "expected_revision", b"expected_revision", "model", b"model", "options", b"options", "provider_kind", b"provider_kind", "stage_type", b"stage_type", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__api_key: _TypeAlias = _typing.Literal["api_key"]  # noqa: Y015
     _WhichOneofArgType__api_key: _TypeAlias = _typing.Literal["_api_key", b"_api_key"]  # noqa: Y015
@@ -573,12 +581,15 @@ class WatchConfigRequest(_message.Message):
     STAGE_TYPES_FIELD_NUMBER: _builtins.int
     RESUME_REVISION_FIELD_NUMBER: _builtins.int
     CLIENT_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_VERSION_FIELD_NUMBER: _builtins.int
     resume_revision: _builtins.int
     """The last revision the client applied; resuming inside the retained log sends
     only the missed changes, otherwise a fresh snapshot.
     """
     client_id: _builtins.str
     """A name for ListWatchers (host/pid, for instance)."""
+    client_version: _builtins.str
+    """The client's version (ListWatchers shows it)."""
     @_builtins.property
     def stage_types(self) -> _containers.RepeatedScalarFieldContainer[Global___StageType.ValueType]:
         """Stages to watch; empty means all."""
@@ -589,10 +600,11 @@ class WatchConfigRequest(_message.Message):
         stage_types: _abc.Iterable[Global___StageType.ValueType] | None = ...,
         resume_revision: _builtins.int | None = ...,
         client_id: _builtins.str = ...,
+        client_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_resume_revision", b"_resume_revision", "resume_revision", b"resume_revision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resume_revision", b"_resume_revision", "client_id", b"client_id", "resume_revision", b"resume_revision", "stage_types", b"stage_types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resume_revision", b"_resume_revision", "client_id", b"client_id", "client_version", b"client_version", "resume_revision", b"resume_revision", "stage_types", b"stage_types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__resume_revision: _TypeAlias = _typing.Literal["resume_revision"]  # noqa: Y015
     _WhichOneofArgType__resume_revision: _TypeAlias = _typing.Literal["_resume_revision", b"_resume_revision"]  # noqa: Y015
@@ -979,10 +991,13 @@ class WatcherInfo(_message.Message):
     CONNECTED_SINCE_FIELD_NUMBER: _builtins.int
     LAST_REVISION_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
+    CLIENT_VERSION_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     peer: _builtins.str
     last_revision: _builtins.int
     actor: _builtins.str
+    client_version: _builtins.str
+    """The version the client sent in WatchConfigRequest."""
     @_builtins.property
     def stage_types(self) -> _containers.RepeatedScalarFieldContainer[Global___StageType.ValueType]: ...
     @_builtins.property
@@ -996,10 +1011,11 @@ class WatcherInfo(_message.Message):
         connected_since: _timestamp_pb2.Timestamp | None = ...,
         last_revision: _builtins.int = ...,
         actor: _builtins.str = ...,
+        client_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connected_since", b"connected_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "client_id", b"client_id", "connected_since", b"connected_since", "last_revision", b"last_revision", "peer", b"peer", "stage_types", b"stage_types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "client_id", b"client_id", "client_version", b"client_version", "connected_since", b"connected_since", "last_revision", b"last_revision", "peer", b"peer", "stage_types", b"stage_types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
