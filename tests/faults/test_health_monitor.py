@@ -1,5 +1,6 @@
 """DatabaseHealth on its own: a database that a test can break and mend (a small fake of
-the repository's probe surface) and grpc's real aio HealthServicer."""
+the repository's probe surface) and grpc's real aio HealthServicer behind the
+transport's ``ServingHealth``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from grpc_health.v1 import health
 
 from stageconfig_server.errors import StorageUnavailable
-from stageconfig_server.health import NOT_SERVING, SERVING, DatabaseHealth
+from stageconfig_server.health import DatabaseHealth
+from stageconfig_server.rpc.health import NOT_SERVING, SERVING, ServingHealth
 from tests.faults.conftest import wait_until
 
 SERVICES = ("", "stageconfig.v1.StageConfigService")
@@ -77,8 +79,7 @@ async def monitor(servicer: object) -> AsyncIterator[tuple[DatabaseHealth, FakeD
     database, recovery = FakeDatabase(), Recovery()
     watched = DatabaseHealth(
         database,
-        servicer,  # type: ignore[arg-type]
-        SERVICES,
+        ServingHealth(SERVICES, servicer),
         on_recovered=recovery,
         ping_seconds=FAST,
         retry_seconds=FAST,
