@@ -10,12 +10,9 @@ alone, into two outcomes:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
-
-import httpx
 
 from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
 
@@ -220,37 +217,3 @@ def no_usable_model(*, provider: str, api_key: str) -> ProviderFailure:
         api_key=api_key,
         detail="provider offers no usable model",
     )
-
-
-def _origin(url: str) -> str:
-    parsed = httpx.URL(url)
-    return f"{parsed.scheme}://{parsed.netloc.decode()}"
-
-
-async def get_for_key_check(
-    *,
-    provider: str,
-    url: str,
-    headers: Mapping[str, str],
-    api_key: str,
-    timeout_seconds: float,
-    params: Mapping[str, str] | None = None,
-) -> httpx.Response:
-    """One GET, no retries, bounded in total; transport failures become ERROR (NETWORK).
-
-    For the adapters that check a key with a plain HTTP call (Suno, Pika). HTTP
-    error statuses are returned, not raised: each provider reads its own body.
-    """
-    try:
-        # httpx's timeout bounds each phase; asyncio.timeout bounds the whole call.
-        async with (
-            asyncio.timeout(timeout_seconds),
-            httpx.AsyncClient(timeout=httpx.Timeout(timeout_seconds)) as client,
-        ):
-            return await client.get(url, headers=dict(headers), params=params)
-    except (httpx.TimeoutException, TimeoutError) as exc:
-        raise timed_out(
-            provider=provider, api_key=api_key, timeout_seconds=timeout_seconds
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise unreachable(provider=provider, api_key=api_key, where=_origin(url), exc=exc) from exc
