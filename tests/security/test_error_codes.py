@@ -50,7 +50,7 @@ def _error_reason(error: grpc.aio.AioRpcError) -> str:
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
             assert info.domain == "stageconfig"
-            return info.reason
+            return str(info.reason)
     return ""
 
 
