@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -34,12 +34,9 @@ OTHER_SECRET = "a-secret-this-server-was-never-given-0123456789"
 
 
 @pytest.fixture
-async def admin(app: StageConfigApp) -> AsyncIterator[AdminClient]:
-    client = AdminClient(app.target, timeout=10)
-    try:
+def admin(app: StageConfigApp) -> Iterator[AdminClient]:
+    with AdminClient(app.target, timeout=10) as client:
         yield client
-    finally:
-        client.close()
 
 
 def _error_reason(error: grpc.aio.AioRpcError) -> str:

@@ -14,7 +14,8 @@ bounds the whole listing by the timeout, and turns every exception into a
 
 A concrete adapter says only what differs: its kind, name and real endpoint, which of
 its SDK's exceptions mean what, and ``fetch_models``. The key-check adapters (Suno,
-Pika) use ``get_for_key_check`` and read the answer with ``json_or_none``.
+Pika) call ``get_for_key_check``, read the answer with ``json_or_none`` and report it
+with ``failed_answer`` / ``unreadable_check``.
 """
 
 from __future__ import annotations
@@ -30,13 +31,8 @@ from stageconfig_server.providers.base import (
     DEFAULT_TIMEOUT_SECONDS,
     ProviderCredentials,
     ProviderFailure,
-    no_usable_model,
     provider_failure,
     require_key,
-    timed_out,
-    unexpected_error,
-    unreachable,
-    unreadable_answer,
 )
 
 ExceptionTypes = tuple[type[BaseException], ...]
@@ -83,23 +79,18 @@ class AdapterBase:
         except ProviderFailure:
             raise
         except timeouts as exc:
-            raise timed_out(
-                provider=self.provider, api_key=api_key, timeout_seconds=self.timeout_seconds
-            ) from exc
+            raise self._timed_out(api_key) from exc
         except self.transport_errors as exc:
-            raise unreachable(
-                provider=self.provider,
-                api_key=api_key,
-                where=self.base_url,
-                exc=self.transport_cause(exc),
-            ) from exc
+            raise self._unreachable(api_key, self.base_url, self.transport_cause(exc)) from exc
         except self.unreadable_errors as exc:
-            raise unreadable_answer(provider=self.provider, api_key=api_key, exc=exc) from exc
+            raise self._upstream(api_key, f"unreadable answer: {type(exc).__name__}") from exc
         except Exception as exc:
-            raise unexpected_error(provider=self.provider, api_key=api_key, exc=exc) from exc
+            # The contract is "ProviderFailure, never anything else": an exception an SDK
+            # did not wrap never reaches the service.
+            raise self._upstream(api_key, f"unexpected {type(exc).__name__}") from exc
         unique = list(dict.fromkeys(models))
         if not unique:
-            raise no_usable_model(provider=self.provider, api_key=api_key)
+            raise self._upstream(api_key, "provider offers no usable model")
         return unique
 
     async def fetch_models(self, api_key: str, options: Mapping[str, str]) -> list[str]:
@@ -146,13 +137,63 @@ class AdapterBase:
             async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_seconds)) as client:
                 return await client.get(url, headers=dict(headers), params=params)
         except httpx.TimeoutException as exc:
-            raise timed_out(
-                provider=self.provider, api_key=api_key, timeout_seconds=self.timeout_seconds
-            ) from exc
+            raise self._timed_out(api_key) from exc
         except httpx.HTTPError as exc:
-            raise unreachable(
-                provider=self.provider, api_key=api_key, where=_origin(url), exc=exc
-            ) from exc
+            raise self._unreachable(api_key, _origin(url), exc) from exc
+
+    def failed_answer(
+        self,
+        response: httpx.Response,
+        verdict: tuple[ConfigStatus, StatusCause],
+        *,
+        api_key: str,
+        said: str = "",
+        qualifier: str = "",
+    ) -> ProviderFailure:
+        """A key check's answer the provider marked as failed, classified as ``verdict``
+        (``http_detail`` wording)."""
+        status, cause = verdict
+        return self.failure(
+            status,
+            cause,
+            api_key=api_key,
+            detail=http_detail(response.status_code, said, qualifier=qualifier),
+            http_status=response.status_code,
+        )
+
+    def unreadable_check(
+        self, response: httpx.Response, *, api_key: str, check: str
+    ) -> ProviderFailure:
+        """A successful key check whose answer is not what ``check`` documents (ERROR,
+        UPSTREAM)."""
+        return self.failure(
+            ConfigStatus.ERROR,
+            StatusCause.UPSTREAM,
+            api_key=api_key,
+            detail=f"unreadable answer to the {check}",
+            http_status=response.status_code,
+        )
+
+    def _timed_out(self, api_key: str) -> ProviderFailure:
+        return self.failure(
+            ConfigStatus.ERROR,
+            StatusCause.NETWORK,
+            api_key=api_key,
+            detail=f"no answer within {self.timeout_seconds:g} s",
+        )
+
+    def _unreachable(self, api_key: str, where: str, exc: BaseException) -> ProviderFailure:
+        return self.failure(
+            ConfigStatus.ERROR,
+            StatusCause.NETWORK,
+            api_key=api_key,
+            detail=f"connection to {where} failed: {type(exc).__name__}",
+        )
+
+    def _upstream(self, api_key: str, detail: str) -> ProviderFailure:
+        return self.failure(
+            ConfigStatus.ERROR, StatusCause.UPSTREAM, api_key=api_key, detail=detail
+        )
 
 
 def http_detail(http_status: int, said: str = "", *, qualifier: str = "") -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
-from stageconfig_server.providers.adapter import AdapterBase, http_detail, json_or_none
+from stageconfig_server.providers.adapter import AdapterBase, json_or_none
 from stageconfig_server.providers.base import classify_http_status
 
 DEFAULT_BASE_URL = "https://api.fal.ai"
@@ -70,22 +70,10 @@ class PikaAdapter(AdapterBase):
         if not response.is_success:
             detail = body.get("detail") if isinstance(body, dict) else None
             detail = detail if isinstance(detail, str) else ""
-            status, cause = classify_fal_answer(response.status_code, detail)
-            raise self.failure(
-                status,
-                cause,
-                api_key=api_key,
-                detail=http_detail(response.status_code, detail),
-                http_status=response.status_code,
-            )
+            verdict = classify_fal_answer(response.status_code, detail)
+            raise self.failed_answer(response, verdict, api_key=api_key, said=detail)
         if not isinstance(body, dict):
-            raise self.failure(
-                ConfigStatus.ERROR,
-                StatusCause.UPSTREAM,
-                api_key=api_key,
-                detail="unreadable answer to the pricing check",
-                http_status=response.status_code,
-            )
+            raise self.unreadable_check(response, api_key=api_key, check="pricing check")
         return list(MODELS)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
-from stageconfig_server.providers.adapter import AdapterBase, http_detail, json_or_none
+from stageconfig_server.providers.adapter import AdapterBase, json_or_none
 from stageconfig_server.providers.base import classify_http_status
 
 DEFAULT_BASE_URL = "https://api.sunoapi.org"
@@ -76,25 +76,17 @@ class SunoAdapter(AdapterBase):
         message = str(body.get("msg", "")) if isinstance(body, dict) else ""
         failed = (code is not None and code != 200) or not response.is_success
         if failed:
-            status, cause = classify_suno_answer(response.status_code, code, message)
+            verdict = classify_suno_answer(response.status_code, code, message)
             both = code is not None and code != response.status_code
-            raise self.failure(
-                status,
-                cause,
+            raise self.failed_answer(
+                response,
+                verdict,
                 api_key=api_key,
-                detail=http_detail(
-                    response.status_code, message, qualifier=f", code {code}" if both else ""
-                ),
-                http_status=response.status_code,
+                said=message,
+                qualifier=f", code {code}" if both else "",
             )
         if code != 200:  # a 2xx whose body is not the documented {"code": 200, …}
-            raise self.failure(
-                ConfigStatus.ERROR,
-                StatusCause.UPSTREAM,
-                api_key=api_key,
-                detail="unreadable answer to the credit check",
-                http_status=response.status_code,
-            )
+            raise self.unreadable_check(response, api_key=api_key, check="credit check")
         return list(MODELS)
 
 
