@@ -29,14 +29,11 @@ from stageconfig_server.metrics import Metrics
 from stageconfig_server.providers.base import ProviderAdapter
 from stageconfig_server.providers.registry import build_adapters
 from stageconfig_server.replication import PostgresChangeFeed
-from stageconfig_server.rpc.server import (
-    NOT_SERVING,
-    SERVICE_NAME,
-    connection_age_options,
-    create_server,
-)
+from stageconfig_server.rpc.instrumentation import method_instrumentation
+from stageconfig_server.rpc.server import NOT_SERVING, connection_age_options, create_server
 from stageconfig_server.rpc.servicer import StageConfigServicer
 from stageconfig_server.rpc.transport import load_security
+from stageconfig_server.rpc.watch_encoding import ProtoWatchEncoder
 from stageconfig_server.service import ConfigService
 from stageconfig_server.settings import LegacySettings, Settings
 from stageconfig_server.sync import ModelSync
@@ -125,6 +122,7 @@ class StageConfigApp:
             await service.load()
             broadcaster = Broadcaster(
                 service,
+                encoder=ProtoWatchEncoder(),
                 heartbeat_seconds=settings.heartbeat_seconds,
                 send_timeout_seconds=settings.watch_send_timeout_seconds,
                 retained_changes=settings.watch_retained_changes,
@@ -143,7 +141,7 @@ class StageConfigApp:
                 # Auth outermost: it swaps the handler the others built, so a rejected
                 # call runs none of them.
                 interceptors=[*security.interceptors, *interceptors],
-                instrument=metrics.instrument,
+                instrument=method_instrumentation(metrics),
                 options=[
                     *connection_age_options(
                         settings.max_connection_age_seconds,
@@ -159,7 +157,7 @@ class StageConfigApp:
             await server.start()
             # Health follows the database: NOT_SERVING while writes cannot be stored.
             database_health = DatabaseHealth(
-                repository, health_servicer, ("", SERVICE_NAME), on_recovered=service.catch_up
+                repository, health_servicer, on_recovered=service.catch_up
             )
             await database_health.start()
             if settings.metrics_address:

@@ -1,7 +1,9 @@
 """Fan-out of committed changes to WatchConfig streams.
 
 Each change is serialized once for all watchers (a plaintext-key form for workers and
-a masked form for admins) and handed to every interested watcher as bytes. A watcher
+a masked form for admins) by the injected ``WatchEncoder`` (the transport's, in
+``rpc/watch_encoding.py``: this module knows no wire format) and handed to every
+interested watcher as bytes. A watcher
 keeps at most one pending change per stage (newer replaces older), so a slow reader
 costs a bounded amount of memory; a write that cannot complete within
 ``send_timeout`` drops the stream and the client resumes from its revision.
@@ -28,10 +30,9 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
-from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_server.domain import StageConfig, StageType
-from stageconfig_server.rpc.convert import config_to_pb, reason_to_pb, timestamp
 from stageconfig_server.service import ConfigChange, ConfigService
 
 log = logging.getLogger(__name__)
@@ -88,32 +89,22 @@ class Watcher:
         return changes
 
 
-def encode_change(change: ConfigChange, committed_at: float = 0.0) -> EncodedChange:
-    """Serialize a change once per audience."""
+class WatchEncoder(Protocol):
+    """Turns what a WatchConfig stream carries into the bytes written to it."""
 
-    def encode(reveal: bool) -> bytes:
-        message = pb.WatchConfigResponse(
-            change=pb.Change(
-                revision=change.revision,
-                config=config_to_pb(change.config, reveal_key=reveal),
-                reason=reason_to_pb(change.reason),
-            )
-        )
-        return message.SerializeToString()
+    def change(self, change: ConfigChange, *, reveal_keys: bool) -> bytes:
+        """One committed change, for workers (``reveal_keys``) or admins (masked)."""
+        ...
 
-    return EncodedChange(
-        change.revision, change.config.stage_type, encode(True), encode(False), committed_at
-    )
+    def snapshot(
+        self, revision: int, configs: Sequence[StageConfig], *, reveal_keys: bool
+    ) -> bytes:
+        """Every watched stage's config at ``revision``."""
+        ...
 
-
-def encode_snapshot(revision: int, configs: Sequence[StageConfig], reveal_keys: bool) -> bytes:
-    """A snapshot message of ``configs`` at ``revision``."""
-    return pb.WatchConfigResponse(
-        snapshot=pb.Snapshot(
-            revision=revision,
-            configs=[config_to_pb(c, reveal_key=reveal_keys) for c in configs],
-        )
-    ).SerializeToString()
+    def heartbeat(self, head_revision: int, server_time: datetime) -> bytes:
+        """Nothing new up to ``head_revision`` (the same bytes for both audiences)."""
+        ...
 
 
 class Broadcaster:
@@ -123,11 +114,13 @@ class Broadcaster:
         self,
         service: ConfigService,
         *,
+        encoder: WatchEncoder,
         heartbeat_seconds: float,
         retained_changes: int = DEFAULT_RETAINED_CHANGES,
         send_timeout_seconds: float = DEFAULT_SEND_TIMEOUT_SECONDS,
     ) -> None:
         self._service = service
+        self._encoder = encoder
         self._heartbeat_seconds = heartbeat_seconds
         self._send_timeout = send_timeout_seconds
         self._recent: collections.deque[EncodedChange] = collections.deque(maxlen=retained_changes)
@@ -151,7 +144,7 @@ class Broadcaster:
             if entry.revision <= head:
                 config = self._service.config_at(entry)
                 self._recent.append(
-                    encode_change(ConfigChange(entry.revision, config, entry.reason))
+                    self._encode(ConfigChange(entry.revision, config, entry.reason))
                 )
 
     @property
@@ -176,11 +169,21 @@ class Broadcaster:
 
     def publish(self, change: ConfigChange) -> None:
         """Encode a committed change once and hand it to every interested watcher."""
-        encoded = encode_change(change, time.monotonic())
+        encoded = self._encode(change, time.monotonic())
         self._changes_encoded += 1
         self._recent.append(encoded)
         for watcher in self._watchers:
             watcher.offer(encoded)
+
+    def _encode(self, change: ConfigChange, committed_at: float = 0.0) -> EncodedChange:
+        """Serialize a change once per audience."""
+        return EncodedChange(
+            change.revision,
+            change.config.stage_type,
+            self._encoder.change(change, reveal_keys=True),
+            self._encoder.change(change, reveal_keys=False),
+            committed_at,
+        )
 
     def close(self) -> None:
         """End every stream (graceful shutdown): clients move to another replica at once."""
@@ -195,10 +198,7 @@ class Broadcaster:
         head = self._service.head_revision
         if now - cached_at < 1.0 and cached_head == head:
             return cached
-        message = pb.WatchConfigResponse(heartbeat=pb.Heartbeat(head_revision=head))
-        if (ts := timestamp(datetime.now(UTC))) is not None:
-            message.heartbeat.server_time.CopyFrom(ts)
-        encoded = message.SerializeToString()
+        encoded = self._encoder.heartbeat(head, datetime.now(UTC))
         self._heartbeat_cache = (now, head, encoded)
         return encoded
 
@@ -255,7 +255,8 @@ class Broadcaster:
             first: list[tuple[bytes, int]]
             if missed is None:
                 revision, configs = self._service.snapshot(sorted(watcher.stages))
-                first = [(encode_snapshot(revision, configs, reveal_keys), revision)]
+                snapshot = self._encoder.snapshot(revision, configs, reveal_keys=reveal_keys)
+                first = [(snapshot, revision)]
             else:
                 first = [(c.for_audience(reveal_keys), c.revision) for c in missed]
                 # A heartbeat right away tells the client it is at the head now.

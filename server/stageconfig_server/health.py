@@ -1,10 +1,12 @@
-"""The database's health, reported through ``grpc.health.v1``.
+"""The database's health, as a serving / not serving signal for the transport.
 
 Reads never touch the database (the service answers them from its in-memory view), so
 a database that fails does not stop the server from serving workers — but every write
 (UpdateConfig, RollbackConfig, the model sync) answers UNAVAILABLE until it returns.
-Health says so: NOT_SERVING for ``""`` and ``stageconfig.v1.StageConfigService`` while
-the database is unavailable, SERVING again as soon as it accepts a write.
+Health says so: not serving while the database is unavailable, serving again as soon
+as it accepts a write. The signal goes to a ``ServingStatus``; ``rpc/health.py`` is the
+one that turns it into ``grpc.health.v1`` NOT_SERVING / SERVING for ``""`` and
+``stageconfig.v1.StageConfigService``.
 
 How trouble is noticed:
 
@@ -19,7 +21,7 @@ turns health back to SERVING and runs ``on_recovered`` (the service's catch-up),
 change whose commit outcome was unknown when the database failed reaches the watchers
 without waiting for the next write.
 
-After ``enter_graceful_shutdown`` the health servicer ignores every update, so the
+After the transport's ``enter_graceful_shutdown`` every update is ignored, so the
 monitor can never turn a stopping server back to SERVING.
 """
 
@@ -28,10 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
-
-from grpc_health.v1 import health_pb2
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from stageconfig_server.errors import StorageUnavailable
 
@@ -45,15 +45,12 @@ DEFAULT_PROBE_TIMEOUT_SECONDS = 15.0
 """A probe slower than this counts as a failure (longer than SQLite's 10 s busy
 timeout, so a long but legitimate writer does not look like an outage)."""
 
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
+class ServingStatus(Protocol):
+    """Where the monitor reports whether the server can serve (the transport's health)."""
 
-class HealthStatusSetter(Protocol):
-    """What the monitor needs of grpc's aio ``HealthServicer``."""
-
-    async def set(self, service: str, status: Any) -> None:
-        """Set one service's serving status."""
+    async def set_serving(self, serving: bool) -> None:
+        """Report serving (True) or not serving (False)."""
 
 
 class DatabaseProbe(Protocol):
@@ -70,13 +67,12 @@ class DatabaseProbe(Protocol):
 
 
 class DatabaseHealth:
-    """Keeps the grpc health status of ``services`` in step with the database."""
+    """Keeps the server's serving status in step with the database."""
 
     def __init__(
         self,
         database: DatabaseProbe,
-        health: HealthStatusSetter,
-        services: Sequence[str],
+        health: ServingStatus,
         *,
         on_recovered: Callable[[], Awaitable[object]] | None = None,
         ping_seconds: float = DEFAULT_PING_SECONDS,
@@ -85,7 +81,6 @@ class DatabaseHealth:
     ) -> None:
         self._database = database
         self._health = health
-        self._services = tuple(services)
         self._on_recovered = on_recovered
         self._ping_seconds = ping_seconds
         self._retry_seconds = retry_seconds
@@ -108,7 +103,7 @@ class DatabaseHealth:
 
     async def start(self) -> None:
         """Report SERVING (the database just opened) and start probing."""
-        await self._publish(SERVING)
+        await self._health.set_serving(True)
         self._task = asyncio.create_task(self._run(), name="stageconfig-database-health")
 
     async def stop(self) -> None:
@@ -174,7 +169,7 @@ class DatabaseHealth:
             self._last_error,
             self._retry_seconds,
         )
-        await self._publish(NOT_SERVING)
+        await self._health.set_serving(False)
 
     async def _turn_healthy(self) -> None:
         if self._on_recovered is not None:
@@ -185,8 +180,4 @@ class DatabaseHealth:
                 return  # still unavailable: the next probe tries again
         self._healthy = True
         log.warning("database available again: health SERVING")
-        await self._publish(SERVING)
-
-    async def _publish(self, status: Any) -> None:
-        for service in self._services:
-            await self._health.set(service, status)
+        await self._health.set_serving(True)

@@ -3,7 +3,9 @@
 Every app has its own registry (tests run several servers in one process). Values that
 are cheap to read at scrape time (watchers, revisions, cache ages) are collected then,
 so nothing is updated on the hot path; latencies and counts are recorded as they
-happen. No label ever carries a key or anything derived from one.
+happen. No label ever carries a key or anything derived from one. The RPC metrics are
+recorded by the transport (``rpc/instrumentation.py`` wraps each method once); this
+module only owns them.
 
     stageconfig_watchers_connected                 gauge
     stageconfig_revision_head                      gauge
@@ -19,12 +21,10 @@ happen. No label ever carries a key or anything derived from one.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -118,41 +118,6 @@ class Metrics:
     def _record_refresh(self, provider: ProviderKind, outcome: RefreshOutcome) -> None:
         self.sync_results.labels(provider.value, outcome.status.value).inc()
 
-    def instrument(self, method: str, behaviour: Any, streaming: bool) -> Any:
-        """Wrap one method's behaviour, once: unary calls are timed and ended streams
-        counted, labelled by method and status code (``rpc.server.Instrument``)."""
-        if streaming:
-            streams = self.streams
-
-            async def counted(request: Any, context: Any) -> Any:
-                code = "OK"
-                try:
-                    return await behaviour(request, context)
-                except BaseException:
-                    code = _failure_code(context, "CANCELLED")
-                    raise
-                finally:
-                    streams.labels(method, code).inc()
-
-            return counted
-
-        histogram = self.rpc_duration
-        succeeded = histogram.labels(method, "OK")  # resolved once: the common case
-
-        async def timed(request: Any, context: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                response = await behaviour(request, context)
-            except BaseException:
-                histogram.labels(method, _failure_code(context, "UNKNOWN")).observe(
-                    time.perf_counter() - started
-                )
-                raise
-            succeeded.observe(time.perf_counter() - started)
-            return response
-
-        return timed
-
     def serve(self, address: str) -> int:
         """Expose /metrics on ``host:port``; returns the bound port."""
         host, _, port = address.rpartition(":")
@@ -171,11 +136,3 @@ class Metrics:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
-
-
-def _failure_code(context: Any, default: str) -> str:
-    """The status code a failed call ended with (``default`` when none was set)."""
-    code = context.code()
-    if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
-        return code.name
-    return default

@@ -1,5 +1,6 @@
 """DatabaseHealth on its own: a database that a test can break and mend (a small fake of
-the repository's probe surface) and grpc's real aio HealthServicer."""
+the repository's probe surface) and grpc's real aio HealthServicer behind the
+transport's ``ServingHealth``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from grpc_health.v1 import health
 
 from stageconfig_server.errors import StorageUnavailable
-from stageconfig_server.health import NOT_SERVING, SERVING, DatabaseHealth
+from stageconfig_server.health import DatabaseHealth
+from stageconfig_server.rpc.health import NOT_SERVING, SERVING, ServingHealth
 from tests.faults.conftest import wait_until
 
 SERVICES = ("", "stageconfig.v1.StageConfigService")
@@ -72,13 +74,17 @@ def statuses(servicer: object) -> tuple[int, ...]:
     return tuple(servicer._server_status.get(s) for s in SERVICES)  # type: ignore[attr-defined]
 
 
+async def until_every_service(servicer: object, status: int, within: float, what: str) -> None:
+    """Wait until every service reports ``status``."""
+    await wait_until(lambda: statuses(servicer) == (status, status), within, what)
+
+
 @pytest.fixture
 async def monitor(servicer: object) -> AsyncIterator[tuple[DatabaseHealth, FakeDatabase, Recovery]]:
     database, recovery = FakeDatabase(), Recovery()
     watched = DatabaseHealth(
         database,
-        servicer,  # type: ignore[arg-type]
-        SERVICES,
+        ServingHealth(SERVICES, servicer),
         on_recovered=recovery,
         ping_seconds=FAST,
         retry_seconds=FAST,
@@ -104,13 +110,13 @@ async def test_a_failed_call_turns_not_serving_then_write_probes_bring_it_back(
     watched, database, recovery = monitor
     database.broken = True
     database.failed_call()
-    await wait_until(lambda: statuses(servicer) == (NOT_SERVING, NOT_SERVING), 1, "NOT_SERVING")
+    await until_every_service(servicer, NOT_SERVING, 1, "NOT_SERVING")
     assert "a write failed" in watched.last_error or "broken" in watched.last_error
     writes = database.writes
     await wait_until(lambda: database.writes >= writes + 3, 2, "write probes")
     assert statuses(servicer) == (NOT_SERVING, NOT_SERVING)  # no flapping while broken
     database.broken = False
-    await wait_until(lambda: statuses(servicer) == (SERVING, SERVING), 2, "SERVING again")
+    await until_every_service(servicer, SERVING, 2, "SERVING again")
     assert recovery.calls == 1
     assert watched.healthy
 
@@ -120,7 +126,7 @@ async def test_an_idle_server_notices_an_outage_by_its_ping(
 ) -> None:
     _, database, _ = monitor
     database.broken = True
-    await wait_until(lambda: statuses(servicer) == (NOT_SERVING, NOT_SERVING), 2, "NOT_SERVING")
+    await until_every_service(servicer, NOT_SERVING, 2, "NOT_SERVING")
 
 
 async def test_serving_only_once_the_catch_up_worked_too(
@@ -132,7 +138,7 @@ async def test_serving_only_once_the_catch_up_worked_too(
     await wait_until(lambda: recovery.calls >= 3, 2, "catch-up attempts")
     assert statuses(servicer) == (NOT_SERVING, NOT_SERVING)
     recovery.fail = False
-    await wait_until(lambda: statuses(servicer) == (SERVING, SERVING), 2, "SERVING again")
+    await until_every_service(servicer, SERVING, 2, "SERVING again")
 
 
 async def test_a_stopping_server_never_turns_serving_again(
@@ -140,7 +146,7 @@ async def test_a_stopping_server_never_turns_serving_again(
 ) -> None:
     _, database, recovery = monitor
     database.failed_call()
-    await wait_until(lambda: statuses(servicer) == (NOT_SERVING, NOT_SERVING), 1, "NOT_SERVING")
+    await until_every_service(servicer, NOT_SERVING, 1, "NOT_SERVING")
     await servicer.enter_graceful_shutdown()  # type: ignore[attr-defined]
     await wait_until(lambda: recovery.calls >= 1, 2, "the database came back")
     assert statuses(servicer) == (NOT_SERVING, NOT_SERVING)

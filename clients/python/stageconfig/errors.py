@@ -11,6 +11,7 @@ status is translated here, in one table, to a typed exception (``raise … from 
         NotFoundError
         ConflictError          expected_revision is stale (``.current_revision``)
         KeyRejectedError       the provider refused the key; nothing changed
+        SecretMismatchError    the server's ADMIN_SECRET_KEY cannot decrypt a stored key
         PermissionDeniedError
         UnauthenticatedError
         UnavailableError       server or database unreachable; retry
@@ -110,6 +111,14 @@ class KeyRejectedError(RPCError):
     """The provider refused the key; the stored config is unchanged."""
 
 
+class SecretMismatchError(RPCError):
+    """The server's ``ADMIN_SECRET_KEY`` cannot decrypt a key it stored (for instance a
+    rollback to a revision encrypted under a secret no longer configured): the server's
+    configuration, not the request, is wrong; an operator must fix it (code INTERNAL,
+    ``ErrorInfo`` reason ``SECRET_MISMATCH``). Not a KeyRejectedError: the key is fine.
+    """
+
+
 class PermissionDeniedError(RPCError):
     """The token's role may not make this call."""
 
@@ -138,6 +147,14 @@ _ERROR_BY_CODE: dict[StatusCode, type[RPCError]] = {
 }
 """The one table from status codes to exceptions; anything else is a plain RPCError."""
 
+ERROR_DOMAIN = "stageconfig"
+"""The ``google.rpc.ErrorInfo`` domain of the server's reasons."""
+
+_ERROR_BY_REASON: dict[str, type[RPCError]] = {
+    "SECRET_MISMATCH": SecretMismatchError,
+}
+"""ErrorInfo reasons that name the error more precisely than the code; they win."""
+
 
 def translate_rpc_error(error: Any) -> RPCError:
     """The typed exception for a ``grpc.RpcError`` (details parsed from its status)."""
@@ -149,6 +166,7 @@ def translate_rpc_error(error: Any) -> RPCError:
     message = error.details() or ""
     field = ""
     current_revision: int | None = None
+    reason = ""
     try:
         status = rpc_status.from_call(error)
     except (ValueError, AttributeError):
@@ -163,9 +181,11 @@ def translate_rpc_error(error: Any) -> RPCError:
             elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
+                if info.domain == ERROR_DOMAIN:
+                    reason = info.reason
                 if "current_revision" in info.metadata:
                     current_revision = int(info.metadata["current_revision"])
-    cls = _ERROR_BY_CODE.get(code, RPCError)
+    cls = _ERROR_BY_REASON.get(reason) or _ERROR_BY_CODE.get(code, RPCError)
     if cls is InvalidArgumentError:
         return InvalidArgumentError(code, message, field)
     if cls is ConflictError:

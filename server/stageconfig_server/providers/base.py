@@ -10,12 +10,9 @@ alone, into two outcomes:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
-
-import httpx
 
 from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
 
@@ -131,51 +128,6 @@ def provider_failure(
     return ProviderFailure(status, cause, redact(message + ".", api_key), http_status=http_status)
 
 
-def timed_out(*, provider: str, api_key: str, timeout_seconds: float) -> ProviderFailure:
-    """The provider did not answer within the bound (ERROR, NETWORK)."""
-    return provider_failure(
-        ConfigStatus.ERROR,
-        StatusCause.NETWORK,
-        provider=provider,
-        api_key=api_key,
-        detail=f"no answer within {timeout_seconds:g} s",
-    )
-
-
-def unreachable(*, provider: str, api_key: str, where: str, exc: BaseException) -> ProviderFailure:
-    """The connection to ``where`` failed (ERROR, NETWORK); names the exception type."""
-    return provider_failure(
-        ConfigStatus.ERROR,
-        StatusCause.NETWORK,
-        provider=provider,
-        api_key=api_key,
-        detail=f"connection to {where} failed: {type(exc).__name__}",
-    )
-
-
-def unreadable_answer(*, provider: str, api_key: str, exc: BaseException) -> ProviderFailure:
-    """The answer could not be parsed (ERROR, UPSTREAM)."""
-    return provider_failure(
-        ConfigStatus.ERROR,
-        StatusCause.UPSTREAM,
-        provider=provider,
-        api_key=api_key,
-        detail=f"unreadable answer: {type(exc).__name__}",
-    )
-
-
-def unexpected_error(*, provider: str, api_key: str, exc: BaseException) -> ProviderFailure:
-    """Anything else (ERROR, UPSTREAM): the adapter contract is "ProviderFailure, never
-    anything else", so an exception an SDK did not wrap never reaches the service."""
-    return provider_failure(
-        ConfigStatus.ERROR,
-        StatusCause.UPSTREAM,
-        provider=provider,
-        api_key=api_key,
-        detail=f"unexpected {type(exc).__name__}",
-    )
-
-
 def classify_http_status(status_code: int) -> tuple[ConfigStatus, StatusCause]:
     """The fallback table for a status code a provider did not explain further.
 
@@ -209,48 +161,3 @@ def require_key(credentials: ProviderCredentials, *, provider: str) -> str:
             detail="no API key is set",
         )
     return key
-
-
-def no_usable_model(*, provider: str, api_key: str) -> ProviderFailure:
-    """The failure for a listing that succeeded but offered nothing this service can use."""
-    return provider_failure(
-        ConfigStatus.ERROR,
-        StatusCause.UPSTREAM,
-        provider=provider,
-        api_key=api_key,
-        detail="provider offers no usable model",
-    )
-
-
-def _origin(url: str) -> str:
-    parsed = httpx.URL(url)
-    return f"{parsed.scheme}://{parsed.netloc.decode()}"
-
-
-async def get_for_key_check(
-    *,
-    provider: str,
-    url: str,
-    headers: Mapping[str, str],
-    api_key: str,
-    timeout_seconds: float,
-    params: Mapping[str, str] | None = None,
-) -> httpx.Response:
-    """One GET, no retries, bounded in total; transport failures become ERROR (NETWORK).
-
-    For the adapters that check a key with a plain HTTP call (Suno, Pika). HTTP
-    error statuses are returned, not raised: each provider reads its own body.
-    """
-    try:
-        # httpx's timeout bounds each phase; asyncio.timeout bounds the whole call.
-        async with (
-            asyncio.timeout(timeout_seconds),
-            httpx.AsyncClient(timeout=httpx.Timeout(timeout_seconds)) as client,
-        ):
-            return await client.get(url, headers=dict(headers), params=params)
-    except (httpx.TimeoutException, TimeoutError) as exc:
-        raise timed_out(
-            provider=provider, api_key=api_key, timeout_seconds=timeout_seconds
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise unreachable(provider=provider, api_key=api_key, where=_origin(url), exc=exc) from exc

@@ -10,7 +10,6 @@ Base URL convention: the host root *without* an API version
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 
 import httpx
@@ -19,18 +18,8 @@ from google import genai
 from google.genai import errors, types
 
 from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
-from stageconfig_server.providers.base import (
-    DEFAULT_TIMEOUT_SECONDS,
-    ProviderCredentials,
-    classify_http_status,
-    no_usable_model,
-    provider_failure,
-    require_key,
-    timed_out,
-    unexpected_error,
-    unreachable,
-    unreadable_answer,
-)
+from stageconfig_server.providers.adapter import AdapterBase, http_detail
+from stageconfig_server.providers.base import classify_http_status
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 """The real endpoint, without an API version."""
@@ -47,11 +36,6 @@ PROVIDER = "Gemini"
 
 _GENERATE_CONTENT = "generateContent"
 _MODEL_PREFIX = "models/"
-
-# google-genai talks through httpx or httpx2 (GOOGLE_GENAI_HTTP_CLIENT picks) and
-# lets their transport errors out unwrapped (providers.md), so both are caught.
-_TIMEOUTS = (httpx.TimeoutException, httpx2.TimeoutException, TimeoutError)
-_TRANSPORT_ERRORS = (httpx.TransportError, httpx2.TransportError)
 
 
 def _error_object(exc: errors.APIError) -> Mapping[str, object]:
@@ -106,56 +90,34 @@ def classify_gemini_error(exc: errors.APIError) -> tuple[ConfigStatus, StatusCau
 
 
 def _error_detail(exc: errors.APIError) -> str:
-    parts = [f"HTTP {exc.code}"]
-    if exc.status:
-        parts.append(str(exc.status))
-    detail = " ".join(parts)
-    return f"{detail}: {exc.message}" if exc.message else detail
+    return http_detail(
+        exc.code, exc.message or "", qualifier=f" {exc.status}" if exc.status else ""
+    )
 
 
-class GeminiAdapter:
+class GeminiAdapter(AdapterBase):
     """Lists the Gemini models a key can use for generateContent, in Google's order."""
 
-    kind: ProviderKind = ProviderKind.GEMINI
+    kind = ProviderKind.GEMINI
+    provider = PROVIDER
+    default_base_url = DEFAULT_BASE_URL
+    # google-genai talks through httpx or httpx2 (GOOGLE_GENAI_HTTP_CLIENT picks) and
+    # lets their transport errors out unwrapped (providers.md), so both are caught.
+    timeout_errors = (httpx.TimeoutException, httpx2.TimeoutException)
+    transport_errors = (httpx.TransportError, httpx2.TransportError)
+    # UnknownApiResponseError (body not JSON) and pydantic's ValidationError (JSON of
+    # the wrong shape) are both ValueErrors.
+    unreadable_errors = (ValueError,)
 
-    def __init__(
-        self, base_url: str | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
-    ) -> None:
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.timeout_seconds = timeout_seconds
-
-    async def list_models(self, credentials: ProviderCredentials) -> list[str]:
-        """Bare model names (``gemini-2.5-flash``); raises ProviderFailure."""
-        api_key = require_key(credentials, provider=PROVIDER)
+    async def fetch_models(self, api_key: str, options: Mapping[str, str]) -> list[str]:
+        """Bare model names (``gemini-2.5-flash``); an API error as ProviderFailure."""
         try:
-            names = await self._list_names(api_key)
+            return await self._list_names(api_key)
         except errors.APIError as exc:
             status, cause = classify_gemini_error(exc)
-            raise provider_failure(
-                status,
-                cause,
-                provider=PROVIDER,
-                api_key=api_key,
-                detail=_error_detail(exc),
-                http_status=exc.code,
+            raise self.failure(
+                status, cause, api_key=api_key, detail=_error_detail(exc), http_status=exc.code
             ) from exc
-        except _TIMEOUTS as exc:
-            raise timed_out(
-                provider=PROVIDER, api_key=api_key, timeout_seconds=self.timeout_seconds
-            ) from exc
-        except _TRANSPORT_ERRORS as exc:
-            raise unreachable(
-                provider=PROVIDER, api_key=api_key, where=self.base_url, exc=exc
-            ) from exc
-        except ValueError as exc:
-            # UnknownApiResponseError (body not JSON) and pydantic's ValidationError
-            # (JSON of the wrong shape) are both ValueErrors.
-            raise unreadable_answer(provider=PROVIDER, api_key=api_key, exc=exc) from exc
-        except Exception as exc:
-            raise unexpected_error(provider=PROVIDER, api_key=api_key, exc=exc) from exc
-        if not names:
-            raise no_usable_model(provider=PROVIDER, api_key=api_key)
-        return names
 
     async def _list_names(self, api_key: str) -> list[str]:
         # vertexai=False: GOOGLE_GENAI_USE_VERTEXAI in the environment must not turn
@@ -172,16 +134,13 @@ class GeminiAdapter:
         try:
             # The pager fetches later pages lazily through the client, so `client`
             # stays referenced (and open) until the iteration ends.
-            async with asyncio.timeout(self.timeout_seconds):
-                pager = await client.aio.models.list(
-                    config=types.ListModelsConfig(page_size=PAGE_SIZE)
-                )
-                names: list[str] = []
-                async for model in pager:
-                    name = model.name or ""
-                    if _GENERATE_CONTENT in (model.supported_actions or []) and name:
-                        names.append(name.removeprefix(_MODEL_PREFIX))
-            return list(dict.fromkeys(names))
+            pager = await client.aio.models.list(config=types.ListModelsConfig(page_size=PAGE_SIZE))
+            names: list[str] = []
+            async for model in pager:
+                name = model.name or ""
+                if _GENERATE_CONTENT in (model.supported_actions or []) and name:
+                    names.append(name.removeprefix(_MODEL_PREFIX))
+            return names
         finally:
             await client.aio.aclose()
             client.close()

@@ -1,7 +1,7 @@
 """OpenAI: list the chat models a key can use through the official SDK.
 
-Also home of the OpenAI-compatible listing (``list_compatible_models``) that the
-YandexGPT adapter reuses with its own error table.
+Also home of ``OpenAICompatibleAdapter``, the OpenAI-compatible listing that the
+YandexGPT adapter builds on with its own error table.
 
 Base URL convention: the SDK's ``base_url`` *including* ``/v1``
 (default ``https://api.openai.com/v1``); the listing is ``GET {base}/models``.
@@ -9,26 +9,15 @@ Base URL convention: the SDK's ``base_url`` *including* ``/v1``
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import openai
 from openai.types import Model
 
 from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
-from stageconfig_server.providers.base import (
-    DEFAULT_TIMEOUT_SECONDS,
-    ProviderCredentials,
-    classify_http_status,
-    no_usable_model,
-    provider_failure,
-    require_key,
-    timed_out,
-    unexpected_error,
-    unreachable,
-    unreadable_answer,
-)
+from stageconfig_server.providers.adapter import AdapterBase, http_detail
+from stageconfig_server.providers.base import classify_http_status
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 """The real endpoint, ``/v1`` included (the SDK's own convention)."""
@@ -40,9 +29,6 @@ PROVIDER = "OpenAI"
 # specialised variants that share those prefixes (gpt-4o-audio-preview, …).
 _CHAT_ALLOW = re.compile(r"^(gpt-|o\d|chatgpt-)")
 _CHAT_DENY = re.compile(r"audio|realtime|transcribe|tts|image|embedding|moderation|search|instruct")
-
-ErrorClassifier = Callable[[openai.APIStatusError], tuple[ConfigStatus, StatusCause]]
-"""Turns an HTTP error from an OpenAI-compatible API into (status, cause)."""
 
 
 def is_chat_model(model_id: str) -> bool:
@@ -58,9 +44,8 @@ def error_body(exc: openai.APIStatusError) -> Mapping[str, object]:
 def error_detail(exc: openai.APIStatusError) -> str:
     """``HTTP 401: <provider message>`` — what the admin sees in parentheses."""
     message = error_body(exc).get("message")
-    if isinstance(message, str) and message.strip():
-        return f"HTTP {exc.status_code}: {message}"
-    return f"HTTP {exc.status_code}"
+    said = message if isinstance(message, str) and message.strip() else ""
+    return http_detail(exc.status_code, said)
 
 
 def classify_openai_error(exc: openai.APIStatusError) -> tuple[ConfigStatus, StatusCause]:
@@ -76,102 +61,76 @@ def classify_openai_error(exc: openai.APIStatusError) -> tuple[ConfigStatus, Sta
     return classify_http_status(exc.status_code)
 
 
-async def list_compatible_models(
-    *,
-    provider: str,
-    base_url: str,
-    api_key: str,
-    timeout_seconds: float,
-    classify: ErrorClassifier,
-    project: str | None = None,
-) -> list[Model]:
-    """``GET {base_url}/models`` with the openai SDK; every failure as ProviderFailure.
+class OpenAICompatibleAdapter(AdapterBase):
+    """``GET {base_url}/models`` with the openai SDK, retries off.
 
-    Retries are off (a key check that fails is reported, not hammered) and the whole
-    call, connect to last byte, is bounded by ``timeout_seconds``.
+    Subclasses choose the error table (``classify_error``) and what to keep of the list.
     """
-    client = openai.AsyncOpenAI(
-        api_key=api_key,
-        base_url=base_url,
-        project=project,
-        max_retries=0,
-        timeout=timeout_seconds,
-    )
-    try:
-        # The SDK timeout bounds each read; asyncio.timeout bounds the total, so a
-        # server that trickles bytes cannot hold a key check open forever.
-        async with asyncio.timeout(timeout_seconds):
-            return [model async for model in client.models.list()]
-    except openai.APIStatusError as exc:
-        status, cause = classify(exc)
-        raise provider_failure(
-            status,
-            cause,
-            provider=provider,
+
+    timeout_errors = (openai.APITimeoutError,)
+    transport_errors = (openai.APIConnectionError,)
+    # ValueError: the SDK hands a body that is not JSON straight to json.loads.
+    unreadable_errors = (openai.OpenAIError, ValueError)
+
+    def classify_error(self, exc: openai.APIStatusError) -> tuple[ConfigStatus, StatusCause]:
+        """Turn an HTTP error from the API into (status, cause)."""
+        return classify_openai_error(exc)
+
+    def transport_cause(self, exc: BaseException) -> BaseException:
+        """The SDK wraps the transport's exception; name the one that says what failed."""
+        return exc.__cause__ or exc
+
+    async def list_compatible_models(self, api_key: str, project: str | None = None) -> list[Model]:
+        """Every model the listing offers; an HTTP error as ProviderFailure."""
+        client = openai.AsyncOpenAI(
             api_key=api_key,
-            detail=error_detail(exc),
-            http_status=exc.status_code,
-        ) from exc
-    except (openai.APITimeoutError, TimeoutError) as exc:
-        raise timed_out(
-            provider=provider, api_key=api_key, timeout_seconds=timeout_seconds
-        ) from exc
-    except openai.APIConnectionError as exc:
-        # The SDK wraps the transport's exception; name the one that says what failed.
-        raise unreachable(
-            provider=provider, api_key=api_key, where=base_url, exc=exc.__cause__ or exc
-        ) from exc
-    except (openai.OpenAIError, ValueError) as exc:
-        # ValueError: the SDK hands a body that is not JSON straight to json.loads.
-        raise unreadable_answer(provider=provider, api_key=api_key, exc=exc) from exc
-    except Exception as exc:
-        raise unexpected_error(provider=provider, api_key=api_key, exc=exc) from exc
-    finally:
-        await client.close()
+            base_url=self.base_url,
+            project=project,
+            max_retries=0,
+            timeout=self.timeout_seconds,
+        )
+        try:
+            return [model async for model in client.models.list()]
+        except openai.APIStatusError as exc:
+            status, cause = self.classify_error(exc)
+            raise self.failure(
+                status,
+                cause,
+                api_key=api_key,
+                detail=error_detail(exc),
+                http_status=exc.status_code,
+            ) from exc
+        finally:
+            await client.close()
 
 
-class OpenAIAdapter:
+class OpenAIAdapter(OpenAICompatibleAdapter):
     """Lists the chat models an OpenAI key can use, newest first.
 
     Order: by the listing's ``created`` timestamp, newest first (ties by id), so the
     admin's drop-down starts with the current generation.
     """
 
-    kind: ProviderKind = ProviderKind.OPENAI
+    kind = ProviderKind.OPENAI
+    provider = PROVIDER
+    default_base_url = DEFAULT_BASE_URL
 
-    def __init__(
-        self, base_url: str | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
-    ) -> None:
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.timeout_seconds = timeout_seconds
-
-    async def list_models(self, credentials: ProviderCredentials) -> list[str]:
-        """The chat models this key can use; raises ProviderFailure."""
-        api_key = require_key(credentials, provider=PROVIDER)
-        models = await list_compatible_models(
-            provider=PROVIDER,
-            base_url=self.base_url,
-            api_key=api_key,
-            timeout_seconds=self.timeout_seconds,
-            classify=classify_openai_error,
-        )
+    async def fetch_models(self, api_key: str, options: Mapping[str, str]) -> list[str]:
+        """The chat models this key can use, newest first."""
+        models = await self.list_compatible_models(api_key)
         newest_first = sorted(
             (m for m in models if isinstance(m.id, str) and is_chat_model(m.id)),
             key=lambda m: (-(m.created if isinstance(m.created, int) else 0), m.id),
         )
-        ids = list(dict.fromkeys(m.id for m in newest_first))
-        if not ids:
-            raise no_usable_model(provider=PROVIDER, api_key=api_key)
-        return ids
+        return [m.id for m in newest_first]
 
 
 __all__ = [
     "DEFAULT_BASE_URL",
-    "ErrorClassifier",
     "OpenAIAdapter",
+    "OpenAICompatibleAdapter",
     "classify_openai_error",
     "error_body",
     "error_detail",
     "is_chat_model",
-    "list_compatible_models",
 ]

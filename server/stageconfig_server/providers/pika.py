@@ -10,17 +10,11 @@ Base URL convention: the platform API's host root (default ``https://api.fal.ai`
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 
 from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
-from stageconfig_server.providers.base import (
-    DEFAULT_TIMEOUT_SECONDS,
-    ProviderCredentials,
-    classify_http_status,
-    get_for_key_check,
-    provider_failure,
-    require_key,
-)
+from stageconfig_server.providers.adapter import AdapterBase, json_or_none
+from stageconfig_server.providers.base import classify_http_status
 
 DEFAULT_BASE_URL = "https://api.fal.ai"
 """The real fal.ai platform API."""
@@ -57,54 +51,29 @@ def classify_fal_answer(http_status: int, detail: str) -> tuple[ConfigStatus, St
     return classify_http_status(http_status)
 
 
-class PikaAdapter:
+class PikaAdapter(AdapterBase):
     """Checks a fal.ai key and returns the static Pika endpoint ids."""
 
-    kind: ProviderKind = ProviderKind.PIKA
+    kind = ProviderKind.PIKA
+    provider = PROVIDER
+    default_base_url = DEFAULT_BASE_URL
 
-    def __init__(
-        self, base_url: str | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
-    ) -> None:
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.timeout_seconds = timeout_seconds
-
-    async def list_models(self, credentials: ProviderCredentials) -> list[str]:
-        """The static endpoint ids once fal accepted the key; raises ProviderFailure."""
-        api_key = require_key(credentials, provider=PROVIDER)
-        response = await get_for_key_check(
-            provider=PROVIDER,
-            url=self.base_url + PRICING_PATH,
+    async def fetch_models(self, api_key: str, options: Mapping[str, str]) -> list[str]:
+        """The static endpoint ids once fal accepted the key."""
+        response = await self.get_for_key_check(
+            PRICING_PATH,
+            api_key=api_key,
             params={"endpoint_id": CHECK_ENDPOINT_ID},
             headers={"Authorization": f"Key {api_key}"},
-            api_key=api_key,
-            timeout_seconds=self.timeout_seconds,
         )
-        try:
-            body = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
+        body = json_or_none(response)
         if not response.is_success:
             detail = body.get("detail") if isinstance(body, dict) else None
             detail = detail if isinstance(detail, str) else ""
-            status, cause = classify_fal_answer(response.status_code, detail)
-            shown = f"HTTP {response.status_code}"
-            raise provider_failure(
-                status,
-                cause,
-                provider=PROVIDER,
-                api_key=api_key,
-                detail=f"{shown}: {detail}" if detail else shown,
-                http_status=response.status_code,
-            )
+            verdict = classify_fal_answer(response.status_code, detail)
+            raise self.failed_answer(response, verdict, api_key=api_key, said=detail)
         if not isinstance(body, dict):
-            raise provider_failure(
-                ConfigStatus.ERROR,
-                StatusCause.UPSTREAM,
-                provider=PROVIDER,
-                api_key=api_key,
-                detail="unreadable answer to the pricing check",
-                http_status=response.status_code,
-            )
+            raise self.unreadable_check(response, api_key=api_key, check="pricing check")
         return list(MODELS)
 
 

@@ -14,11 +14,29 @@ endpoint in ``DEFAULT_BASE_URLS``. What a base URL includes differs per kind:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from stageconfig_server.domain import ProviderKind
-from stageconfig_server.providers import gemini, openai, pika, speechkit, suno, yandex_gpt
+from stageconfig_server.providers.adapter import AdapterBase
 from stageconfig_server.providers.base import DEFAULT_TIMEOUT_SECONDS, ProviderAdapter
+from stageconfig_server.providers.gemini import GeminiAdapter
+from stageconfig_server.providers.openai import OpenAIAdapter
+from stageconfig_server.providers.pika import PikaAdapter
+from stageconfig_server.providers.speechkit import SpeechKitAdapter
+from stageconfig_server.providers.suno import SunoAdapter
+from stageconfig_server.providers.yandex_gpt import YandexGptAdapter
+
+_ADAPTER_TYPES: Mapping[ProviderKind, type[AdapterBase]] = {
+    adapter.kind: adapter
+    for adapter in (
+        OpenAIAdapter,
+        GeminiAdapter,
+        YandexGptAdapter,
+        SpeechKitAdapter,
+        SunoAdapter,
+        PikaAdapter,
+    )
+}
 
 BASE_URL_ENV: dict[ProviderKind, str] = {
     kind: f"STAGECONFIG_{kind.value}_BASE_URL" for kind in ProviderKind
@@ -26,23 +44,9 @@ BASE_URL_ENV: dict[ProviderKind, str] = {
 """Env var naming each kind's base URL, e.g. ``STAGECONFIG_OPENAI_BASE_URL``."""
 
 DEFAULT_BASE_URLS: dict[ProviderKind, str] = {
-    ProviderKind.OPENAI: openai.DEFAULT_BASE_URL,
-    ProviderKind.GEMINI: gemini.DEFAULT_BASE_URL,
-    ProviderKind.YANDEX_GPT: yandex_gpt.DEFAULT_BASE_URL,
-    ProviderKind.SPEECHKIT: speechkit.DEFAULT_BASE_URL,
-    ProviderKind.SUNO: suno.DEFAULT_BASE_URL,
-    ProviderKind.PIKA: pika.DEFAULT_BASE_URL,
+    kind: adapter.default_base_url for kind, adapter in _ADAPTER_TYPES.items()
 }
 """The real endpoints, used when a kind's base URL is not set."""
-
-_ADAPTER_TYPES: Mapping[ProviderKind, Callable[[str | None, float], ProviderAdapter]] = {
-    ProviderKind.OPENAI: openai.OpenAIAdapter,
-    ProviderKind.GEMINI: gemini.GeminiAdapter,
-    ProviderKind.YANDEX_GPT: yandex_gpt.YandexGptAdapter,
-    ProviderKind.SPEECHKIT: speechkit.SpeechKitAdapter,
-    ProviderKind.SUNO: suno.SunoAdapter,
-    ProviderKind.PIKA: pika.PikaAdapter,
-}
 
 
 def build_adapters(

@@ -13,11 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from stageconfig_server.domain import ProviderKind
-from stageconfig_server.providers.base import (
-    DEFAULT_TIMEOUT_SECONDS,
-    ProviderCredentials,
-    require_key,
-)
+from stageconfig_server.providers.adapter import AdapterBase
 
 DEFAULT_BASE_URL = "https://tts.api.cloud.yandex.net"
 """Where synthesis goes (``POST {base}/tts/v3/utteranceSynthesis``)."""
@@ -63,21 +59,19 @@ MODELS: tuple[str, ...] = tuple(
 """Every model id: each voice, then its ``voice:role`` variants, in VOICE_ROLES order."""
 
 
-class SpeechKitAdapter:
-    """Returns the static SpeechKit voice list; never contacts Yandex."""
+class SpeechKitAdapter(AdapterBase):
+    """Returns the static SpeechKit voice list; never contacts Yandex.
 
-    kind: ProviderKind = ProviderKind.SPEECHKIT
+    The base URL is accepted for a uniform constructor (``registry.build_adapters``)
+    and kept for the workers' synthesis calls; this adapter never uses it.
+    """
 
-    def __init__(
-        self, base_url: str | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
-    ) -> None:
-        # Accepted for a uniform constructor (registry.build_adapters); unused here.
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.timeout_seconds = timeout_seconds
+    kind = ProviderKind.SPEECHKIT
+    provider = PROVIDER
+    default_base_url = DEFAULT_BASE_URL
 
-    async def list_models(self, credentials: ProviderCredentials) -> list[str]:
-        """The static voice list; INVALID (AUTH) only when no key is set at all."""
-        require_key(credentials, provider=PROVIDER)
+    async def fetch_models(self, api_key: str, options: Mapping[str, str]) -> list[str]:
+        """The static voice list (the base already refused an empty key)."""
         return list(MODELS)
 
 

@@ -14,20 +14,11 @@ Base URL convention: the host root (default ``https://api.sunoapi.org``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
-import httpx
-
 from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
-from stageconfig_server.providers.base import (
-    DEFAULT_TIMEOUT_SECONDS,
-    ProviderCredentials,
-    classify_http_status,
-    get_for_key_check,
-    provider_failure,
-    require_key,
-)
+from stageconfig_server.providers.adapter import AdapterBase, json_or_none
+from stageconfig_server.providers.base import classify_http_status
 
 DEFAULT_BASE_URL = "https://api.sunoapi.org"
 """The real gateway."""
@@ -67,61 +58,36 @@ def classify_suno_answer(
     return status, cause
 
 
-class SunoAdapter:
+class SunoAdapter(AdapterBase):
     """Checks a sunoapi.org key and returns the static Suno model list."""
 
-    kind: ProviderKind = ProviderKind.SUNO
+    kind = ProviderKind.SUNO
+    provider = PROVIDER
+    default_base_url = DEFAULT_BASE_URL
 
-    def __init__(
-        self, base_url: str | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
-    ) -> None:
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.timeout_seconds = timeout_seconds
-
-    async def list_models(self, credentials: ProviderCredentials) -> list[str]:
-        """The static models once the gateway accepted the key; raises ProviderFailure."""
-        api_key = require_key(credentials, provider=PROVIDER)
-        response = await self._get_credit(api_key)
-        try:
-            body = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
+    async def fetch_models(self, api_key: str, options: Mapping[str, str]) -> list[str]:
+        """The static models once the gateway accepted the key."""
+        response = await self.get_for_key_check(
+            CREDIT_PATH, api_key=api_key, headers={"Authorization": f"Bearer {api_key}"}
+        )
+        body = json_or_none(response)
         code = body.get("code") if isinstance(body, dict) else None
         code = code if isinstance(code, int) and not isinstance(code, bool) else None
         message = str(body.get("msg", "")) if isinstance(body, dict) else ""
         failed = (code is not None and code != 200) or not response.is_success
         if failed:
-            status, cause = classify_suno_answer(response.status_code, code, message)
-            shown = f"HTTP {response.status_code}"
-            if code is not None and code != response.status_code:
-                shown += f", code {code}"
-            raise provider_failure(
-                status,
-                cause,
-                provider=PROVIDER,
+            verdict = classify_suno_answer(response.status_code, code, message)
+            both = code is not None and code != response.status_code
+            raise self.failed_answer(
+                response,
+                verdict,
                 api_key=api_key,
-                detail=f"{shown}: {message}" if message else shown,
-                http_status=response.status_code,
+                said=message,
+                qualifier=f", code {code}" if both else "",
             )
         if code != 200:  # a 2xx whose body is not the documented {"code": 200, …}
-            raise provider_failure(
-                ConfigStatus.ERROR,
-                StatusCause.UPSTREAM,
-                provider=PROVIDER,
-                api_key=api_key,
-                detail="unreadable answer to the credit check",
-                http_status=response.status_code,
-            )
+            raise self.unreadable_check(response, api_key=api_key, check="credit check")
         return list(MODELS)
-
-    async def _get_credit(self, api_key: str) -> httpx.Response:
-        return await get_for_key_check(
-            provider=PROVIDER,
-            url=self.base_url + CREDIT_PATH,
-            headers={"Authorization": f"Bearer {api_key}"},
-            api_key=api_key,
-            timeout_seconds=self.timeout_seconds,
-        )
 
 
 __all__ = [

@@ -16,16 +16,8 @@ from collections.abc import Mapping
 import openai
 
 from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
-from stageconfig_server.providers.base import (
-    DEFAULT_TIMEOUT_SECONDS,
-    ProviderCredentials,
-    ProviderFailure,
-    classify_http_status,
-    no_usable_model,
-    provider_failure,
-    require_key,
-)
-from stageconfig_server.providers.openai import error_body, list_compatible_models
+from stageconfig_server.providers.base import ProviderFailure, classify_http_status
+from stageconfig_server.providers.openai import OpenAICompatibleAdapter, error_body
 
 DEFAULT_BASE_URL = "https://ai.api.cloud.yandex.net/v1"
 """The real OpenAI-compatible endpoint, ``/v1`` included."""
@@ -74,42 +66,33 @@ def classify_yandex_error(exc: openai.APIStatusError) -> tuple[ConfigStatus, Sta
     return classify_http_status(exc.status_code)
 
 
-class YandexGptAdapter:
+class YandexGptAdapter(OpenAICompatibleAdapter):
     """Lists the YandexGPT models a key can use in a folder, in Yandex's order."""
 
-    kind: ProviderKind = ProviderKind.YANDEX_GPT
+    kind = ProviderKind.YANDEX_GPT
+    provider = PROVIDER
+    default_base_url = DEFAULT_BASE_URL
 
-    def __init__(
-        self, base_url: str | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
-    ) -> None:
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.timeout_seconds = timeout_seconds
+    def classify_error(self, exc: openai.APIStatusError) -> tuple[ConfigStatus, StatusCause]:
+        """Yandex's table (``classify_yandex_error``)."""
+        return classify_yandex_error(exc)
 
-    async def list_models(self, credentials: ProviderCredentials) -> list[str]:
+    async def fetch_models(self, api_key: str, options: Mapping[str, str]) -> list[str]:
         """Model ids as Yandex returns them, or the static list if listing is unavailable.
 
-        Raises ProviderFailure; INVALID (PERMISSION) without a network call when the
-        ``folder_id`` option is missing, since no Yandex model can be addressed without it.
+        INVALID (PERMISSION) without a network call when the ``folder_id`` option is
+        missing, since no Yandex model can be addressed without it.
         """
-        api_key = require_key(credentials, provider=PROVIDER)
-        folder_id = credentials.options.get(FOLDER_OPTION, "").strip()
+        folder_id = options.get(FOLDER_OPTION, "").strip()
         if not folder_id:
-            raise provider_failure(
+            raise self.failure(
                 ConfigStatus.INVALID,
                 StatusCause.PERMISSION,
-                provider=PROVIDER,
                 api_key=api_key,
                 detail=f"the {FOLDER_OPTION} option is not set",
             )
         try:
-            models = await list_compatible_models(
-                provider=PROVIDER,
-                base_url=self.base_url,
-                api_key=api_key,
-                timeout_seconds=self.timeout_seconds,
-                classify=classify_yandex_error,
-                project=folder_id,
-            )
+            models = await self.list_compatible_models(api_key, project=folder_id)
         except ProviderFailure as failure:
             # Only an *unclassified* 404/501 means "no listing here"; a 404 that
             # carries grpcCode 16 is still a rejected key and must surface.
@@ -119,10 +102,7 @@ class YandexGptAdapter:
             ):
                 return list(FALLBACK_MODELS)
             raise
-        ids = list(dict.fromkeys(m.id for m in models if isinstance(m.id, str) and m.id))
-        if not ids:
-            raise no_usable_model(provider=PROVIDER, api_key=api_key)
-        return ids
+        return [m.id for m in models if isinstance(m.id, str) and m.id]
 
 
 __all__ = [

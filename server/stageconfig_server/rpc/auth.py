@@ -7,7 +7,8 @@ roles through two entries; the name is the actor the revision log records.
 The interceptor decides before the request is even parsed:
 
 - a method of StageConfigService → the role table below (no or unknown token:
-  UNAUTHENTICATED; a role that may not call it: PERMISSION_DENIED);
+  ``Unauthenticated``; a role that may not call it: ``PermissionDenied``; both answered
+  through ``rpc/status.py``'s one table, like every other error);
 - ``grpc.health.v1`` → always open (load balancers and probes carry no token);
 - server reflection → open, or any valid token when ``STAGECONFIG_REFLECTION_REQUIRES_TOKEN``;
 - anything else → passed through untouched, so an unknown method still answers
@@ -33,9 +34,15 @@ import grpc
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
-from stageconfig_server.errors import UnsafeConfiguration
+from stageconfig_server.errors import (
+    PermissionDenied,
+    StageConfigError,
+    Unauthenticated,
+    UnsafeConfiguration,
+)
 from stageconfig_server.rpc.identity import Caller, Role
 from stageconfig_server.rpc.server import SERVICE_NAME
+from stageconfig_server.rpc.status import abort_with_error, code_for
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +241,10 @@ def bearer_secret(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class _Rejection:
-    code: grpc.StatusCode
-    message: str
+    error: StageConfigError
+    """What the caller is told (its status comes from ``rpc/status.py``)."""
     log_reason: str
+    """What the server log says (it may name the token; the caller's message may not)."""
 
 
 if TYPE_CHECKING:
@@ -294,21 +302,21 @@ class AuthInterceptor(_ServerInterceptor):
         secret = bearer_secret(details.invocation_metadata or ())
         if secret is None:
             return _Rejection(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing bearer token: send the metadata 'authorization: Bearer <token>'",
+                Unauthenticated(
+                    "missing bearer token: send the metadata 'authorization: Bearer <token>'"
+                ),
                 "no bearer token",
             )
         caller = self._tokens.lookup(secret)
         if caller is None:
-            return _Rejection(grpc.StatusCode.UNAUTHENTICATED, "unknown token", "unknown token")
+            return _Rejection(Unauthenticated("unknown token"), "unknown token")
         if caller.roles & required:
             return None
         short = method.rsplit("/", 1)[-1]
         needed = " or ".join(sorted(r.value for r in required)) or "a role no token has"
         held = ", ".join(sorted(r.value for r in caller.roles))
         return _Rejection(
-            grpc.StatusCode.PERMISSION_DENIED,
-            f"{short} needs the {needed} role; token {caller.name!r} has {held}",
+            PermissionDenied(f"{short} needs the {needed} role; token {caller.name!r} has {held}"),
             f"token {caller.name!r} ({held}) may not call it",
         )
 
@@ -324,9 +332,9 @@ def _rejecting_handler(
             method,
             context.peer(),
             rejection.log_reason,
-            rejection.code.name,
+            code_for(rejection.error).name,
         )
-        await context.abort(rejection.code, rejection.message)
+        await abort_with_error(context, rejection.error)
 
     factory: Any
     if handler.request_streaming and handler.response_streaming:

@@ -1,20 +1,21 @@
 """The grpc.aio server: the service's handlers, health, reflection, keepalive policy.
 
-``create_server`` binds (port 0 allowed) and returns the server and the bound port, so
-tests run real servers on free ports.
+``create_server`` binds (port 0 allowed) and returns the server, the bound port and
+its health (``rpc/health.ServingHealth``), so tests run real servers on free ports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 from google.protobuf import symbol_database
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_server.rpc.health import HEALTH_SERVICE_NAME, NOT_SERVING, SERVING, ServingHealth
+from stageconfig_server.rpc.instrumentation import Instrument
 from stageconfig_server.rpc.servicer import StageConfigServicer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StageConfigService"].full_name
@@ -52,18 +53,12 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-Instrument = Callable[[str, Any, bool], Any]
-"""Wraps one method's behaviour once, when the handlers are built (metrics):
-``(method name, behaviour, server_streaming) -> behaviour``."""
-
-
 def service_handler(
     servicer: StageConfigServicer, instrument: Instrument | None = None
 ) -> grpc.GenericRpcHandler[Any, Any]:
     """The StageConfigService handlers, built from the proto's descriptor.
 
-    ``instrument`` wraps each method once here rather than per call in an interceptor,
-    which would add a coroutine and a handler object to every call of the hot path.
+    ``instrument`` (``rpc/instrumentation.py``) wraps each method once, here.
 
     WatchConfig's responses are serialized by the broadcaster (once per change for all
     watchers), and GetActiveConfig's by the servicer (once per config and role, see
@@ -104,19 +99,20 @@ def create_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     options: Sequence[tuple[str, Any]] = (),
     instrument: Instrument | None = None,
-) -> tuple[grpc.aio.Server, int, Any]:
-    """A server with the service, health (SERVING) and reflection, bound to ``address``.
+) -> tuple[grpc.aio.Server, int, ServingHealth]:
+    """A server with the service, health and reflection, bound to ``address``.
 
-    Returns the server (not started), the bound port and the health servicer.
+    Returns the server (not started), the bound port and its health, which reports
+    ``""`` and the service together (SERVING until told otherwise).
     """
     server = grpc.aio.server(
         interceptors=list(interceptors), options=[*KEEPALIVE_OPTIONS, *options]
     )
     server.add_generic_rpc_handlers((service_handler(servicer, instrument),))
-    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health = ServingHealth(("", SERVICE_NAME))
+    health.add_to(server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
         if credentials is not None:
@@ -127,8 +123,17 @@ def create_server(
         port = 0
     if port == 0:
         raise OSError(f"could not bind {address} (is another process listening on it?)")
-    return server, port, health_servicer
+    return server, port, health
 
 
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+__all__ = [
+    "KEEPALIVE_OPTIONS",
+    "NOT_SERVING",
+    "PRE_ENCODED_UNARY",
+    "SERVICE_NAME",
+    "SERVING",
+    "Instrument",
+    "connection_age_options",
+    "create_server",
+    "service_handler",
+]

@@ -2,12 +2,25 @@
 
 Every answer to a user mistake carries a precise code and, for InvalidArgument, a
 ``google.rpc.BadRequest`` detail naming the field. Anything unexpected becomes INTERNAL
-with a fixed message (the traceback goes to the log, not to the caller).
+with a fixed message (the traceback goes to the log, not to the caller). The servicer
+and the auth interceptor both answer through ``status_for``: no other code decides a
+status.
+
+The caller's key and the server's secret never share a code:
+
+- KeyRejected (the provider refused the *caller's* key) → FAILED_PRECONDITION with
+  ``ErrorInfo(reason="KEY_REJECTED_<cause>")``: fix the key and try again;
+- SecretMismatch (the *server's* ``ADMIN_SECRET_KEY`` cannot decrypt a stored key, e.g.
+  a rollback to a revision written under a secret that was dropped too early) →
+  INTERNAL with ``ErrorInfo(reason="SECRET_MISMATCH")`` and a message naming the
+  variable (never a secret): nothing the caller sends can fix it, an operator must,
+  and dashboards count it among the server's errors.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -28,6 +41,13 @@ from stageconfig_server.errors import (
 
 log = logging.getLogger(__name__)
 
+ERROR_DOMAIN = "stageconfig"
+"""``ErrorInfo.domain`` of every reason below."""
+REVISION_CONFLICT_REASON = "REVISION_CONFLICT"
+KEY_REJECTED_REASON_PREFIX = "KEY_REJECTED_"
+"""Followed by the StatusCause (``KEY_REJECTED_AUTH``, ``KEY_REJECTED_PERMISSION``)."""
+SECRET_MISMATCH_REASON = "SECRET_MISMATCH"
+
 STATUS_BY_ERROR: tuple[tuple[type[StageConfigError], grpc.StatusCode], ...] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
@@ -36,44 +56,61 @@ STATUS_BY_ERROR: tuple[tuple[type[StageConfigError], grpc.StatusCode], ...] = (
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (SecretMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+    (SecretMismatch, grpc.StatusCode.INTERNAL),
 )
 """Error class → gRPC code; the first match wins."""
 
 
+def code_for(error: StageConfigError) -> grpc.StatusCode:
+    """The status code of a service error (``STATUS_BY_ERROR``)."""
+    return next(c for cls, c in STATUS_BY_ERROR if isinstance(error, cls))
+
+
 def status_for(error: StageConfigError) -> grpc.Status:
     """The rich gRPC status (code, message, details) of a service error."""
-    code = next(c for cls, c in STATUS_BY_ERROR if isinstance(error, cls))
+    code = code_for(error)
+    if code is grpc.StatusCode.INTERNAL:
+        # The server's own fault (its secret): the operator reads the log, not the caller.
+        log.error("answering INTERNAL: %s", error.message)
     status = status_pb2.Status(code=code.value[0], message=error.message)
-    if isinstance(error, InvalidArgument):
-        detail = any_pb2.Any()
-        detail.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=error.field, description=error.description
-                    )
-                ]
-            )
-        )
-        status.details.append(detail)
-    elif isinstance(error, RevisionConflict):
-        detail = any_pb2.Any()
-        detail.Pack(
-            error_details_pb2.ErrorInfo(
-                reason="REVISION_CONFLICT",
-                domain="stageconfig",
-                metadata={"current_revision": str(error.current_revision)},
-            )
-        )
-        status.details.append(detail)
-    elif isinstance(error, KeyRejected):
-        detail = any_pb2.Any()
-        detail.Pack(
-            error_details_pb2.ErrorInfo(reason=f"KEY_REJECTED_{error.cause}", domain="stageconfig")
-        )
-        status.details.append(detail)
+    detail = _detail_of(error)
+    if detail is not None:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
     return rpc_status.to_status(status)
+
+
+def _detail_of(
+    error: StageConfigError,
+) -> error_details_pb2.BadRequest | error_details_pb2.ErrorInfo | None:
+    """The one ``google.rpc`` detail an error carries, if any."""
+    if isinstance(error, InvalidArgument):
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=error.field, description=error.description
+        )
+        return error_details_pb2.BadRequest(field_violations=[violation])
+    if isinstance(error, RevisionConflict):
+        return error_details_pb2.ErrorInfo(
+            reason=REVISION_CONFLICT_REASON,
+            domain=ERROR_DOMAIN,
+            metadata={"current_revision": str(error.current_revision)},
+        )
+    if isinstance(error, KeyRejected):
+        return error_details_pb2.ErrorInfo(
+            reason=KEY_REJECTED_REASON_PREFIX + error.cause, domain=ERROR_DOMAIN
+        )
+    if isinstance(error, SecretMismatch):
+        return error_details_pb2.ErrorInfo(reason=SECRET_MISMATCH_REASON, domain=ERROR_DOMAIN)
+    return None
+
+
+async def abort_with_error(
+    context: grpc.aio.ServicerContext[Any, Any], error: StageConfigError
+) -> None:
+    """End the call with ``error``'s status (always raises: grpc's AbortError)."""
+    # grpc-stubs lacks aio's abort_with_status.
+    await cast(Any, context).abort_with_status(status_for(error))
 
 
 def internal_status() -> grpc.Status:
