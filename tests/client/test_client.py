@@ -25,6 +25,7 @@ from stageconfig import (
     StageNotConfiguredError,
     StageType,
     StateChange,
+    TimingOptions,
     UnauthenticatedError,
 )
 from stageconfig_contract.v1 import stage_config_pb2 as pb
@@ -118,7 +119,7 @@ def test_wait_ready_names_the_target_and_the_last_error(
     client_factory: Callable[..., ConfigClient],
 ) -> None:
     target = f"127.0.0.1:{free_port()}"  # nothing listens there
-    client = client_factory(target, backoff_max_seconds=0.5)
+    client = client_factory(target, timing=TimingOptions(backoff_max_seconds=0.5))
     started = time.monotonic()
     with pytest.raises(NotReadyError) as not_ready:
         client.wait_ready(1.0)
@@ -168,7 +169,7 @@ def test_reconnects_and_resumes_with_exactly_the_missed_changes(
     client_factory: Callable[..., ConfigClient],
 ) -> None:
     server.voice("alena")
-    client = client_factory(server.target, backoff_max_seconds=0.5)
+    client = client_factory(server.target, timing=TimingOptions(backoff_max_seconds=0.5))
     events: list[ConfigChangeEvent] = []
     client.on_change(events.append)
     client.wait_ready(10)
@@ -277,7 +278,8 @@ def test_unauthenticated_is_fatal_without_retrying(
 
 def test_close_interrupts_every_wait(client_factory: Callable[..., ConfigClient]) -> None:
     client = client_factory(
-        f"127.0.0.1:{free_port()}", backoff_initial_seconds=20, backoff_max_seconds=30
+        f"127.0.0.1:{free_port()}",
+        timing=TimingOptions(backoff_initial_seconds=20, backoff_max_seconds=30),
     )
     outcome: list[BaseException] = []
 

@@ -8,7 +8,7 @@ import threading
 
 import grpc
 
-from stageconfig import ConfigChangeEvent, ConfigClient, StageType
+from stageconfig import ConfigChangeEvent, ConfigClient, StageType, TimingOptions
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from tests.replicas.test_replicas import voice_update
 from tests.support.servers import ServerProcess
@@ -39,9 +39,9 @@ async def _run_failover(replicas: list[ServerProcess], sig: int) -> None:
     client = ConfigClient(
         [a.target, b.target, c.target],
         stages=[StageType.VOICE],
-        backoff_initial_seconds=0.1,
-        backoff_max_seconds=0.5,
-        heartbeat_seconds=1,
+        timing=TimingOptions(
+            backoff_initial_seconds=0.1, backoff_max_seconds=0.5, heartbeat_seconds=1
+        ),
     )
     client.on_change(on_change)
     try:
