@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from stageconfig import (
@@ -29,7 +28,7 @@ from stageconfig import (
     UnauthenticatedError,
 )
 from stageconfig_contract.v1 import stage_config_pb2 as pb
-from tests.client.conftest import ThreadedServer
+from tests.client.conftest import ThreadedServer, set_voice
 from tests.fakes.provider_server import FakeProviders
 from tests.support.servers import ServerProcess, server_env
 
@@ -206,18 +205,7 @@ def test_stale_after_three_missed_heartbeats_and_ready_again(
         server_env(db_path, fake_providers, STAGECONFIG_HEARTBEAT_SECONDS="0.3")
     ).start()
     try:
-        with grpc.insecure_channel(process.target) as channel:
-            from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
-
-            pbg.StageConfigServiceStub(channel).UpdateConfig(
-                pb.UpdateConfigRequest(
-                    stage_type=pb.STAGE_TYPE_VOICE,
-                    provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
-                    api_key="AQVN-voice-key-0001",
-                    model="alena",
-                ),
-                timeout=10,
-            )
+        set_voice(process.target, "alena")
         client = client_factory(process.target)
         client.wait_ready(10)
         wait_until(lambda: client.heartbeat_seconds < 1, 5, "the period is learned")

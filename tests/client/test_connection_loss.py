@@ -12,15 +12,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from stageconfig import ClientState, ConfigClient, StageType, StateChange
-from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
-from tests.client.conftest import ThreadedServer
+from tests.client.conftest import ThreadedServer, set_voice
 from tests.client.test_client import wait_until
 from tests.fakes.provider_server import FakeProviders
-from tests.faults.conftest import voice_update
 from tests.support.servers import ServerProcess, server_env
 
 GRACE = 2.0
@@ -79,7 +76,7 @@ def test_a_connection_lost_for_three_seconds_turns_stale_then_ready(
     process = ServerProcess(env).start()
     try:
         process_target = process.target
-        with_update(process_target, "alena")
+        set_voice(process_target, "alena")
         recorder = Recorder(process_target)
         recorders.append(recorder)
         recorder.client.wait_ready(10)
@@ -142,9 +139,3 @@ def test_a_planned_reconnect_at_the_max_connection_age_causes_no_transition(
     finally:
         aged.close()
     assert recorder.transitions == CONNECTING_TO_READY
-
-
-def with_update(target: str, model: str) -> None:
-    """Store a VOICE config on the server at ``target``."""
-    with grpc.insecure_channel(target) as channel:
-        pbg.StageConfigServiceStub(channel).UpdateConfig(voice_update(model), timeout=10)
