@@ -47,7 +47,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from stageconfig._store import ConfigSnapshot
+from stageconfig._store import ConfigSnapshot, SnapshotSource, SnapshotStore, StoreUpdate
 from stageconfig._types import ConfigSource, ConfigStatus, ProviderKind, StageConfig, StageType
 from stageconfig.errors import CacheFileError
 
@@ -257,13 +257,25 @@ class LastKnownGood:
         """Where the file lives."""
         return self._file.path
 
-    def load(self) -> CachedState | None:
-        """The file's state; None when there is none or it is unusable (logged)."""
+    def restore(self, store: SnapshotStore) -> tuple[StoreUpdate, CachedState] | None:
+        """Put the file's state into ``store``: the update and what the file held; None
+        when there is no file or it is unusable (logged)."""
         try:
-            return self._file.load()
+            cached = self._file.load()
         except CacheFileError as exc:
             log.warning("ignoring the last-known-good file: %s", exc)
             return None
+        if cached is None:
+            return None
+        update = store.replace(cached.revision, cached.configs, SnapshotSource.CACHE)
+        log.info(
+            "serving the last-known-good config of %s (revision %d, written %s) until the "
+            "server answers",
+            self.path,
+            cached.revision,
+            cached.written_at.isoformat(),
+        )
+        return update, cached
 
     def resumable(self, state: CachedState) -> bool:
         """Whether a stream may resume from the file's revision: only when it describes

@@ -24,7 +24,6 @@ forks still works in every child. Creating the client only after the fork, as
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import time
@@ -36,7 +35,6 @@ from stageconfig._cache_file import LastKnownGood
 from stageconfig._events import (
     ChangeListener,
     ClientState,
-    ConfigChangeEvent,
     Listeners,
     StateListener,
 )
@@ -44,7 +42,7 @@ from stageconfig._lifecycle import Lifecycle
 from stageconfig._liveness import Liveness
 from stageconfig._options import TimingOptions
 from stageconfig._state import StateTracker
-from stageconfig._store import ConfigSnapshot, SnapshotSource, SnapshotStore, StoreUpdate
+from stageconfig._store import ConfigSnapshot, SnapshotStore, StoreUpdate
 from stageconfig._types import StageConfig, StageType
 from stageconfig._watcher import Watcher
 from stageconfig.errors import (
@@ -55,7 +53,13 @@ from stageconfig.errors import (
 )
 from stageconfig.tls import TlsConfig
 
-log = logging.getLogger("stageconfig.client")
+
+def _split_targets(target: str | Sequence[str]) -> tuple[str, ...]:
+    names = target.split(",") if isinstance(target, str) else target
+    targets = tuple(t.strip() for t in names if t.strip())
+    if not targets:
+        raise ValueError("target is required (host:port of the stageconfig server)")
+    return targets
 
 
 class ConfigClient:
@@ -107,13 +111,7 @@ class ConfigClient:
         timing: TimingOptions | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        targets = tuple(
-            t.strip()
-            for t in (target.split(",") if isinstance(target, str) else target)
-            if t.strip()
-        )
-        if not targets:
-            raise ValueError("target is required (host:port of the stageconfig server)")
+        targets = _split_targets(target)
         if tls is not None and not isinstance(tls, TlsConfig):
             raise TypeError("tls takes a TlsConfig (tls=TlsConfig() for the system's roots)")
         timing = timing or TimingOptions()
@@ -339,32 +337,18 @@ class ConfigClient:
     def _load_cache(self) -> None:
         if self._cache is None or self._store.current is not None:
             return
-        cached = self._cache.load()
-        if cached is None:
-            return
-        update = self._store.replace(cached.revision, cached.configs, SnapshotSource.CACHE)
-        self._watcher.resumable = self._cache.resumable(cached)
-        self._liveness.cache_written_at = cached.written_at
-        log.info(
-            "serving the last-known-good config of %s (revision %d, written %s) until the "
-            "server answers",
-            self._cache.path,
-            cached.revision,
-            cached.written_at.isoformat(),
-        )
-        if update.changes:
-            self._publish_change(update)
+        restored = self._cache.restore(self._store)
+        if restored is not None:
+            update, cached = restored
+            self._watcher.resumable = self._cache.resumable(cached)
+            self._liveness.cache_written_at = cached.written_at
+            self._listeners.publish_change(update)
 
     def _on_update(self, update: StoreUpdate) -> None:
         """A stream message moved the store: tell the listeners, rewrite the file."""
-        if update.changes:
-            self._publish_change(update)
+        self._listeners.publish_change(update)
         if update.revision_moved and self._cache is not None:
             self._cache.save(update.snapshot)
-
-    def _publish_change(self, update: StoreUpdate) -> None:
-        event = ConfigChangeEvent(update.snapshot.revision, update.changes, update.snapshot)
-        self._listeners.publish_change(event)
 
     def _derive_state(self) -> ClientState:
         if self._lifecycle.closed:

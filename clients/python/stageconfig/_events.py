@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from stageconfig._store import ConfigSnapshot, SnapshotSource, StageChange
+from stageconfig._store import ConfigSnapshot, SnapshotSource, StageChange, StoreUpdate
 from stageconfig._types import StageType
 from stageconfig.errors import StageConfigError
 
@@ -24,10 +24,12 @@ class ClientState(enum.StrEnum):
     CONNECTING = "CONNECTING"
     """Started, with no config to serve yet."""
     READY = "READY"
-    """Serving config the server confirmed within the last three heartbeat periods."""
+    """Serving config the server confirms: a stream is open and spoke within the last
+    three heartbeat periods, or is being re-established within the stale grace (2 s)."""
     STALE = "STALE"
-    """Serving the last known config, which the server has not confirmed lately (it is
-    away, or the config came from the last-known-good file); reconnecting."""
+    """Serving the last known config, which the server has not confirmed lately (its
+    stream has been down for the grace, or silent for three heartbeats, or the config
+    came from the last-known-good file); reconnecting."""
     FATAL = "FATAL"
     """The server refused the client for good (bad token, no permission): no more
     attempts. Config already held is still served."""
@@ -100,8 +102,11 @@ class Listeners:
         """Register ``listener``; returns a function that removes it."""
         return self._add(self._state, listener)
 
-    def publish_change(self, event: ConfigChangeEvent) -> None:
-        """Call every change listener with ``event``."""
+    def publish_change(self, update: StoreUpdate) -> None:
+        """Call every change listener with what ``update`` changed (nothing: no call)."""
+        if not update.changes:
+            return
+        event = ConfigChangeEvent(update.snapshot.revision, update.changes, update.snapshot)
         with self._dispatch_lock:
             self._call(self._change, event)
 
