@@ -5,12 +5,10 @@ Two daemon threads per started client: *watch* (``_watcher``: the stream) and
 *watchdog* (``_liveness``: silence into STALE). Both wait on ``threading.Event``s, so
 ``close()`` interrupts them at once.
 
-Fork safety: no grpc object exists before ``start()`` (grpc itself is imported lazily
-by the watch thread). After ``fork()`` the child resets its locks, abandons what the
-parent had open (grpc objects created before a fork must not be used or closed in the
-child), keeps the config it inherited, and starts a new channel and threads lazily on
-its next call — so a client created (or even started) before Celery's prefork pool
-forks still works in every child.
+This is where the fork-safety promise of ``stageconfig._client`` is kept: an
+``os.register_at_fork`` hook (and a pid check, for forks that bypass it) gives every
+live client in a child fresh locks and no threads, keeps the parent's grpc objects
+referenced but untouched, and lets the child's next call start its own threads.
 """
 
 from __future__ import annotations
