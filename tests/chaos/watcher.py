@@ -33,6 +33,7 @@ from stageconfig import (
     ConfigSnapshot,
     NotReadyError,
     StateChange,
+    TimingOptions,
 )
 from stageconfig_server.crypto import fingerprint
 
@@ -94,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             args.target,
             client_id=f"chaos-watcher-{args.id}",
             # Quick reconnects: the checker kills servers every few seconds.
-            backoff_initial_seconds=0.05,
-            backoff_max_seconds=0.5,
+            timing=TimingOptions(backoff_initial_seconds=0.05, backoff_max_seconds=0.5),
         )
         ready = threading.Event()
 

@@ -107,6 +107,21 @@ class ThreadedServer:
         return response
 
 
+def set_voice(target: str, model: str, api_key: str = "AQVN-voice-key-0001") -> int:
+    """UpdateConfig of VOICE (SpeechKit: no network, any key) on the server at ``target``,
+    over a channel of its own; the new revision."""
+    with grpc.insecure_channel(target) as channel:
+        request = pb.UpdateConfigRequest(
+            stage_type=pb.STAGE_TYPE_VOICE,
+            provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
+            api_key=api_key,
+            model=model,
+        )
+        response = pbg.StageConfigServiceStub(channel).UpdateConfig(request, timeout=10)
+    revision: int = response.config.revision
+    return revision
+
+
 @pytest.fixture
 def server(db_path: Path, fake_providers: FakeProviders) -> Iterator[ThreadedServer]:
     """A running server (heartbeat 1 s) with an empty database."""

@@ -26,6 +26,7 @@ from stageconfig import (
     SnapshotSource,
     StageConfig,
     StageType,
+    TimingOptions,
 )
 from stageconfig._cache_file import CachedState, CacheFile
 from tests.client.conftest import CACHE_KEY, ThreadedServer
@@ -85,7 +86,9 @@ def test_a_client_started_while_the_server_is_down_serves_the_file_then_converge
     writer.close()
     server.stop()
 
-    client = ConfigClient(server.target, cache_path=cache_path, backoff_max_seconds=0.5)
+    client = ConfigClient(
+        server.target, cache_path=cache_path, timing=TimingOptions(backoff_max_seconds=0.5)
+    )
     clients.append(client)
     events: list[ConfigChangeEvent] = []
     client.on_change(events.append)

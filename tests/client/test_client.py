@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from stageconfig import (
@@ -25,10 +24,11 @@ from stageconfig import (
     StageNotConfiguredError,
     StageType,
     StateChange,
+    TimingOptions,
     UnauthenticatedError,
 )
 from stageconfig_contract.v1 import stage_config_pb2 as pb
-from tests.client.conftest import ThreadedServer
+from tests.client.conftest import ThreadedServer, set_voice
 from tests.fakes.provider_server import FakeProviders
 from tests.support.servers import ServerProcess, server_env
 
@@ -118,7 +118,7 @@ def test_wait_ready_names_the_target_and_the_last_error(
     client_factory: Callable[..., ConfigClient],
 ) -> None:
     target = f"127.0.0.1:{free_port()}"  # nothing listens there
-    client = client_factory(target, backoff_max_seconds=0.5)
+    client = client_factory(target, timing=TimingOptions(backoff_max_seconds=0.5))
     started = time.monotonic()
     with pytest.raises(NotReadyError) as not_ready:
         client.wait_ready(1.0)
@@ -168,7 +168,7 @@ def test_reconnects_and_resumes_with_exactly_the_missed_changes(
     client_factory: Callable[..., ConfigClient],
 ) -> None:
     server.voice("alena")
-    client = client_factory(server.target, backoff_max_seconds=0.5)
+    client = client_factory(server.target, timing=TimingOptions(backoff_max_seconds=0.5))
     events: list[ConfigChangeEvent] = []
     client.on_change(events.append)
     client.wait_ready(10)
@@ -205,18 +205,7 @@ def test_stale_after_three_missed_heartbeats_and_ready_again(
         server_env(db_path, fake_providers, STAGECONFIG_HEARTBEAT_SECONDS="0.3")
     ).start()
     try:
-        with grpc.insecure_channel(process.target) as channel:
-            from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
-
-            pbg.StageConfigServiceStub(channel).UpdateConfig(
-                pb.UpdateConfigRequest(
-                    stage_type=pb.STAGE_TYPE_VOICE,
-                    provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
-                    api_key="AQVN-voice-key-0001",
-                    model="alena",
-                ),
-                timeout=10,
-            )
+        set_voice(process.target, "alena")
         client = client_factory(process.target)
         client.wait_ready(10)
         wait_until(lambda: client.heartbeat_seconds < 1, 5, "the period is learned")
@@ -277,7 +266,8 @@ def test_unauthenticated_is_fatal_without_retrying(
 
 def test_close_interrupts_every_wait(client_factory: Callable[..., ConfigClient]) -> None:
     client = client_factory(
-        f"127.0.0.1:{free_port()}", backoff_initial_seconds=20, backoff_max_seconds=30
+        f"127.0.0.1:{free_port()}",
+        timing=TimingOptions(backoff_initial_seconds=20, backoff_max_seconds=30),
     )
     outcome: list[BaseException] = []
 

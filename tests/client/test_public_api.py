@@ -35,6 +35,7 @@ EXPECTED = [
     "StateChange",
     "StatusCause",
     "StatusCode",
+    "TimingOptions",
     "TlsConfig",
     "UnauthenticatedError",
     "UnavailableError",

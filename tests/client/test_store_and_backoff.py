@@ -1,5 +1,5 @@
-"""The snapshot store (immutable snapshots, swapped whole, reporting what changed) and
-the reconnect backoff (full jitter, exponential, capped)."""
+"""The snapshot store (immutable snapshots, swapped whole, reporting what changed), the
+reconnect backoff (full jitter, exponential, capped) and the timing options."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from types import MappingProxyType
 import pytest
 
 from stageconfig import (
+    ConfigClient,
     ConfigSource,
     ConfigStatus,
     ProviderKind,
@@ -16,6 +17,7 @@ from stageconfig import (
     StageChange,
     StageConfig,
     StageType,
+    TimingOptions,
 )
 from stageconfig._backoff import Backoff
 from stageconfig._store import SnapshotStore
@@ -84,3 +86,57 @@ def test_backoff_is_full_jitter_exponential_and_capped() -> None:
     assert max(draws) > 0.45
     with pytest.raises(ValueError, match="initial"):
         Backoff(0, 1)
+
+
+def test_a_snapshot_keeps_the_last_config_of_a_stage_it_cannot_read() -> None:
+    store = SnapshotStore([StageType.POEM, StageType.VOICE])
+    poem, voice = config(StageType.POEM, "gpt-4o", 1), config(StageType.VOICE, "alena", 2)
+    store.replace(2, [poem, voice], SnapshotSource.SNAPSHOT)
+
+    # POEM's new config is unreadable (a newer server): it keeps the one it had.
+    update = store.replace(
+        5, [voice], SnapshotSource.SNAPSHOT, keep=[StageType.POEM, StageType.SONG]
+    )
+    assert update.changes == ()
+    assert update.snapshot.revision == 5
+    assert update.snapshot.configs == {StageType.POEM: poem, StageType.VOICE: voice}
+
+    # A change it cannot read moves the revision and nothing else.
+    skipped = store.advance(6, SnapshotSource.CHANGE)
+    assert skipped is not None
+    assert (skipped.snapshot.revision, skipped.snapshot.source, skipped.changes) == (
+        6,
+        SnapshotSource.CHANGE,
+        (),
+    )
+
+    # A stage with nothing held stays unconfigured.
+    fresh = SnapshotStore([StageType.POEM])
+    assert fresh.replace(3, [], SnapshotSource.SNAPSHOT, keep=[StageType.POEM]).changes == ()
+    assert fresh.current is not None
+    assert fresh.current.configs == {}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"heartbeat_seconds": 0}, "heartbeat_seconds"),
+        ({"stale_after_heartbeats": 0}, "stale_after_heartbeats"),
+        ({"stale_grace_seconds": 0}, "stale_grace_seconds"),
+        ({"backoff_initial_seconds": 0}, "backoff"),
+        ({"backoff_initial_seconds": 2, "backoff_max_seconds": 1}, "backoff"),
+        ({"connect_timeout_seconds": -1}, "connect_timeout_seconds"),
+    ],
+)
+def test_timing_options_refuse_what_cannot_work(options: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TimingOptions(**options)  # type: ignore[arg-type]
+
+
+def test_timing_options_defaults() -> None:
+    timing = TimingOptions()
+    assert (timing.stale_grace_seconds, timing.stale_after_heartbeats) == (2.0, 3)
+    assert (timing.connect_timeout_for(1), timing.connect_timeout_for(3)) == (30.0, 3.0)
+    assert TimingOptions(connect_timeout_seconds=7).connect_timeout_for(3) == 7
+    with pytest.raises(TypeError, match="TlsConfig"):
+        ConfigClient("127.0.0.1:1", tls=True)  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stageconfig import ConfigClient, StageType
+from stageconfig import ConfigClient, StageType, TimingOptions
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from tests.faults.conftest import voice_update, wait_until
 from tests.support.postgres import temporary_database
@@ -47,7 +47,8 @@ async def test_a_frozen_replica_is_left_for_the_next_within_the_heartbeat_deadli
     await asyncio.to_thread(a.start)
     await asyncio.to_thread(b.start)
     client = ConfigClient(
-        [a.target, b.target], backoff_initial_seconds=0.1, backoff_max_seconds=0.5
+        [a.target, b.target],
+        timing=TimingOptions(backoff_initial_seconds=0.1, backoff_max_seconds=0.5),
     )
     try:
         async with grpc.aio.insecure_channel(b.target) as channel:

@@ -1,4 +1,5 @@
-"""ConfigClient with several targets: a replica dies, the client resumes on another."""
+"""ConfigClient with several targets: a replica dies, the client resumes on another
+without a state transition."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import threading
 
 import grpc
 
-from stageconfig import ConfigChangeEvent, ConfigClient, StageType
+from stageconfig import (
+    ClientState,
+    ConfigChangeEvent,
+    ConfigClient,
+    StageType,
+    StateChange,
+    TimingOptions,
+)
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from tests.replicas.test_replicas import voice_update
 from tests.support.servers import ServerProcess
@@ -39,11 +47,13 @@ async def _run_failover(replicas: list[ServerProcess], sig: int) -> None:
     client = ConfigClient(
         [a.target, b.target, c.target],
         stages=[StageType.VOICE],
-        backoff_initial_seconds=0.1,
-        backoff_max_seconds=0.5,
-        heartbeat_seconds=1,
+        timing=TimingOptions(
+            backoff_initial_seconds=0.1, backoff_max_seconds=0.5, heartbeat_seconds=1
+        ),
     )
     client.on_change(on_change)
+    states: list[StateChange] = []
+    client.on_state(states.append)
     try:
         client.start()
         await asyncio.to_thread(client.wait_ready, 10)
@@ -66,6 +76,10 @@ async def _run_failover(replicas: list[ServerProcess], sig: int) -> None:
         assert (config.revision, config.model) == (third, "filipp")
         # Every revision after the first arrived, in order, none skipped.
         assert [r for r in seen if r > first] == [second, third]
+        # A failover within the stale grace is no outage: no transition at all.
+        assert [(s.previous, s.state) for s in states] == [
+            (ClientState.CONNECTING, ClientState.READY)
+        ]
     finally:
         client.close()
 

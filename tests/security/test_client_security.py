@@ -126,7 +126,9 @@ async def test_tokens_over_mtls(
     }
     target = f"localhost:{mtls_app.port}"
     await _seed(mtls_app, TlsConfig(**tls))
-    client = await _in_thread(lambda: _ready_client(target, token=WORKER_SECRET, **tls))
+    client = await _in_thread(
+        lambda: _ready_client(target, token=WORKER_SECRET, tls=TlsConfig(**tls))
+    )
     try:
         assert client.get(StageType.POEM).api_key == STAGES[0].key
     finally:

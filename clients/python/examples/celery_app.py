@@ -25,7 +25,7 @@ from typing import Any
 
 from celery import Celery
 
-from stageconfig import StageType
+from stageconfig import StageType, TimingOptions
 from stageconfig.contrib.celery import current_client, current_config, setup_stageconfig
 from stageconfig.providers import ProviderFactory
 
@@ -49,7 +49,9 @@ setup_stageconfig(
     target=os.environ.get("STAGECONFIG_TARGET", "127.0.0.1:50051"),
     token=os.environ.get("STAGECONFIG_TOKEN") or None,
     cache_path=os.environ.get("STAGECONFIG_CACHE_PATH") or None,
-    backoff_max_seconds=float(os.environ.get("STAGECONFIG_BACKOFF_MAX_SECONDS", "30")),
+    timing=TimingOptions(
+        backoff_max_seconds=float(os.environ.get("STAGECONFIG_BACKOFF_MAX_SECONDS", "30"))
+    ),
 )
 
 

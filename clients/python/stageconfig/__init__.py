@@ -1,14 +1,16 @@
 """stageconfig: the Python client of the stageconfig service.
 
 The domain types and the error tree are public here; ``ConfigClient`` keeps a hot,
-in-memory copy of every stage's config for workers (``stageconfig.contrib.celery``
-wires it into Celery, ``stageconfig.providers`` builds provider SDK clients from a
-config); ``AdminClient`` is the typed client of the admin RPCs (``stageconfigctl`` and
+in-memory copy of every stage's config for workers (``TlsConfig`` and
+``TimingOptions`` group its settings; ``stageconfig.contrib.celery`` wires it into
+Celery, ``stageconfig.providers`` builds provider SDK clients from a config);
+``AdminClient`` is the typed client of the admin RPCs (``stageconfigctl`` and
 the web page use it).
 """
 
 from stageconfig._client import ConfigClient
 from stageconfig._events import ClientState, ConfigChangeEvent, StateChange
+from stageconfig._options import TimingOptions
 from stageconfig._store import ConfigSnapshot, SnapshotSource, StageChange
 from stageconfig._types import (
     ChangeReason,
@@ -68,6 +70,7 @@ __all__ = [
     "StateChange",
     "StatusCause",
     "StatusCode",
+    "TimingOptions",
     "TlsConfig",
     "UnauthenticatedError",
     "UnavailableError",

@@ -21,6 +21,9 @@ edited by hand, truncated, or written under another cache key is refused as a wh
 no plaintext key is ever written. Writes are atomic: a temp file in the same
 directory (mode 0600), fsync, rename over the old file, fsync of the directory — a
 reader (another worker process on the host) sees the old file or the new one.
+
+``LastKnownGood`` is the client's side of it: the file is a fallback, so reading or
+writing it never fails the client — a problem is logged and the client carries on.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -43,6 +47,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from stageconfig._store import ConfigSnapshot, SnapshotSource, SnapshotStore, StoreUpdate
 from stageconfig._types import ConfigSource, ConfigStatus, ProviderKind, StageConfig, StageType
 from stageconfig.errors import CacheFileError
 
@@ -55,6 +60,8 @@ _HKDF_SALT = b"stageconfig/v1/cache-file-salt"
 _INFO_ENCRYPTION = b"stageconfig/v1/cache-file-encryption"
 _INFO_CHECKSUM = b"stageconfig/v1/cache-file-checksum"
 FILE_MODE = 0o600
+
+log = logging.getLogger("stageconfig.client")
 
 
 def _derive(secret: str, info: bytes) -> bytes:
@@ -219,3 +226,73 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class LastKnownGood:
+    """One client's last-known-good file, tied to the replica set and stages it watches."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        secret: str | None,
+        *,
+        targets: tuple[str, ...],
+        stages: frozenset[StageType],
+    ) -> None:
+        secret = secret if secret is not None else os.environ.get(CACHE_KEY_ENV, "")
+        if not secret:
+            raise CacheFileError(
+                f"cache_path is set but {CACHE_KEY_ENV} is not: the last-known-good "
+                "file holds API keys and is only ever written encrypted. Set "
+                f"{CACHE_KEY_ENV} (a long random secret shared by the workers of the "
+                "host) or drop cache_path."
+            )
+        self._file = CacheFile(path, secret)
+        # The file names the replica set it came from, not the replica of the day.
+        self._targets_key = ",".join(targets)
+        self._stages = stages
+
+    @property
+    def path(self) -> Path:
+        """Where the file lives."""
+        return self._file.path
+
+    def restore(self, store: SnapshotStore) -> tuple[StoreUpdate, CachedState] | None:
+        """Put the file's state into ``store``: the update and what the file held; None
+        when there is no file or it is unusable (logged)."""
+        try:
+            cached = self._file.load()
+        except CacheFileError as exc:
+            log.warning("ignoring the last-known-good file: %s", exc)
+            return None
+        if cached is None:
+            return None
+        update = store.replace(cached.revision, cached.configs, SnapshotSource.CACHE)
+        log.info(
+            "serving the last-known-good config of %s (revision %d, written %s) until the "
+            "server answers",
+            self.path,
+            cached.revision,
+            cached.written_at.isoformat(),
+        )
+        return update, cached
+
+    def resumable(self, state: CachedState) -> bool:
+        """Whether a stream may resume from the file's revision: only when it describes
+        this replica set and every stage watched; otherwise its revision says nothing
+        about what the client would miss."""
+        return state.target == self._targets_key and self._stages <= state.stages
+
+    def save(self, snapshot: ConfigSnapshot) -> None:
+        """Write ``snapshot`` (a failure is logged)."""
+        state = CachedState(
+            revision=snapshot.revision,
+            target=self._targets_key,
+            stages=self._stages,
+            configs=tuple(snapshot.configs[s] for s in sorted(snapshot.configs)),
+            written_at=datetime.now(UTC),
+        )
+        try:
+            self._file.save(state)
+        except CacheFileError as exc:
+            log.warning("could not write the last-known-good file: %s", exc)

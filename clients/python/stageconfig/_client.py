@@ -1,6 +1,12 @@
 """``ConfigClient``: a hot, in-memory copy of every stage's config, kept current by the
 server's WatchConfig stream.
 
+This is the public facade; the work happens in the rooms behind it: ``_watcher`` (the
+stream, reconnects, failover, the connection probe), ``_liveness`` (heartbeats and the
+STALE decision), ``_messages`` (what each message does to the held config), ``_store``
+(the snapshot, swapped whole), ``_state`` and ``_events`` (states and listeners),
+``_cache_file`` (the last-known-good file) and ``_lifecycle`` (threads, fork, close).
+
 Threads: a daemon *watch* thread runs the stream on the synchronous grpc API (blocking
 iteration; ``call.cancel()`` from another thread ends it), and a daemon *watchdog*
 thread turns silence into STALE and cancels a stream that has gone quiet so it is
@@ -18,92 +24,42 @@ forks still works in every child. Creating the client only after the fork, as
 
 from __future__ import annotations
 
-import logging
-import math
 import os
 import socket
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from stageconfig._backoff import Backoff
-from stageconfig._cache_file import CACHE_KEY_ENV, CachedState, CacheFile
-from stageconfig._convert import config_from_pb, stage_to_pb
-from stageconfig._events import ClientState, ConfigChangeEvent, StateChange
-from stageconfig._store import ConfigSnapshot, SnapshotSource, SnapshotStore, StoreUpdate
+from stageconfig._cache_file import LastKnownGood
+from stageconfig._events import (
+    ChangeListener,
+    ClientState,
+    Listeners,
+    StateListener,
+)
+from stageconfig._lifecycle import Lifecycle
+from stageconfig._liveness import Liveness
+from stageconfig._options import TimingOptions
+from stageconfig._state import StateTracker
+from stageconfig._store import ConfigSnapshot, SnapshotStore, StoreUpdate
 from stageconfig._types import StageConfig, StageType
+from stageconfig._watcher import Watcher
 from stageconfig.errors import (
-    CacheFileError,
     ClientClosedError,
     NotReadyError,
-    RPCError,
     StageConfigError,
     StageNotConfiguredError,
-    StatusCode,
-    UnavailableError,
-    translate_rpc_error,
 )
 from stageconfig.tls import TlsConfig
-from stageconfig_contract.v1 import stage_config_pb2 as pb
-
-if TYPE_CHECKING:
-    import grpc
-
-log = logging.getLogger("stageconfig.client")
-
-DEFAULT_HEARTBEAT_SECONDS = 10.0
-"""The server's default heartbeat period; assumed until the stream shows the real one."""
-
-FATAL_CODES: frozenset[StatusCode] = frozenset(
-    {
-        StatusCode.UNAUTHENTICATED,
-        StatusCode.PERMISSION_DENIED,
-        # Retrying cannot fix these either: a request this server will never accept.
-        StatusCode.INVALID_ARGUMENT,
-        StatusCode.UNIMPLEMENTED,
-    }
-)
-"""Statuses that end the client's attempts (state FATAL) instead of a retry."""
-
-_MIN_LEARNED_PERIOD = 0.1
-_MAX_LEARNED_PERIOD = 600.0
-_WATCHDOG_IDLE_TICK = 1.0
-_CONNECT_SLICE = 0.5
-"""A wait for a connection is a series of probes this long (close() cancels one)."""
-_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-"""Always open on the server, even with tokens: the connection probe."""
 
 
-def _identity_bytes(data: bytes) -> bytes:
-    return data
-
-
-DEFAULT_CONNECT_TIMEOUT_SECONDS = 30.0
-"""How long one server may stay unreachable before the client tries the next target
-(and, with one target, how often it says so in the log)."""
-DEFAULT_FAILOVER_CONNECT_TIMEOUT_SECONDS = 3.0
-"""The same bound when several targets are given: leave a dead replica quickly."""
-_JOIN_SECONDS = 5.0
-
-ChangeListener = Callable[[ConfigChangeEvent], None]
-StateListener = Callable[[StateChange], None]
-
-_LIVE_CLIENTS: weakref.WeakSet[ConfigClient] = weakref.WeakSet()
-_FORK_ORPHANS: list[object] = []
-"""grpc objects a forked child inherited: kept referenced so they are never collected
-(and so never closed) in the child, where touching them is undefined."""
-
-
-def _reset_clients_in_child() -> None:
-    for client in list(_LIVE_CLIENTS):
-        client._reset_after_fork()
-
-
-os.register_at_fork(after_in_child=_reset_clients_in_child)
+def _split_targets(target: str | Sequence[str]) -> tuple[str, ...]:
+    names = target.split(",") if isinstance(target, str) else target
+    targets = tuple(t.strip() for t in names if t.strip())
+    if not targets:
+        raise ValueError("target is required (host:port of the stageconfig server)")
+    return targets
 
 
 class ConfigClient:
@@ -131,18 +87,10 @@ class ConfigClient:
             key the client refuses to start (CacheFileError): keys are never written in
             the clear.
         client_id: the name ListWatchers shows (default ``hostname/pid``).
-        tls, root_certificates, client_certificate, client_key: TLS / mTLS (any
-            certificate argument implies TLS).
-        heartbeat_seconds: the server's heartbeat period; default: learned from the
-            stream (10 s assumed until then).
-        stale_after_heartbeats: missed heartbeats before the state turns STALE and the
-            stream is re-established.
-        backoff_initial_seconds, backoff_max_seconds: reconnect delays, full-jitter
-            exponential from the first to the second.
+        tls: a ``TlsConfig`` for TLS / mTLS; None: plaintext.
+        timing: heartbeats, staleness, reconnect backoff and connect timeouts
+            (``TimingOptions``; the defaults suit production).
         channel_options: extra grpc channel options.
-        connect_timeout_seconds: how long an unreachable server is waited for (the
-            channel keeps retrying meanwhile, so a returning server is used at once)
-            before the next target is tried: 3 s with several targets, 30 s with one.
 
     ``get`` and ``snapshot`` keep serving the last config held in every state but
     CONNECTING (nothing held yet) and CLOSED; ``wait_ready`` returns only in READY.
@@ -159,117 +107,65 @@ class ConfigClient:
         cache_path: str | os.PathLike[str] | None = None,
         cache_key: str | None = None,
         client_id: str | None = None,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        client_certificate: bytes | None = None,
-        client_key: bytes | None = None,
-        heartbeat_seconds: float | None = None,
-        stale_after_heartbeats: int = 3,
-        backoff_initial_seconds: float = 0.5,
-        backoff_max_seconds: float = 30.0,
+        tls: TlsConfig | None = None,
+        timing: TimingOptions | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
-        connect_timeout_seconds: float | None = None,
     ) -> None:
-        targets = tuple(
-            t.strip()
-            for t in (target.split(",") if isinstance(target, str) else target)
-            if t.strip()
-        )
-        if not targets:
-            raise ValueError("target is required (host:port of the stageconfig server)")
-        if heartbeat_seconds is not None and heartbeat_seconds <= 0:
-            raise ValueError("heartbeat_seconds must be positive")
-        if stale_after_heartbeats < 1:
-            raise ValueError("stale_after_heartbeats must be at least 1")
-        Backoff(backoff_initial_seconds, backoff_max_seconds)  # validates the pair
+        targets = _split_targets(target)
+        if tls is not None and not isinstance(tls, TlsConfig):
+            raise TypeError("tls takes a TlsConfig (tls=TlsConfig() for the system's roots)")
+        timing = timing or TimingOptions()
         self._targets = targets
-        self._stream_delivered = False
-        if connect_timeout_seconds is not None and connect_timeout_seconds <= 0:
-            raise ValueError("connect_timeout_seconds must be positive")
-        self._connect_timeout = connect_timeout_seconds or (
-            DEFAULT_FAILOVER_CONNECT_TIMEOUT_SECONDS
-            if len(targets) > 1
-            else DEFAULT_CONNECT_TIMEOUT_SECONDS
-        )
-        self._target_index = 0
-        self._target = targets[0]
-        # The cache file names the replica set it came from, not the replica of the day.
-        self._targets_key = ",".join(targets)
-        self._token = token
-        self._watch_all = not stages
-        self._stages = frozenset(StageType(s) for s in stages) if stages else frozenset(StageType)
         self._client_id = client_id
-        self._tls = tls
-        self._root_certificates = root_certificates
-        self._client_certificate = client_certificate
-        self._client_key = client_key
-        self._configured_period = heartbeat_seconds
-        self._stale_after_heartbeats = stale_after_heartbeats
-        self._backoff_initial = backoff_initial_seconds
-        self._backoff_max = backoff_max_seconds
-        self._channel_options = tuple(channel_options)
-        self._cache: CacheFile | None = None
-        if cache_path is not None:
-            secret = cache_key if cache_key is not None else os.environ.get(CACHE_KEY_ENV, "")
-            if not secret:
-                raise CacheFileError(
-                    f"cache_path is set but {CACHE_KEY_ENV} is not: the last-known-good "
-                    "file holds API keys and is only ever written encrypted. Set "
-                    f"{CACHE_KEY_ENV} (a long random secret shared by the workers of the "
-                    "host) or drop cache_path."
-                )
-            self._cache = CacheFile(cache_path, secret)
+        self._stages = frozenset(StageType(s) for s in stages) if stages else frozenset(StageType)
+        self._cache = (
+            LastKnownGood(cache_path, cache_key, targets=targets, stages=self._stages)
+            if cache_path is not None
+            else None
+        )
         self._store = SnapshotStore(self._stages)
-        self._change_listeners: list[ChangeListener] = []
-        self._state_listeners: list[StateListener] = []
-        self._started = False
-        self._closed = False
-        self._resumable = False
-        self._last_confirmed: float | None = None  # monotonic; system-wide, survives fork
-        self._cache_written_at: datetime | None = None
-        self._period = heartbeat_seconds or DEFAULT_HEARTBEAT_SECONDS
-        self._init_process_state()
-        _LIVE_CLIENTS.add(self)
+        self._listeners = Listeners()
+        self._liveness = Liveness(timing)
+        self._watcher = Watcher(
+            targets,
+            token=token,
+            tls=tls,
+            channel_options=channel_options,
+            timing=timing,
+            stages=self._stages,
+            watch_all=not stages,
+            client_id=lambda: self.client_id,
+            store=self._store,
+            liveness=self._liveness,
+            refresh_state=lambda: self._tracker.refresh(),
+            on_update=self._on_update,
+        )
+        self._lifecycle = Lifecycle(
+            lambda: self.target,
+            self._watcher.run,
+            lambda stop: self._liveness.run_watchdog(stop, self._is_ready, self._tick),
+            self._forget_process,
+        )
+        self._tracker = StateTracker(
+            self._derive_state, self._listeners, lambda: self.last_error, lambda: self.target
+        )
 
-    def _init_process_state(self) -> None:
-        """Everything that must not cross a fork: locks, events, threads, grpc objects."""
-        self._pid = os.getpid()
-        self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
-        self._dispatch_lock = threading.RLock()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._channel: grpc.Channel | None = None
-        self._call: Any = None
-        self._call_started_at = 0.0
-        self._call_last_message_at: float | None = None
-        self._call_heartbeats = 0
-        self._call_learned = False
-        self._call_cancelled_as_stale = False
-        self._fatal: StageConfigError | None = None
-        self._last_error: StageConfigError | None = None
-        self._state = ClientState.CLOSED if self._closed else ClientState.CONNECTING
-
-    def _reset_after_fork(self) -> None:
-        """In a forked child: drop the parent's threads and grpc objects, keep the data,
-        and let the next call start over."""
-        if self._channel is not None or self._call is not None:
-            _FORK_ORPHANS.append((self._channel, self._call))
-        self._init_process_state()
-        self._state = self._derive_state(time.monotonic())
-
-    def _ensure_process(self) -> None:
-        if os.getpid() != self._pid:  # forked without os.fork's hooks (rare)
-            self._reset_after_fork()
-        if self._started and not self._closed and not self._threads:
-            self._spawn_threads()
+    def _forget_process(self) -> object:
+        """In a forked child: fresh locks everywhere, the data kept; the parent's grpc
+        objects, abandoned."""
+        abandoned = self._watcher.reset_after_fork()
+        self._listeners.reset_after_fork()
+        self._liveness.reset_after_fork()
+        self._tracker.reset_after_fork()
+        return abandoned
 
     # -- public API ------------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        current = self._store.current
-        revision = current.revision if current is not None else None
-        return f"ConfigClient(target={self._target!r}, state={self._state}, revision={revision})"
+        return (
+            f"ConfigClient(target={self.target!r}, state={self._tracker.state}, "
+            f"revision={self._revision_or_none()})"
+        )
 
     def __enter__(self) -> ConfigClient:
         return self.start()
@@ -285,7 +181,7 @@ class ConfigClient:
     @property
     def target(self) -> str:
         """The server this client watches now (one of ``targets``)."""
-        return self._target
+        return self._watcher.target
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -305,48 +201,38 @@ class ConfigClient:
     @property
     def state(self) -> ClientState:
         """The current state."""
-        self._ensure_process()
-        return self._state
+        self._lifecycle.ensure_process()
+        return self._tracker.state
 
     @property
     def last_error(self) -> StageConfigError | None:
         """The last connection error (the fatal one in FATAL), or None."""
-        return self._fatal or self._last_error
+        return self._watcher.fatal or self._watcher.last_error
 
     @property
     def applied_revision(self) -> int:
         """The server revision the held config is current at (0: none held)."""
-        current = self._store.current
-        return current.revision if current is not None else 0
+        return self._revision_or_none() or 0
 
     @property
     def staleness_seconds(self) -> float:
         """Seconds since the server last confirmed the held config (any message on the
         stream counts); for config read from the last-known-good file, since the file was
         written; ``inf`` when nothing is held."""
-        if self._last_confirmed is not None:
-            return max(0.0, time.monotonic() - self._last_confirmed)
-        if self._cache_written_at is not None:
-            return max(0.0, time.time() - self._cache_written_at.timestamp())
-        return math.inf
+        return self._liveness.staleness_seconds(time.monotonic())
 
     @property
     def heartbeat_seconds(self) -> float:
         """The heartbeat period in use: configured, or learned from the stream."""
-        return self._period
+        return self._liveness.period
 
     def start(self) -> ConfigClient:
         """Load the last-known-good file (if any) and start watching; returns at once."""
-        self._ensure_process()
-        with self._lock:
-            if self._closed:
-                raise ClientClosedError("the client was closed")
-            if self._started:
-                return self
-            self._started = True
-        self._load_cache()
-        self._refresh_state()
-        self._spawn_threads()
+        self._lifecycle.ensure_process()
+        if self._lifecycle.start():
+            self._load_cache()
+            self._tracker.refresh()
+            self._lifecycle.spawn()
         return self
 
     def wait_ready(self, timeout: float | None = None) -> None:
@@ -357,23 +243,17 @@ class ConfigClient:
         ClientClosedError when the client is closed meanwhile.
         """
         self.start()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                state = self._state
-                if state is ClientState.READY:
-                    return
-                if state is ClientState.CLOSED:
-                    raise ClientClosedError("the client was closed")
-                if state is ClientState.FATAL:
-                    raise NotReadyError(
-                        f"stageconfig server {self._target} refused this client: "
-                        f"{self._fatal}; it will not retry"
-                    ) from self._fatal
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise NotReadyError(self._not_ready_message(timeout)) from self.last_error
-                self._cond.wait(remaining)
+        state = self._tracker.wait_settled(timeout)
+        if state is ClientState.READY:
+            return
+        if state is ClientState.CLOSED:
+            raise ClientClosedError("the client was closed")
+        if state is ClientState.FATAL:
+            fatal = self._watcher.fatal
+            raise NotReadyError(
+                f"stageconfig server {self.target} refused this client: {fatal}; it will not retry"
+            ) from fatal
+        raise NotReadyError(self._not_ready_message(timeout)) from self.last_error
 
     def get(self, stage: StageType | str) -> StageConfig:
         """The stage's config, from memory (no network).
@@ -385,8 +265,8 @@ class ConfigClient:
         # of this hot path run by every task (scripts/bench): convert only strings.
         if type(stage) is not StageType:
             stage = StageType(stage)
-        self._ensure_process()
-        if self._closed:
+        self._lifecycle.ensure_process()
+        if self._lifecycle.closed:
             raise ClientClosedError("the client was closed")
         if stage not in self._stages:
             watched = ", ".join(sorted(self._stages))
@@ -401,14 +281,14 @@ class ConfigClient:
             raise StageNotConfiguredError(
                 stage,
                 f"stage {stage} has no config at revision {snapshot.revision} of "
-                f"{self._target}: nothing is stored and no legacy setting supplies one",
+                f"{self.target}: nothing is stored and no legacy setting supplies one",
             )
         return config
 
     def snapshot(self) -> ConfigSnapshot:
         """Every watched stage's config at one revision (NotReadyError before any)."""
-        self._ensure_process()
-        if self._closed:
+        self._lifecycle.ensure_process()
+        if self._lifecycle.closed:
             raise ClientClosedError("the client was closed")
         snapshot = self._store.current
         if snapshot is None:
@@ -418,431 +298,73 @@ class ConfigClient:
     def on_change(self, listener: ChangeListener) -> Callable[[], None]:
         """Call ``listener`` with every change of the held config (which stages, old and
         new); returns a function that removes it."""
-        with self._lock:
-            self._change_listeners.append(listener)
-        return lambda: self._remove(self._change_listeners, listener)
+        return self._listeners.add_change(listener)
 
     def on_state(self, listener: StateListener) -> Callable[[], None]:
         """Call ``listener`` with every state transition; returns a function that
         removes it."""
-        with self._lock:
-            self._state_listeners.append(listener)
-        return lambda: self._remove(self._state_listeners, listener)
+        return self._listeners.add_state(listener)
 
     def close(self) -> None:
         """Stop watching: interrupts every wait, ends the threads, closes the channel.
         Idempotent."""
-        self._ensure_process_locks()
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._stop.set()
-            call, channel, threads = self._call, self._channel, list(self._threads)
-        if call is not None:
-            call.cancel()
-        self._refresh_state()
-        with self._cond:
-            self._cond.notify_all()
-        # Called from a listener (one of our threads): joining the other one could wait
-        # on the dispatch lock this thread holds, so the threads just finish on their own.
-        if threading.current_thread() not in threads:
-            for thread in threads:
-                thread.join(_JOIN_SECONDS)
-        if channel is not None:
-            channel.close()
-        _LIVE_CLIENTS.discard(self)
-
-    # -- internals: threads ----------------------------------------------------------------
-
-    def _ensure_process_locks(self) -> None:
-        if os.getpid() != self._pid:
-            self._reset_after_fork()
-
-    def _remove(self, listeners: list[Any], listener: object) -> None:
-        with self._lock:
-            if listener in listeners:
-                listeners.remove(listener)
-
-    def _spawn_threads(self) -> None:
-        with self._lock:
-            if self._threads or self._closed:
-                return
-            stop = self._stop
-            self._threads = [
-                threading.Thread(
-                    target=self._watch_loop,
-                    args=(stop,),
-                    name=f"stageconfig-watch[{self._target}]",
-                    daemon=True,
-                ),
-                threading.Thread(
-                    target=self._watchdog_loop,
-                    args=(stop,),
-                    name=f"stageconfig-watchdog[{self._target}]",
-                    daemon=True,
-                ),
-            ]
-            threads = list(self._threads)
-        for thread in threads:
-            thread.start()
-
-    def _watch_loop(self, stop: threading.Event) -> None:
-        backoff = Backoff(self._backoff_initial, self._backoff_max)
-        while not stop.is_set():
-            error = self._stream_once(stop, backoff)
-            if stop.is_set():
-                return
-            if isinstance(error, RPCError) and error.code in FATAL_CODES:
-                self._fatal = error
-                log.error(
-                    "stageconfig server %s refused this client (%s); not retrying",
-                    self._target,
-                    error,
-                )
-                self._refresh_state()
-                return
-            self._last_error = error
-            self._refresh_state()
-            if self._stream_delivered:
-                # The server answered and then ended or failed the stream (shutting
-                # down, or dropped us as too slow): move on after a short jittered wait.
-                self._next_target()
-                delay = backoff.next_delay()
-                log.info(
-                    "stageconfig watch of %s interrupted (%s); reconnecting in %.2f s",
-                    self._target,
-                    error,
-                    delay,
-                )
-                if stop.wait(delay):
-                    return
-                continue
-            # The server is unreachable. Waiting for the channel to connect *is* the
-            # backoff: grpc retries the connection on its own, so a restarted server is
-            # used the moment it listens, instead of after fail-fast retries that let
-            # both our backoff and grpc's escalate (seconds late per watcher, and a
-            # storm of attempts from a fleet — scripts/bench's reconnect storm).
-            self._next_target()
-            log.info(
-                "stageconfig server %s unreachable (%s); waiting for %s",
-                self._previous_target_name(),
-                error,
-                self._target,
-            )
-            self._await_connection(stop)
-
-    def _stream_once(self, stop: threading.Event, backoff: Backoff) -> StageConfigError:
-        """Run one WatchConfig stream to its end; the error that ended it."""
-        import grpc  # here, not at import: no grpc object may exist before start()
-
-        from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
-
-        self._stream_delivered = False
-        try:
-            channel = self._ensure_channel()
-            call: Any = pbg.StageConfigServiceStub(channel).WatchConfig(self._request())
-            with self._lock:
-                self._call = call
-                self._call_started_at = time.monotonic()
-                self._call_last_message_at = None
-                self._call_heartbeats = 0
-                self._call_learned = False
-                self._call_cancelled_as_stale = False
-            if stop.is_set():  # close() ran before the call was visible to it
-                call.cancel()
-            resumed = self._resuming
-            for message in call:
-                self._stream_delivered = True
-                if self._call_last_message_at is None:
-                    backoff.reset()  # the server answered: the next reconnect is quick
-                self._handle(message, resumed)
-            return UnavailableError(StatusCode.UNAVAILABLE, f"{self._target} ended the stream")
-        except grpc.RpcError as exc:
-            if not callable(getattr(exc, "code", None)):
-                return UnavailableError(StatusCode.UNAVAILABLE, str(exc))
-            return translate_rpc_error(exc)
-        except Exception as exc:  # a bug or an unreadable message: retried like an outage
-            if not stop.is_set():
-                log.exception("stageconfig watch of %s failed", self._target)
-            return StageConfigError(f"watch failed: {exc!r}")
-        finally:
-            with self._lock:
-                self._call = None
-
-    def _previous_target_name(self) -> str:
-        index = (self._target_index - 1) % len(self._targets)
-        return self._targets[index]
-
-    def _await_connection(self, stop: threading.Event) -> bool:
-        """Wait until the current target accepts calls, at most the connect timeout.
-
-        A health probe with ``wait_for_ready`` waits for the channel to connect while
-        grpc retries the connection by itself; it runs in short deadline-bounded slices,
-        and closing the channel (``close()``) cancels it at once. True when the server
-        answered (any answer: it is there).
-        """
-        import grpc
-
-        channel = self._ensure_channel()
-        probe = channel.unary_unary(
-            _HEALTH_CHECK,
-            request_serializer=_identity_bytes,
-            response_deserializer=_identity_bytes,
-        )
-        deadline = time.monotonic() + self._connect_timeout
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            try:
-                # An empty HealthCheckRequest (service "") is zero bytes on the wire.
-                probe(b"", timeout=min(_CONNECT_SLICE, remaining), wait_for_ready=True)
-            except grpc.RpcError as exc:
-                code = exc.code() if callable(getattr(exc, "code", None)) else None
-                if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-                    continue  # not connected yet
-                if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE):
-                    return False  # closed, or refused while shutting down
-            return True
-        return False
-
-    def _next_target(self) -> None:
-        """Move to the next replica (if there are several): the stream failed or ended,
-        e.g. the replica shut down. The next stream resumes from the applied revision."""
-        if len(self._targets) < 2:
+        threads = self._lifecycle.close()
+        if threads is None:
             return
-        with self._lock:
-            channel, self._channel = self._channel, None
-            self._target_index = (self._target_index + 1) % len(self._targets)
-            self._target = self._targets[self._target_index]
-        if channel is not None:
-            channel.close()
+        self._liveness.wake()
+        self._watcher.cancel()
+        self._tracker.refresh()
+        self._lifecycle.join(threads)
+        self._watcher.close_channel()
 
-    def _ensure_channel(self) -> grpc.Channel:
-        from stageconfig._channel import create_channel
+    # -- internals -------------------------------------------------------------------------
 
-        with self._lock:
-            if self._channel is None:
-                options: list[tuple[str, Any]] = []
-                if self._backoff_max < 5.0:
-                    # grpc's own reconnect backoff must not outlast ours, or a call made
-                    # after the server returned still fails fast for seconds.
-                    options.append(("grpc.max_reconnect_backoff_ms", int(self._backoff_max * 1000)))
-                self._channel = create_channel(
-                    self._target,
-                    token=self._token,
-                    # Transitional: the TLS keyword arguments become one TlsConfig.
-                    tls=TlsConfig(
-                        self._root_certificates, self._client_certificate, self._client_key
-                    )
-                    if self._tls or self._root_certificates or self._client_certificate
-                    else None,
-                    options=[*options, *self._channel_options],
-                )
-            return self._channel
-
-    @property
-    def _resuming(self) -> bool:
+    def _revision_or_none(self) -> int | None:
         current = self._store.current
-        return self._resumable and current is not None and current.revision > 0
+        return current.revision if current is not None else None
 
-    def _request(self) -> pb.WatchConfigRequest:
-        request = pb.WatchConfigRequest(client_id=self.client_id)
-        if not self._watch_all:  # an empty list means every stage
-            request.stage_types.extend(stage_to_pb(s) for s in sorted(self._stages))
-        if self._resuming:
-            request.resume_revision = self.applied_revision
-        return request
+    def _is_ready(self) -> bool:
+        return self._tracker.state is ClientState.READY
 
-    def _watchdog_loop(self, stop: threading.Event) -> None:
-        while True:
-            last = self._last_confirmed
-            now = time.monotonic()
-            if last is None or self._state is not ClientState.READY:
-                wait = _WATCHDOG_IDLE_TICK
-            else:
-                wait = min(_WATCHDOG_IDLE_TICK, max(0.02, last + self._stale_after() - now))
-            if stop.wait(wait) or self._fatal is not None:
-                return
-            self._refresh_state()
-            self._cancel_silent_call()
-
-    def _stale_after(self) -> float:
-        return self._stale_after_heartbeats * self._period
-
-    def _cancel_silent_call(self) -> None:
-        """Cancel a stream that has been silent for the staleness bound (a half-open
-        connection, a frozen server): the watch thread then reconnects."""
-        with self._lock:
-            call = self._call
-            if call is None or self._call_cancelled_as_stale:
-                return
-            last = self._call_last_message_at or self._call_started_at
-            if time.monotonic() - last <= self._stale_after():
-                return
-            self._call_cancelled_as_stale = True
-            if (
-                self._configured_period is None
-                and self._call_last_message_at is not None
-                and self._call_heartbeats == 0
-            ):
-                # Data but no heartbeat in time: the server's period must be longer than
-                # the one learned from an earlier stream. Widen it rather than loop.
-                self._period = min(_MAX_LEARNED_PERIOD, self._period * 2)
-        log.warning(
-            "stageconfig stream of %s silent for over %.1f s; reconnecting",
-            self._target,
-            self._stale_after(),
-        )
-        call.cancel()
-
-    # -- internals: messages, state, listeners ---------------------------------------------
-
-    def _handle(self, message: pb.WatchConfigResponse, resumed: bool) -> None:
-        now = time.monotonic()
-        kind = message.WhichOneof("event")
-        update: StoreUpdate | None = None
-        if kind == "heartbeat":  # before the timestamps move: it measures the gap
-            self._learn_period(now, first_of_resume=resumed and self._call_heartbeats == 0)
-            self._call_heartbeats += 1
-        self._call_last_message_at = now
-        self._last_confirmed = now
-        if kind == "snapshot":
-            current = self._store.current
-            revision = message.snapshot.revision
-            if (
-                current is not None
-                and current.source is not SnapshotSource.CACHE
-                and revision < current.revision
-            ):
-                log.warning(
-                    "stageconfig server %s is at revision %d, below the %d this client "
-                    "held (database restored from a backup?): following the server",
-                    self._target,
-                    revision,
-                    current.revision,
-                )
-            configs = [config_from_pb(c) for c in message.snapshot.configs]
-            update = self._store.replace(revision, configs, SnapshotSource.SNAPSHOT)
-            self._resumable = True
-        elif kind == "change":
-            update = self._store.apply(
-                message.change.revision, config_from_pb(message.change.config)
-            )
-        elif kind == "heartbeat":
-            update = self._store.advance(message.heartbeat.head_revision)
-        self._refresh_state()
-        if update is not None and update.changes:
-            self._dispatch_change(update)
-        if update is not None and update.revision_moved:
-            self._save_cache(update.snapshot)
-
-    def _learn_period(self, now: float, first_of_resume: bool) -> None:
-        # The server restarts its heartbeat timer after every message it writes, so the
-        # time since the previous message is the period — except for the heartbeat that
-        # closes a resume's burst of missed changes, which follows them at once.
-        if self._configured_period is not None or first_of_resume:
-            return
-        previous = self._call_last_message_at
-        if previous is None:
-            return
-        gap = min(_MAX_LEARNED_PERIOD, max(_MIN_LEARNED_PERIOD, now - previous))
-        # The first gap of a stream replaces what an earlier stream taught (the server
-        # may have restarted with another period); later ones only tighten it.
-        self._period = min(self._period, gap) if self._call_learned else gap
-        self._call_learned = True
+    def _tick(self) -> bool:
+        """The watchdog's turn: True while there is anything left to watch."""
+        if self._watcher.fatal is not None:
+            return False
+        self._tracker.refresh()
+        self._watcher.cancel_silent_call()
+        return True
 
     def _load_cache(self) -> None:
         if self._cache is None or self._store.current is not None:
             return
-        try:
-            cached = self._cache.load()
-        except CacheFileError as exc:
-            log.warning("ignoring the last-known-good file: %s", exc)
-            return
-        if cached is None:
-            return
-        update = self._store.replace(cached.revision, cached.configs, SnapshotSource.CACHE)
-        # Resume from the file only when it describes this server and every stage we
-        # watch; otherwise its revision says nothing about what we would miss.
-        self._resumable = cached.target == self._targets_key and self._stages <= cached.stages
-        self._cache_written_at = cached.written_at
-        log.info(
-            "serving the last-known-good config of %s (revision %d, written %s) until the "
-            "server answers",
-            self._cache.path,
-            cached.revision,
-            cached.written_at.isoformat(),
-        )
-        if update.changes:
-            self._dispatch_change(update)
+        restored = self._cache.restore(self._store)
+        if restored is not None:
+            update, cached = restored
+            self._watcher.resumable = self._cache.resumable(cached)
+            self._liveness.cache_written_at = cached.written_at
+            self._listeners.publish_change(update)
 
-    def _save_cache(self, snapshot: ConfigSnapshot) -> None:
-        if self._cache is None:
-            return
-        state = CachedState(
-            revision=snapshot.revision,
-            target=self._targets_key,
-            stages=self._stages,
-            configs=tuple(snapshot.configs[s] for s in sorted(snapshot.configs)),
-            written_at=datetime.now(UTC),
-        )
-        try:
-            self._cache.save(state)
-        except CacheFileError as exc:
-            log.warning("could not write the last-known-good file: %s", exc)
+    def _on_update(self, update: StoreUpdate) -> None:
+        """A stream message moved the store: tell the listeners, rewrite the file."""
+        self._listeners.publish_change(update)
+        if update.revision_moved and self._cache is not None:
+            self._cache.save(update.snapshot)
 
-    def _derive_state(self, now: float) -> ClientState:
-        if self._closed:
+    def _derive_state(self) -> ClientState:
+        if self._lifecycle.closed:
             return ClientState.CLOSED
-        if self._fatal is not None:
+        if self._watcher.fatal is not None:
             return ClientState.FATAL
         if self._store.current is None:
             return ClientState.CONNECTING
-        last = self._last_confirmed
-        if last is not None and now - last <= self._stale_after():
-            return ClientState.READY
-        return ClientState.STALE
-
-    def _refresh_state(self) -> None:
-        # The dispatch lock spans computing and announcing a transition, so listeners
-        # see transitions in the order they happened, whichever thread made them.
-        with self._dispatch_lock:
-            with self._lock:
-                previous = self._state
-                state = self._derive_state(time.monotonic())
-                if state is previous:
-                    return
-                self._state = state
-                self._cond.notify_all()
-                listeners = list(self._state_listeners)
-            error = self.last_error if state is not ClientState.READY else None
-            log.info("stageconfig client of %s: %s -> %s", self._target, previous, state)
-            event = StateChange(previous, state, error)
-            for listener in listeners:
-                try:
-                    listener(event)
-                except Exception:
-                    log.exception("stageconfig state listener failed")
-
-    def _dispatch_change(self, update: StoreUpdate) -> None:
-        event = ConfigChangeEvent(update.snapshot.revision, update.changes, update.snapshot)
-        with self._dispatch_lock:
-            with self._lock:
-                listeners = list(self._change_listeners)
-            for listener in listeners:
-                try:
-                    listener(event)
-                except Exception:
-                    log.exception("stageconfig change listener failed")
+        live = self._liveness.is_live(time.monotonic())
+        return ClientState.READY if live else ClientState.STALE
 
     def _not_ready_message(self, timeout: float | None) -> str:
         within = f" within {timeout:g} s" if timeout is not None else " yet"
-        if not self._started:
-            return f"the client of {self._target} is not started: call start() first"
-        error = self.last_error
+        if not self._lifecycle.started:
+            return f"the client of {self.target} is not started: call start() first"
         return (
-            f"no config from stageconfig server {self._target}{within} "
-            f"(state {self._state}; last error: {error or 'none'})"
+            f"no config from stageconfig server {self.target}{within} "
+            f"(state {self._tracker.state}; last error: {self.last_error or 'none'})"
         )

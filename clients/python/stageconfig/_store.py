@@ -88,12 +88,20 @@ class SnapshotStore:
         return self._current
 
     def replace(
-        self, revision: int, configs: Iterable[StageConfig], source: SnapshotSource
+        self,
+        revision: int,
+        configs: Iterable[StageConfig],
+        source: SnapshotSource,
+        keep: Iterable[StageType] = (),
     ) -> StoreUpdate:
         """Take a whole new state (a snapshot message or the cache file): stages absent
-        from ``configs`` have no config any more."""
+        from ``configs`` have no config any more — except those in ``keep`` (the snapshot
+        holds a config for them this client cannot read), which keep the one they had."""
         new = {c.stage_type: c for c in configs if c.stage_type in self._stages}
         old = dict(self._current.configs) if self._current is not None else {}
+        for stage in keep:
+            if stage in self._stages and stage in old:
+                new[stage] = old[stage]
         changes = tuple(
             StageChange(stage, old.get(stage), new.get(stage))
             for stage in sorted(self._stages)
@@ -117,13 +125,16 @@ class SnapshotStore:
             changes = (StageChange(config.stage_type, old_config, config),)
         return self._swap(revision, new, changes, SnapshotSource.CHANGE)
 
-    def advance(self, revision: int) -> StoreUpdate | None:
-        """The server says everything up to ``revision`` was sent: move the revision,
-        keep the data. None when there is nothing to move."""
+    def advance(
+        self, revision: int, source: SnapshotSource = SnapshotSource.HEARTBEAT
+    ) -> StoreUpdate | None:
+        """Move the revision, keep the data: the server says everything up to
+        ``revision`` was sent (a heartbeat), or sent a change this client cannot read
+        (``source`` CHANGE). None when there is nothing to move."""
         current = self._current
         if current is None or revision <= current.revision:
             return None
-        return self._swap(revision, dict(current.configs), (), SnapshotSource.HEARTBEAT)
+        return self._swap(revision, dict(current.configs), (), source)
 
     def _swap(
         self,

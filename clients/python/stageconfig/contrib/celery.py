@@ -45,8 +45,10 @@ from typing import Any
 from celery import Celery, signals
 
 from stageconfig._client import ConfigClient
+from stageconfig._options import TimingOptions
 from stageconfig._types import StageConfig, StageType
 from stageconfig.errors import NotReadyError, StageConfigError
+from stageconfig.tls import TlsConfig
 
 log = logging.getLogger("stageconfig.celery")
 
@@ -83,6 +85,8 @@ def setup_stageconfig(
     token: str | None = None,
     stages: Iterable[StageType | str] | None = None,
     cache_path: str | os.PathLike[str] | None = None,
+    tls: TlsConfig | None = None,
+    timing: TimingOptions | None = None,
     ready_timeout: float = DEFAULT_READY_TIMEOUT_SECONDS,
     **client_options: Any,
 ) -> None:
@@ -92,14 +96,16 @@ def setup_stageconfig(
     Returns at once and creates nothing yet: the client starts in the worker process
     (see the module docstring for where, per pool). ``ready_timeout`` bounds how long
     ``current_config`` waits for the first config when the process has none yet;
-    ``client_options`` go to ConfigClient (``heartbeat_seconds``, ``backoff_max_seconds``,
-    ``tls``, ``client_id``, …).
+    ``tls`` (a ``TlsConfig``), ``timing`` (``TimingOptions``) and ``client_options``
+    (``cache_key``, ``client_id``, ``channel_options``) go to ConfigClient.
     """
     global _setup
     options: dict[str, Any] = {
         "token": token,
         "stages": list(stages) if stages is not None else None,
         "cache_path": cache_path,
+        "tls": tls,
+        "timing": timing,
         **client_options,
     }
     _setup = _Setup(app=app, target=target, ready_timeout=ready_timeout, options=options)
