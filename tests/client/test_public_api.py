@@ -26,6 +26,7 @@ EXPECTED = [
     "PermissionDeniedError",
     "ProviderKind",
     "RPCError",
+    "SecretMismatchError",
     "SnapshotSource",
     "StageChange",
     "StageConfig",
