@@ -2,15 +2,17 @@
 for what the real server does not act on yet (``allow_unverified``), so a test can check
 what the admin tools send.
 
-It answers ListConfigs with POEM stored (GEMINI, revision 3) and the other stages
-unconfigured, and every UpdateConfig by storing nothing and echoing the request back as
-written at the next revision. It checks no token.
+It answers ListConfigs with POEM stored (GEMINI, revision 3, two models fetched two hours
+ago), VOICE stored with a model but no model list fetched yet (revision 2), SONG and CLIP
+unconfigured; and every UpdateConfig by storing nothing and echoing the request back as
+written at the next revision. It checks no token, like a development server.
 """
 
 from __future__ import annotations
 
 import threading
 from concurrent import futures
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -23,13 +25,28 @@ POEM_REVISION = 3
 
 
 def _poem() -> pb.StageConfig:
-    return pb.StageConfig(
+    config = pb.StageConfig(
         stage_type=pb.STAGE_TYPE_POEM,
         provider_kind=pb.PROVIDER_KIND_GEMINI,
         api_key="AIza-…0001",
         api_key_masked=True,
         model="gemini-2.5-flash",
         revision=POEM_REVISION,
+        status=pb.CONFIG_STATUS_ACTIVE,
+        source=pb.CONFIG_SOURCE_DATABASE,
+    )
+    config.models_cache_updated_at.FromDatetime(datetime.now(UTC) - timedelta(hours=2, minutes=5))
+    return config
+
+
+def _voice() -> pb.StageConfig:
+    return pb.StageConfig(
+        stage_type=pb.STAGE_TYPE_VOICE,
+        provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
+        api_key="AQVN-…0005",
+        api_key_masked=True,
+        model="alena",
+        revision=2,
         status=pb.CONFIG_STATUS_ACTIVE,
         source=pb.CONFIG_SOURCE_DATABASE,
     )
@@ -53,7 +70,9 @@ class RecordingServicer(pbg.StageConfigServiceServicer):
                     allowed_providers=poem,
                 ),
                 pb.StageConfigView(
-                    stage_type=pb.STAGE_TYPE_VOICE, allowed_providers=[pb.PROVIDER_KIND_SPEECHKIT]
+                    stage_type=pb.STAGE_TYPE_VOICE,
+                    config=_voice(),
+                    allowed_providers=[pb.PROVIDER_KIND_SPEECHKIT],
                 ),
                 pb.StageConfigView(
                     stage_type=pb.STAGE_TYPE_SONG, allowed_providers=[pb.PROVIDER_KIND_SUNO]
