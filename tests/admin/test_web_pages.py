@@ -10,11 +10,12 @@ admin-web-labels.png).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from stageconfig import AdminClient
 from tests.admin.conftest import (
@@ -25,11 +26,18 @@ from tests.admin.conftest import (
     needs_auth,
 )
 from tests.admin.recording_server import POEM_REVISION, RecordingServer
-from tests.admin.web_process import ARTIFACTS, WebProcess, chromium, log_in_in_browser
+from tests.admin.web_process import (
+    ARTIFACTS,
+    WebProcess,
+    chromium,
+    log_in_in_browser,
+    log_in_over_http,
+)
 from tests.support.servers import ServerProcess
 
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +56,8 @@ def browser() -> Iterator[Browser]:
         yield launched
 
 
-def _page(browser: Browser, viewport: dict[str, int] = DESKTOP) -> Page:
-    return browser.new_context(viewport=viewport).new_page()  # type: ignore[arg-type]
+def _page(browser: Browser, viewport: ViewportSize = DESKTOP) -> Page:
+    return browser.new_context(viewport=viewport).new_page()
 
 
 def test_history_shows_masked_diffs_and_rolls_back_with_the_revision_check(
@@ -142,6 +150,31 @@ def test_the_page_fits_a_390_px_phone(web: WebProcess, browser: Browser) -> None
     expect(phone.get_by_test_id("entry").first).to_be_visible()
     _assert_fits_a_phone(phone)
     phone.screenshot(path=str(ARTIFACTS / "admin-web-phone-history.png"), full_page=True)
+
+
+def test_rollback_needs_this_sessions_csrf_token_and_the_page_keeps_its_headers(
+    web: WebProcess, token_server: ServerProcess
+) -> None:
+    with AdminClient(token_server.target, token=ADMIN_TOKEN, timeout=15) as admin:
+        saved = admin.update_config("POEM", "GEMINI", api_key=GEMINI_KEY_A, model="gemini-2.5-pro")
+    current = saved.config.revision
+    with httpx.Client(base_url=web.url) as alice, httpx.Client(base_url=web.url) as mallory:
+        log_in_over_http(alice, ADMIN_TOKEN)
+        log_in_over_http(mallory, ADMIN_TOKEN)
+        page = alice.get("/admin/providers/POEM/history")
+        assert page.status_code == 200
+        for header in ("content-security-policy", "x-frame-options", "cache-control"):
+            assert header in page.headers
+        assert GEMINI_KEY_A not in page.text
+        form = {"stage_type": "POEM", "to_revision": "1", "expected_revision": str(current)}
+        theirs = _CSRF.search(mallory.get("/admin/providers/POEM/history").text)
+        assert theirs is not None
+        refused = alice.post("/admin/providers/rollback", data={**form, "csrf_token": theirs[1]})
+        assert refused.status_code == 403
+        assert alice.post("/admin/providers/rollback", data=form).status_code == 403
+        assert alice.get("/admin/providers/BANANA/history").status_code == 404
+    with AdminClient(token_server.target, token=ADMIN_TOKEN) as admin:
+        assert admin.list_configs().stage("POEM").revision == current  # nothing rolled back
 
 
 @needs_auth
