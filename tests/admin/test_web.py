@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,24 +15,18 @@ from stageconfig import AdminClient
 from tests.admin.conftest import (
     ADMIN_TOKEN,
     GEMINI_KEY_A,
-    REPO,
     WORKER_TOKEN,
     needs_auth,
 )
-from tests.admin.web_process import WebProcess, log_in_over_http
+from tests.admin.web_process import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    WebProcess,
+    log_in_over_http,
+)
 from tests.support.servers import ServerProcess
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = REPO / "artifacts"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 

@@ -1,4 +1,5 @@
-"""``scripts/admin-web`` in a subprocess on a free port, and logging in to it over HTTP."""
+"""``scripts/admin-web`` in a subprocess on a free port, logging in to it over HTTP, and
+the headless Chromium the browser tests drive it with."""
 
 from __future__ import annotations
 
@@ -7,10 +8,28 @@ import re
 import signal
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.admin.conftest import REPO
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = REPO / "artifacts"
+"""Where the browser tests leave their screenshots."""
 
 _LISTENING = re.compile(r"stageconfig-web listening on (http://\S+)")
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -61,3 +80,29 @@ def log_in_over_http(client: httpx.Client, token: str) -> httpx.Response:
     csrf = _CSRF.search(page.text)
     assert csrf is not None
     return client.post("/login", data={"token": token, "csrf_token": csrf.group(1)})
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """The system's headless Chromium (the test is skipped when it is not installed)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(
+            f"{CHROMIUM} is missing: apt-get install chromium (scripts/test does it as root)"
+        )
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def log_in_in_browser(page: Page, url: str, token: str) -> None:
+    """Log in through the login form (an empty ``token`` on a server without tokens)."""
+    page.goto(f"{url}/login")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/admin/providers")

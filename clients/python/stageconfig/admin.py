@@ -262,14 +262,17 @@ class AdminClient:
         expected_revision: int | None = None,
         validate_only: bool = False,
         comment: str = "",
+        allow_unverified: bool = False,
     ) -> UpdateResult:
         """Store a stage's config; the server verifies the key with the provider first.
 
         ``api_key`` None keeps the stored key (or, for a new provider, the newest key
         saved for it); ``model`` None keeps the stored model if still offered, else the
         first offered. ``expected_revision`` makes the write conditional (0: the stage
-        must not be stored yet). Raises InvalidArgumentError (``.field``),
-        ConflictError (``.current_revision``), KeyRejectedError (nothing changed).
+        must not be stored yet). ``allow_unverified`` stores a key the provider could
+        not verify even over a working config (otherwise refused). Raises
+        InvalidArgumentError (``.field``), ConflictError (``.current_revision``),
+        KeyRejectedError (nothing changed).
         """
         request = pb.UpdateConfigRequest(
             stage_type=stage_to_pb(stage),
@@ -277,6 +280,7 @@ class AdminClient:
             options=dict(options or {}),
             validate_only=validate_only,
             comment=comment,
+            allow_unverified=allow_unverified,
         )
         if api_key is not None:
             request.api_key = api_key

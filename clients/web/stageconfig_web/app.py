@@ -7,10 +7,13 @@ Routes::
     GET  /admin/providers             the four stages, one form each
     POST /admin/providers/update      UpdateConfig with the form's expected_revision
     POST /admin/providers/refresh     RefreshModels for one stage
+    GET  /admin/providers/{stage}/history   one stage's revisions, newest first
+    POST /admin/providers/rollback    RollbackConfig with the page's expected_revision
 
-Modules: ``settings`` (WebSettings), ``pages`` (what every handler shares), ``login``
-and ``providers`` (the handlers), ``forms`` (the stage forms' view models), ``sessions``
-(cookies, CSRF), ``security`` (response headers). Keys appear only masked; a new key is
+Modules: ``settings`` (WebSettings), ``pages`` (what every handler shares), ``login``,
+``providers`` and ``history`` (the handlers), ``forms`` (the stage forms' view models),
+``display`` (names, ages and times as people write them), ``sessions`` (cookies, CSRF),
+``security`` (response headers). Keys appear only masked; a new key is
 typed into a password field and is never rendered back, not even after an error.
 """
 
@@ -26,6 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from stageconfig_web.forms import StageForm
+from stageconfig_web.history import HistoryPages
 from stageconfig_web.login import LoginPages
 from stageconfig_web.pages import HERE, AdminWeb
 from stageconfig_web.providers import ProviderPages
@@ -36,7 +40,7 @@ from stageconfig_web.settings import WebSettings
 def create_app(settings: WebSettings) -> Starlette:
     """The ASGI app of the admin page."""
     web = AdminWeb(settings)
-    login, providers = LoginPages(web), ProviderPages(web)
+    login, providers, history = LoginPages(web), ProviderPages(web), HistoryPages(web)
 
     async def index(_request: Request) -> Response:
         return web.redirect("/admin/providers")
@@ -55,6 +59,8 @@ def create_app(settings: WebSettings) -> Starlette:
             Route("/admin/providers", providers.providers, methods=["GET"]),
             Route("/admin/providers/update", providers.update, methods=["POST"]),
             Route("/admin/providers/refresh", providers.refresh, methods=["POST"]),
+            Route("/admin/providers/rollback", history.rollback, methods=["POST"]),
+            Route("/admin/providers/{stage}/history", history.history, methods=["GET"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         lifespan=lifespan,

@@ -17,6 +17,7 @@ from starlette.datastructures import FormData
 from stageconfig import ConfigSource, InvalidArgumentError, ProviderKind, StageType
 from stageconfig.admin import StageView
 from stageconfig_contract.facts import PROVIDER_OPTIONS, ProviderOption
+from stageconfig_web.display import age
 from stageconfig_web.sessions import Flash
 
 OPTION_FIELDS: Mapping[ProviderKind, tuple[ProviderOption, ...]] = {
@@ -68,6 +69,8 @@ class StageForm:
     notices: list[Flash] = field(default_factory=list)
     """Messages from the last action on this stage (saved, refreshed…)."""
     key_was_entered: bool = False
+    allow_unverified: bool = False
+    """The "allow unverified key" box as the person left it."""
 
     @property
     def stage(self) -> str:
@@ -89,6 +92,36 @@ class StageForm:
         if config is not None and config.model and config.model not in models:
             models.insert(0, config.model)
         return models
+
+    @property
+    def offers_a_switch(self) -> bool:
+        """Whether this stage may choose among providers (a hint about switching
+        provider makes sense only then)."""
+        return len(self.view.allowed_providers) > 1
+
+    @property
+    def model_list_line(self) -> str:
+        """What is known about the cached model list, in one sentence — never a count
+        and a fetch time that contradict the selected model."""
+        config = self.view.config
+        if config is None:
+            return (
+                ""
+                if self.view.unknown_provider_kind
+                else "The model list is fetched when a key is saved."
+            )
+        if self.view.source is ConfigSource.FALLBACK:
+            return "From the server's legacy env: no model list is kept for it."
+        count, fetched = len(self.view.models), config.models_cache_updated_at
+        models = f"{count} model{'' if count == 1 else 's'}"
+        if count and fetched is not None:
+            return f"{models}, fetched {age(fetched)}."
+        if count:
+            return f"{models} (when they were fetched is not known)."
+        if fetched is not None:
+            return f"The provider offered no models when asked {age(fetched)}."
+        kept = f"; the saved model {config.model} is used as it is" if config.model else ""
+        return f"Model list not fetched yet{kept}."
 
     @property
     def option_fields(self) -> tuple[tuple[ProviderKind, ProviderOption], ...]:
@@ -129,6 +162,8 @@ class PostedUpdate:
     """The typed key; None keeps the stored one."""
     options: dict[str, str]
     """The options to send: those of the chosen provider that were filled in."""
+    allow_unverified: bool
+    """Store the key even if the provider could not verify it."""
     form: StageForm
     """The section to show again if the server refuses (the key left out)."""
 
@@ -169,5 +204,6 @@ def posted_update(form: FormData) -> PostedUpdate | None:
         comment=text("comment"),
         expected_revision=expected,
         key_was_entered=new_key is not None,
+        allow_unverified=form.get("allow_unverified") == "1",
     )
-    return PostedUpdate(stage, provider, new_key, options, submitted)
+    return PostedUpdate(stage, provider, new_key, options, submitted.allow_unverified, submitted)

@@ -1,7 +1,10 @@
 """The login and logout handlers: an admin token checked with ListConfigs starts a fresh
-session holding that person's ``AdminClient``."""
+session holding that person's ``AdminClient``. The login form says so when the server
+checks no tokens at all (a development server): there, no token is needed."""
 
 from __future__ import annotations
+
+import time
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -17,12 +20,20 @@ from stageconfig import (
 from stageconfig_web.pages import AdminWeb
 from stageconfig_web.sessions import COOKIE_NAME, Flash
 
+PROBE_TIMEOUT_SECONDS = 3.0
+"""How long the login form waits to learn whether the server needs a token at all."""
+PROBE_TTL_SECONDS = 60.0
+"""How long that answer is reused: a server with tokens logs each token-less call it
+refuses, and a login form reloaded in a loop must not fill its log."""
+
 
 class LoginPages:
     """GET/POST /login and POST /logout."""
 
     def __init__(self, web: AdminWeb) -> None:
         self.web = web
+        self._probed: tuple[float, bool] | None = None
+        """When the server was last asked whether it checks tokens, and its answer."""
 
     async def login_page(self, request: Request) -> Response:
         """The login form."""
@@ -31,7 +42,30 @@ class LoginPages:
         if session is not None and session.logged_in:
             return web.redirect("/admin/providers")
         session = session or web.sessions.create()
-        return web.render(request, session, "login.html", flashes=session.take_flashes())
+        return web.render(
+            request,
+            session,
+            "login.html",
+            flashes=session.take_flashes(),
+            open_server=await self._server_checks_no_tokens(),
+        )
+
+    async def _server_checks_no_tokens(self) -> bool:
+        """Whether the server answers ListConfigs without a token (a development
+        server); asked again after PROBE_TTL_SECONDS, as the server may restart."""
+        now = time.monotonic()
+        if self._probed is not None and now - self._probed[0] < PROBE_TTL_SECONDS:
+            return self._probed[1]
+        client = self.web.client(None, timeout=PROBE_TIMEOUT_SECONDS)
+        try:
+            await run_in_threadpool(client.list_configs)
+            open_server = True
+        except RPCError:
+            open_server = False  # a token is needed, or the server cannot say now
+        finally:
+            client.close()
+        self._probed = (now, open_server)
+        return open_server
 
     async def login(self, request: Request) -> Response:
         """Check the token with ListConfigs; on success start a fresh session."""
@@ -52,6 +86,7 @@ class LoginPages:
                 "login.html",
                 status=401,
                 flashes=[Flash("", self._refusal(error), "error")],
+                open_server=False,
             )
         session = web.sessions.login(session, client)
         return web.with_cookie(web.redirect("/admin/providers"), session)

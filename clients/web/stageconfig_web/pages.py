@@ -5,7 +5,6 @@ runs a blocking ``AdminClient`` call off the event loop."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,23 +17,13 @@ from starlette.templating import Jinja2Templates
 
 from stageconfig import PermissionDeniedError, UnauthenticatedError
 from stageconfig.admin import AdminClient
+from stageconfig_web.display import age, field_label, provider_label, stage_label, when
 from stageconfig_web.sessions import COOKIE_NAME, Flash, Session, SessionStore
 from stageconfig_web.settings import WebSettings
 
 T = TypeVar("T")
 
 HERE = Path(__file__).parent
-
-
-def age(value: datetime | None) -> str:
-    """The ``age`` template filter: ``3 h ago``, ``just now``, ``never``."""
-    if value is None:
-        return "never"
-    seconds = max(0, int((datetime.now(UTC) - value).total_seconds()))
-    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return "just now"
 
 
 class LoggedOut(Exception):
@@ -54,6 +43,10 @@ class AdminWeb:
             undefined=jinja2.StrictUndefined,
         )
         env.filters["age"] = age
+        env.filters["when"] = when
+        env.filters["provider_label"] = provider_label
+        env.filters["stage_label"] = stage_label
+        env.filters["field_label"] = field_label
         self.templates = Jinja2Templates(env=env)
 
     def session(self, request: Request) -> Session | None:
@@ -91,10 +84,12 @@ class AdminWeb:
         """A 303 to ``url`` (after a POST)."""
         return RedirectResponse(url, status_code=303)
 
-    def client(self, token: str | None) -> AdminClient:
-        """An AdminClient to the server with this person's token."""
+    def client(self, token: str | None, *, timeout: float | None = None) -> AdminClient:
+        """An AdminClient to the server with this person's token (``timeout``: each
+        call's deadline, the settings' by default)."""
         s = self.settings
-        return AdminClient(s.target, token=token, tls=s.tls, timeout=s.call_timeout)
+        deadline = s.call_timeout if timeout is None else timeout
+        return AdminClient(s.target, token=token, tls=s.tls, timeout=deadline)
 
     async def call(self, session: Session, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         """Run a blocking AdminClient call off the event loop; a token the server stopped

@@ -21,6 +21,7 @@ from stageconfig import (
     UnavailableError,
 )
 from stageconfig.admin import UpdateResult
+from stageconfig_web.display import provider_label
 from stageconfig_web.forms import (
     StageForm,
     field_message,
@@ -35,6 +36,8 @@ from stageconfig_web.sessions import Flash, Session
 
 def _saved(result: UpdateResult) -> str:
     config = result.config
+    # The enum name, as the server's own messages (shown in the same place) and
+    # stageconfigctl name providers.
     text = f"Saved: revision {config.revision}, {config.provider_kind.value} {config.model}, "
     text += f"status {config.status.value}."
     return f"{text} {config.status_reason}" if config.status_reason else text
@@ -127,11 +130,12 @@ class ProviderPages:
                 options=update.options or None,
                 expected_revision=submitted.expected_revision,
                 comment=submitted.comment,
+                allow_unverified=update.allow_unverified,
             )
         except LoggedOut as out:
             return self.web.login_again(str(out))
         except ConflictError as error:
-            wanted = f"{update.provider.value} {submitted.model or '(automatic model)'}"
+            wanted = f"{provider_label(update.provider)} {submitted.model or '(automatic model)'}"
             submitted.conflict = (
                 f"Not saved: {stage.value} was changed by someone else since you opened this "
                 f"page — it is now at revision {error.current_revision} (your form was at "

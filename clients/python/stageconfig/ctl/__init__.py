@@ -5,7 +5,7 @@
     stageconfigctl set POEM --provider OPENAI --prompt-key [--model gpt-4o] …
     stageconfigctl models POEM [--refresh]        the cached (or fresh) model list
     stageconfigctl refresh [STAGE]                run the model sync now
-    stageconfigctl history [STAGE] [--limit N]    the revision log, newest first
+    stageconfigctl history [STAGE] [--limit N]    the revision log, newest first (--wide)
     stageconfigctl rollback POEM 12               restore revision 12 as a new revision
     stageconfigctl watch [STAGE…] [--timeout S]   live changes, one line each
     stageconfigctl watchers                       connected WatchConfig streams
@@ -13,6 +13,9 @@
 Keys are only ever shown masked. ``set`` keeps the stored key unless one is given, and
 reads a new one without echo (``--prompt-key``) or from stdin (``--key-stdin``); it takes
 a key from the command line only with ``--api-key-insecure-argv``.
+
+``--json`` makes every failure, usage errors included, one JSON object on stderr;
+``--version`` prints the one version of stageconfig.
 
 Exit codes: 0 done; 1 the server refused (invalid argument, not found, key rejected…);
 2 usage error; 3 server unreachable or timed out; 4 conflict (stale
@@ -57,10 +60,24 @@ def _warnings_to_stderr() -> None:
     library.setLevel(logging.WARNING)
 
 
+def _asks_for_json(argv: Sequence[str]) -> bool:
+    # Before parsing, so that a usage error is reported as JSON too; what follows "--"
+    # is an operand, not an option.
+    options = argv[: list(argv).index("--")] if "--" in argv else argv
+    return "--json" in options
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``stageconfigctl`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point of the ``stageconfigctl`` console script; returns the exit code
+    (``--help`` and ``--version`` exit 0 through SystemExit, as argparse does)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(arguments)
+    except UsageError as error:
+        as_json = _asks_for_json(arguments)
+        if error.usage and not as_json:
+            sys.stderr.write(error.usage + "\n")
+        return int(fail(Exit.USAGE, str(error), as_json))
     as_json = bool(args.json)
     _warnings_to_stderr()
     try:

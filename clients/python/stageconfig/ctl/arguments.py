@@ -1,11 +1,16 @@
 """The command line of ``stageconfigctl``: global options, one sub-command per admin
-task, and the argument types that turn a typo into a usage error (exit 2)."""
+task, and the argument types that turn a typo into a usage error (exit 2).
+
+A usage error raises ``UsageError`` (``CtlParser.error``) instead of exiting, so that
+``main`` reports it like every other failure — a JSON object under ``--json``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 from collections.abc import Callable
+from typing import NoReturn
 
 from stageconfig import ProviderKind, StageType
 from stageconfig.ctl.commands import (
@@ -19,8 +24,18 @@ from stageconfig.ctl.commands import (
     cmd_watch,
     cmd_watchers,
 )
-from stageconfig.ctl.exits import PROG, TOKEN_ENV, Exit
+from stageconfig.ctl.exits import PROG, TOKEN_ENV, Exit, UsageError
 from stageconfig.ctl.server_flags import add_server_flags
+from stageconfig_contract import __version__
+
+
+class CtlParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors raise ``UsageError`` (with the command's
+    usage line) rather than print and exit; sub-command parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise the usage error for ``main`` to report (exit 2)."""
+        raise UsageError(message, usage=self.format_usage().strip())
 
 
 def _stage(value: str) -> StageType:
@@ -55,12 +70,13 @@ def _positive_float(value: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``stageconfigctl``."""
-    parser = argparse.ArgumentParser(
+    parser = CtlParser(
         prog=PROG,
         description=f"{PROG}: the admin command line of stageconfig, built on AdminClient.",
         epilog="exit codes: 0 ok, 1 refused by the server, 2 usage, 3 unavailable, "
         "4 conflict (stale revision), 5 not authenticated/allowed, 130 interrupted",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     add_server_flags(parser)
     parser.add_argument(
         "--token",
@@ -78,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     json_help = "machine-readable JSON output"
     parser.add_argument("--json", action="store_true", help=json_help)
     # ``--json`` is accepted after the command too; SUPPRESS keeps a global one.
-    common = argparse.ArgumentParser(add_help=False)
+    common = CtlParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=json_help)
 
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -110,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--validate-only", action="store_true", help="check everything, write nothing"
     )
     set_.add_argument("--comment", default="", help="kept in the history")
+    set_.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="store a key the provider could not verify even over a working config",
+    )
     keys = set_.add_mutually_exclusive_group()
     keys.add_argument("--prompt-key", action="store_true", help="ask for a new key (no echo)")
     keys.add_argument(
@@ -132,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("stage", type=_stage, nargs="?", metavar="STAGE")
     history.add_argument(
         "--limit", type=_non_negative, default=20, help="entries (default 20; 0: all)"
+    )
+    history.add_argument(
+        "--wide",
+        action="store_true",
+        help="every change in full (default: cut to the terminal's width)",
     )
 
     rollback = command("rollback", cmd_rollback, "restore an earlier revision as a new one")

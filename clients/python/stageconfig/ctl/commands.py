@@ -23,6 +23,7 @@ from stageconfig.ctl.output import (
     show_view,
     status_row,
     table,
+    terminal_width,
     when,
 )
 
@@ -64,13 +65,32 @@ def _read_key(args: argparse.Namespace, stdin: TextIO) -> str | None:
         return None
     prompt = f"API key for {args.stage.value} ({args.provider.value}): "
     # getpass reads from the terminal without echo; a pipe is read as is.
+    if args.prompt_key and not _has_terminal():
+        raise UsageError(
+            "--prompt-key needs a terminal to read the key without echo; "
+            "pipe the key in with --key-stdin instead"
+        )
     interactive = args.prompt_key or stdin.isatty()
-    key = (getpass.getpass(prompt) if interactive else stdin.readline()).rstrip("\r\n")
+    try:
+        key = (getpass.getpass(prompt) if interactive else stdin.readline()).rstrip("\r\n")
+    except EOFError:
+        key = ""
     if not key:
         raise UsageError(
             "no key was entered (omit --prompt-key/--key-stdin to keep the stored key)"
         )
     return key
+
+
+def _has_terminal() -> bool:
+    """Whether this process has a controlling terminal getpass can read without echo
+    (without one, getpass would fall back to stdin and echo the key)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | getattr(os, "O_NOCTTY", 0))
+    except OSError:
+        return False
+    os.close(fd)
+    return True
 
 
 def _options(pairs: Sequence[str]) -> dict[str, str]:
@@ -98,6 +118,7 @@ def cmd_set(
         expected_revision=args.expected_revision,
         validate_only=args.validate_only,
         comment=args.comment,
+        allow_unverified=args.allow_unverified,
     )
     if args.json:
         print_json(result, out)
@@ -157,7 +178,8 @@ def _changes(entry: HistoryEntry) -> str:
 
 
 def cmd_history(client: AdminClient, args: argparse.Namespace, out: TextIO) -> Exit:
-    """The revision log, newest first, up to ``--limit`` entries."""
+    """The revision log, newest first, up to ``--limit`` entries; the changes and the
+    comment are cut to the terminal's width unless ``--wide``."""
     entries = list(client.iter_history(args.stage, limit=args.limit or None))
     if args.json:
         print_json(entries, out)
@@ -177,6 +199,8 @@ def cmd_history(client: AdminClient, args: argparse.Namespace, out: TextIO) -> E
             for e in entries
         ),
         out,
+        width=None if args.wide else terminal_width(out),
+        cut={5: 2, 6: 1},  # CHANGES keeps twice the room of COMMENT
     )
     return Exit.OK
 

@@ -36,7 +36,12 @@ class Exit(enum.IntEnum):
 
 
 class UsageError(Exception):
-    """A mistake on the command line found after parsing (exit 2)."""
+    """A mistake on the command line (exit 2); ``usage`` is the command's usage line
+    when the parser found it."""
+
+    def __init__(self, message: str, *, usage: str = "") -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 def error_exit(error: RPCError, target: str) -> tuple[Exit, str]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import enum
 import json
+import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
@@ -36,12 +38,47 @@ def print_json(value: Any, out: TextIO) -> None:
     out.flush()
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]], out: TextIO) -> None:
-    """Columns padded to their widest cell."""
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    out: TextIO,
+    *,
+    width: int | None = None,
+    cut: Mapping[int, int] | None = None,
+) -> None:
+    """Columns padded to their widest cell. With ``width``, the columns numbered in
+    ``cut`` are narrowed until a line fits, in proportion to their weight there (each to
+    no less than ``MIN_CUT_WIDTH``), their cells shortened with ``…``."""
     all_rows = [list(headers), *([str(c) for c in row] for row in rows)]
     widths = [max(len(row[i]) for row in all_rows) for i in range(len(headers))]
+    if width is not None:
+        _narrow(widths, width, cut or {})
     for row in all_rows:
-        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+        cells = (short(c, w).ljust(w) for c, w in zip(row, widths, strict=True))
+        out.write("  ".join(cells).rstrip() + "\n")
+
+
+MIN_CUT_WIDTH = 8
+"""The narrowest a cut column becomes: enough for a word and ``…``."""
+
+
+def _narrow(widths: list[int], width: int, cut: Mapping[int, int]) -> None:
+    excess = sum(widths) + 2 * (len(widths) - 1) - width
+    while excess > 0:
+        shrinkable = [i for i in cut if widths[i] > MIN_CUT_WIDTH]
+        if not shrinkable:
+            return  # the other columns alone are wider: nothing more to cut
+        widest = max(shrinkable, key=lambda i: widths[i] / cut[i])
+        widths[widest] -= 1
+        excess -= 1
+
+
+def terminal_width(out: TextIO) -> int | None:
+    """How wide ``out``'s lines may be: ``COLUMNS`` when set, the terminal's width when
+    ``out`` is one; None (no limit) for a pipe or a file, which ``grep`` reads whole."""
+    if os.environ.get("COLUMNS", "").isdigit() or out.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 def when(value: datetime | None) -> str:
