@@ -39,6 +39,7 @@ class ConfigStatus(enum.StrEnum):
     WARNING = "WARNING"  # selected model vanished and was replaced
     INVALID = "INVALID"  # provider rejected the key
     ERROR = "ERROR"  # provider unreachable / 5xx / timeout / quota / region
+    UNVERIFIED = "UNVERIFIED"  # stored without the provider confirming the key
 
 
 class StatusCause(enum.StrEnum):

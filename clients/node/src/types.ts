@@ -16,7 +16,14 @@ export const PROVIDER_KINDS = ["YANDEX_GPT", "GEMINI", "OPENAI", "SPEECHKIT", "S
 export type ProviderKind = (typeof PROVIDER_KINDS)[number];
 
 /** The health values this client knows; an unknown one from a newer server reads as UNSPECIFIED. */
-export const CONFIG_STATUSES = ["ACTIVE", "WARNING", "INVALID", "ERROR", "UNSPECIFIED"] as const;
+export const CONFIG_STATUSES = [
+  "ACTIVE",
+  "WARNING",
+  "INVALID",
+  "ERROR",
+  "UNVERIFIED",
+  "UNSPECIFIED",
+] as const;
 /** Health of a stage's config as the server last saw it. */
 export type ConfigStatus = (typeof CONFIG_STATUSES)[number];
 

@@ -90,6 +90,11 @@ class _ConfigStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConfigSt
     """The provider rejected the key."""
     CONFIG_STATUS_ERROR: _ConfigStatus.ValueType  # 4
     """The provider could not be reached or failed (5xx, timeout, quota, region...)."""
+    CONFIG_STATUS_UNVERIFIED: _ConfigStatus.ValueType  # 5
+    """The key was stored without the provider confirming it: the provider has no call
+    that proves a key (SpeechKit), or the admin stored an unverifiable key on purpose
+    (UpdateConfigRequest.allow_unverified).
+    """
 
 class ConfigStatus(_ConfigStatus, metaclass=_ConfigStatusEnumTypeWrapper):
     """ConfigStatus is the health of a stage's config as last seen by the provider."""
@@ -103,6 +108,11 @@ CONFIG_STATUS_INVALID: ConfigStatus.ValueType  # 3
 """The provider rejected the key."""
 CONFIG_STATUS_ERROR: ConfigStatus.ValueType  # 4
 """The provider could not be reached or failed (5xx, timeout, quota, region...)."""
+CONFIG_STATUS_UNVERIFIED: ConfigStatus.ValueType  # 5
+"""The key was stored without the provider confirming it: the provider has no call
+that proves a key (SpeechKit), or the admin stored an unverifiable key on purpose
+(UpdateConfigRequest.allow_unverified).
+"""
 Global___ConfigStatus: _TypeAlias = ConfigStatus  # noqa: Y015
 
 class _StatusCause:
@@ -992,16 +1002,36 @@ class WatcherInfo(_message.Message):
     LAST_REVISION_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     CLIENT_VERSION_FIELD_NUMBER: _builtins.int
+    APPLIED_REVISION_FIELD_NUMBER: _builtins.int
+    NACK_REVISION_FIELD_NUMBER: _builtins.int
+    NACK_REASON_FIELD_NUMBER: _builtins.int
+    LAST_REPORT_TIME_FIELD_NUMBER: _builtins.int
+    STAGES_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     peer: _builtins.str
     last_revision: _builtins.int
     actor: _builtins.str
     client_version: _builtins.str
     """The version the client sent in WatchConfigRequest."""
+    applied_revision: _builtins.int
+    """From the client's reports (ReportStatus), matched by client_id; zero/empty until
+    it reports. applied_revision is what it applied, not what it was sent.
+    """
+    nack_revision: _builtins.int
+    """The newest revision the client refused, any stage, and why."""
+    nack_reason: _builtins.str
     @_builtins.property
     def stage_types(self) -> _containers.RepeatedScalarFieldContainer[Global___StageType.ValueType]: ...
     @_builtins.property
     def connected_since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_report_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def stages(self) -> _containers.RepeatedCompositeFieldContainer[Global___StageReport]:
+        """Each stage as the client last reported it, with its task outcomes over the last
+        15 minutes.
+        """
+
     def __init__(
         self,
         *,
@@ -1012,10 +1042,15 @@ class WatcherInfo(_message.Message):
         last_revision: _builtins.int = ...,
         actor: _builtins.str = ...,
         client_version: _builtins.str = ...,
+        applied_revision: _builtins.int = ...,
+        nack_revision: _builtins.int = ...,
+        nack_reason: _builtins.str = ...,
+        last_report_time: _timestamp_pb2.Timestamp | None = ...,
+        stages: _abc.Iterable[Global___StageReport] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["connected_since", b"connected_since"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["connected_since", b"connected_since", "last_report_time", b"last_report_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "client_id", b"client_id", "client_version", b"client_version", "connected_since", b"connected_since", "last_revision", b"last_revision", "peer", b"peer", "stage_types", b"stage_types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "applied_revision", b"applied_revision", "client_id", b"client_id", "client_version", b"client_version", "connected_since", b"connected_since", "last_report_time", b"last_report_time", "last_revision", b"last_revision", "nack_reason", b"nack_reason", "nack_revision", b"nack_revision", "peer", b"peer", "stage_types", b"stage_types", "stages", b"stages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1043,3 +1078,399 @@ class ListWatchersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListWatchersResponse: _TypeAlias = ListWatchersResponse  # noqa: Y015
+
+@_typing.final
+class TaskOutcomes(_message.Message):
+    """TaskOutcomes counts the tasks a client ran with one stage at one revision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class FailuresByCauseEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    RETRIED_FIELD_NUMBER: _builtins.int
+    FAILURES_BY_CAUSE_FIELD_NUMBER: _builtins.int
+    DURATION_BUCKETS_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The stage's revision the tasks used."""
+    succeeded: _builtins.int
+    failed: _builtins.int
+    retried: _builtins.int
+    """Tasks that failed and will be retried (counted apart from failed)."""
+    @_builtins.property
+    def failures_by_cause(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Failures by cause (an exception class name, a provider cause): at most 32 causes,
+        each at most 64 printable characters.
+        """
+
+    @_builtins.property
+    def duration_buckets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Task durations as counts per bucket: bucket i counts durations up to the i-th of the
+        bounds in seconds 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500; the
+        14th bucket counts the longer ones. Empty when no duration was recorded.
+        """
+
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        retried: _builtins.int = ...,
+        failures_by_cause: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        duration_buckets: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_buckets", b"duration_buckets", "failed", b"failed", "failures_by_cause", b"failures_by_cause", "retried", b"retried", "revision", b"revision", "succeeded", b"succeeded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskOutcomes: _TypeAlias = TaskOutcomes  # noqa: Y015
+
+@_typing.final
+class StageReport(_message.Message):
+    """StageReport is one stage as a client holds it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGE_TYPE_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    NACK_REVISION_FIELD_NUMBER: _builtins.int
+    NACK_REASON_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    stage_type: Global___StageType.ValueType
+    revision: _builtins.int
+    """The revision of the stage's config in use (0: none)."""
+    nack_revision: _builtins.int
+    """The newest revision of this stage the client refused (0: none), and why."""
+    nack_reason: _builtins.str
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskOutcomes]:
+        """Task outcomes since the previous report (in a ReportStatusRequest) or over the
+        window (in answers), one entry per revision.
+        """
+
+    def __init__(
+        self,
+        *,
+        stage_type: Global___StageType.ValueType = ...,
+        revision: _builtins.int = ...,
+        nack_revision: _builtins.int = ...,
+        nack_reason: _builtins.str = ...,
+        outcomes: _abc.Iterable[Global___TaskOutcomes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nack_reason", b"nack_reason", "nack_revision", b"nack_revision", "outcomes", b"outcomes", "revision", b"revision", "stage_type", b"stage_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StageReport: _TypeAlias = StageReport  # noqa: Y015
+
+@_typing.final
+class ReportStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    APPLIED_REVISION_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    CLIENT_VERSION_FIELD_NUMBER: _builtins.int
+    STAGES_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    REPORT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.str
+    """The name the client watches under (WatchConfigRequest.client_id)."""
+    applied_revision: _builtins.int
+    """The newest revision the client applied."""
+    host: _builtins.str
+    pid: _builtins.int
+    client_version: _builtins.str
+    sequence: _builtins.int
+    """Grows with every new report of this client_id; a retry repeats the same number. A
+    report at or below the highest number the server has seen is not counted again.
+    """
+    report_interval_seconds: _builtins.int
+    """How often the client reports; it is called silent after three periods without one."""
+    @_builtins.property
+    def stages(self) -> _containers.RepeatedCompositeFieldContainer[Global___StageReport]: ...
+    def __init__(
+        self,
+        *,
+        client_id: _builtins.str = ...,
+        applied_revision: _builtins.int = ...,
+        host: _builtins.str = ...,
+        pid: _builtins.int = ...,
+        client_version: _builtins.str = ...,
+        stages: _abc.Iterable[Global___StageReport] | None = ...,
+        sequence: _builtins.int = ...,
+        report_interval_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_revision", b"applied_revision", "client_id", b"client_id", "client_version", b"client_version", "host", b"host", "pid", b"pid", "report_interval_seconds", b"report_interval_seconds", "sequence", b"sequence", "stages", b"stages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportStatusRequest: _TypeAlias = ReportStatusRequest  # noqa: Y015
+
+@_typing.final
+class ReportStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    duplicate: _builtins.bool
+    """True when the server had already counted this (client_id, sequence)."""
+    def __init__(
+        self,
+        *,
+        duplicate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportStatusResponse: _TypeAlias = ReportStatusResponse  # noqa: Y015
+
+@_typing.final
+class GetFleetStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGE_TYPE_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    stage_type: Global___StageType.ValueType
+    """UNSPECIFIED shows every stage."""
+    window_seconds: _builtins.int
+    """The window task outcomes are counted over; 0 means 900 (15 minutes)."""
+    def __init__(
+        self,
+        *,
+        stage_type: Global___StageType.ValueType = ...,
+        window_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stage_type", b"stage_type", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFleetStatusRequest: _TypeAlias = GetFleetStatusRequest  # noqa: Y015
+
+@_typing.final
+class RevisionFleetStatus(_message.Message):
+    """RevisionFleetStatus is one revision of one stage across the fleet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class FailuresByCauseEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    CLIENTS_FIELD_NUMBER: _builtins.int
+    NACKED_FIELD_NUMBER: _builtins.int
+    NACK_REASONS_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    RETRIED_FIELD_NUMBER: _builtins.int
+    FAILURE_RATE_FIELD_NUMBER: _builtins.int
+    FAILURES_BY_CAUSE_FIELD_NUMBER: _builtins.int
+    P50_DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    P95_DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    clients: _builtins.int
+    """Clients whose config of the stage is at this revision and that still report."""
+    nacked: _builtins.int
+    """Clients whose newest refusal of the stage is this revision, and their reasons
+    (distinct, at most 8).
+    """
+    succeeded: _builtins.int
+    """Task outcomes with this revision within the window, from every client."""
+    failed: _builtins.int
+    retried: _builtins.int
+    failure_rate: _builtins.float
+    """failed / (succeeded + failed); 0 when no task finished."""
+    p50_duration_seconds: _builtins.float
+    """From the duration buckets: the upper bound of the bucket holding the percentile
+    (0 with no duration).
+    """
+    p95_duration_seconds: _builtins.float
+    @_builtins.property
+    def nack_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def failures_by_cause(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        clients: _builtins.int = ...,
+        nacked: _builtins.int = ...,
+        nack_reasons: _abc.Iterable[_builtins.str] | None = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        retried: _builtins.int = ...,
+        failure_rate: _builtins.float = ...,
+        failures_by_cause: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        p50_duration_seconds: _builtins.float = ...,
+        p95_duration_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients", b"clients", "failed", b"failed", "failure_rate", b"failure_rate", "failures_by_cause", b"failures_by_cause", "nack_reasons", b"nack_reasons", "nacked", b"nacked", "p50_duration_seconds", b"p50_duration_seconds", "p95_duration_seconds", b"p95_duration_seconds", "retried", b"retried", "revision", b"revision", "succeeded", b"succeeded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevisionFleetStatus: _TypeAlias = RevisionFleetStatus  # noqa: Y015
+
+@_typing.final
+class StageFleetStatus(_message.Message):
+    """StageFleetStatus is one stage across the fleet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGE_TYPE_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    REVISIONS_FIELD_NUMBER: _builtins.int
+    SILENT_CLIENTS_FIELD_NUMBER: _builtins.int
+    stage_type: Global___StageType.ValueType
+    revision: _builtins.int
+    """The stage's current revision on the server (0: nothing stored)."""
+    silent_clients: _builtins.int
+    """Clients that reported this stage before but not within three report intervals."""
+    @_builtins.property
+    def revisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevisionFleetStatus]:
+        """Every revision some client holds, refused or ran tasks with in the window, newest
+        first.
+        """
+
+    def __init__(
+        self,
+        *,
+        stage_type: Global___StageType.ValueType = ...,
+        revision: _builtins.int = ...,
+        revisions: _abc.Iterable[Global___RevisionFleetStatus] | None = ...,
+        silent_clients: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "revisions", b"revisions", "silent_clients", b"silent_clients", "stage_type", b"stage_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StageFleetStatus: _TypeAlias = StageFleetStatus  # noqa: Y015
+
+@_typing.final
+class FleetClient(_message.Message):
+    """FleetClient is one client that has reported."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    CLIENT_VERSION_FIELD_NUMBER: _builtins.int
+    APPLIED_REVISION_FIELD_NUMBER: _builtins.int
+    LAST_REPORT_TIME_FIELD_NUMBER: _builtins.int
+    SILENT_FIELD_NUMBER: _builtins.int
+    STAGES_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.str
+    host: _builtins.str
+    pid: _builtins.int
+    client_version: _builtins.str
+    applied_revision: _builtins.int
+    silent: _builtins.bool
+    """No report within three of its report intervals: shown as silent, not as healthy."""
+    @_builtins.property
+    def last_report_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def stages(self) -> _containers.RepeatedCompositeFieldContainer[Global___StageReport]:
+        """Each stage as it last reported it, with its outcomes over the window."""
+
+    def __init__(
+        self,
+        *,
+        client_id: _builtins.str = ...,
+        host: _builtins.str = ...,
+        pid: _builtins.int = ...,
+        client_version: _builtins.str = ...,
+        applied_revision: _builtins.int = ...,
+        last_report_time: _timestamp_pb2.Timestamp | None = ...,
+        silent: _builtins.bool = ...,
+        stages: _abc.Iterable[Global___StageReport] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_report_time", b"last_report_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_revision", b"applied_revision", "client_id", b"client_id", "client_version", b"client_version", "host", b"host", "last_report_time", b"last_report_time", "pid", b"pid", "silent", b"silent", "stages", b"stages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetClient: _TypeAlias = FleetClient  # noqa: Y015
+
+@_typing.final
+class GetFleetStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGES_FIELD_NUMBER: _builtins.int
+    CLIENTS_FIELD_NUMBER: _builtins.int
+    HEAD_REVISION_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    head_revision: _builtins.int
+    window_seconds: _builtins.int
+    @_builtins.property
+    def stages(self) -> _containers.RepeatedCompositeFieldContainer[Global___StageFleetStatus]: ...
+    @_builtins.property
+    def clients(self) -> _containers.RepeatedCompositeFieldContainer[Global___FleetClient]: ...
+    def __init__(
+        self,
+        *,
+        stages: _abc.Iterable[Global___StageFleetStatus] | None = ...,
+        clients: _abc.Iterable[Global___FleetClient] | None = ...,
+        head_revision: _builtins.int = ...,
+        window_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients", b"clients", "head_revision", b"head_revision", "stages", b"stages", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFleetStatusResponse: _TypeAlias = GetFleetStatusResponse  # noqa: Y015

@@ -84,6 +84,16 @@ class StageConfigServiceStub:
                 request_serializer=stageconfig_dot_v1_dot_stage__config__pb2.ListWatchersRequest.SerializeToString,
                 response_deserializer=stageconfig_dot_v1_dot_stage__config__pb2.ListWatchersResponse.FromString,
                 _registered_method=True)
+        self.ReportStatus = channel.unary_unary(
+                '/stageconfig.v1.StageConfigService/ReportStatus',
+                request_serializer=stageconfig_dot_v1_dot_stage__config__pb2.ReportStatusRequest.SerializeToString,
+                response_deserializer=stageconfig_dot_v1_dot_stage__config__pb2.ReportStatusResponse.FromString,
+                _registered_method=True)
+        self.GetFleetStatus = channel.unary_unary(
+                '/stageconfig.v1.StageConfigService/GetFleetStatus',
+                request_serializer=stageconfig_dot_v1_dot_stage__config__pb2.GetFleetStatusRequest.SerializeToString,
+                response_deserializer=stageconfig_dot_v1_dot_stage__config__pb2.GetFleetStatusResponse.FromString,
+                _registered_method=True)
 
 
 class StageConfigServiceServicer:
@@ -162,6 +172,24 @@ class StageConfigServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportStatus(self, request, context):
+        """ReportStatus is a worker's account of what it applied, what it refused (NACK) and
+        how its tasks went since its previous report (worker role; admins may not report).
+        Idempotent per (client_id, sequence): a retried report is acknowledged, not counted
+        twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFleetStatus(self, request, context):
+        """GetFleetStatus shows, per stage, the revisions in use across the fleet with their
+        clients, NACKs and task outcomes over a window (admin role).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StageConfigServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -209,6 +237,16 @@ def add_StageConfigServiceServicer_to_server(servicer, server):
                     servicer.ListWatchers,
                     request_deserializer=stageconfig_dot_v1_dot_stage__config__pb2.ListWatchersRequest.FromString,
                     response_serializer=stageconfig_dot_v1_dot_stage__config__pb2.ListWatchersResponse.SerializeToString,
+            ),
+            'ReportStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportStatus,
+                    request_deserializer=stageconfig_dot_v1_dot_stage__config__pb2.ReportStatusRequest.FromString,
+                    response_serializer=stageconfig_dot_v1_dot_stage__config__pb2.ReportStatusResponse.SerializeToString,
+            ),
+            'GetFleetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFleetStatus,
+                    request_deserializer=stageconfig_dot_v1_dot_stage__config__pb2.GetFleetStatusRequest.FromString,
+                    response_serializer=stageconfig_dot_v1_dot_stage__config__pb2.GetFleetStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -459,6 +497,60 @@ class StageConfigService:
             '/stageconfig.v1.StageConfigService/ListWatchers',
             stageconfig_dot_v1_dot_stage__config__pb2.ListWatchersRequest.SerializeToString,
             stageconfig_dot_v1_dot_stage__config__pb2.ListWatchersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stageconfig.v1.StageConfigService/ReportStatus',
+            stageconfig_dot_v1_dot_stage__config__pb2.ReportStatusRequest.SerializeToString,
+            stageconfig_dot_v1_dot_stage__config__pb2.ReportStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFleetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stageconfig.v1.StageConfigService/GetFleetStatus',
+            stageconfig_dot_v1_dot_stage__config__pb2.GetFleetStatusRequest.SerializeToString,
+            stageconfig_dot_v1_dot_stage__config__pb2.GetFleetStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -70,6 +70,16 @@ class StageConfigServiceStub:
     """
     ListWatchers: _grpc.UnaryUnaryMultiCallable[_stage_config_pb2.ListWatchersRequest, _stage_config_pb2.ListWatchersResponse]
     """ListWatchers shows every connected WatchConfig stream and the revision it holds."""
+    ReportStatus: _grpc.UnaryUnaryMultiCallable[_stage_config_pb2.ReportStatusRequest, _stage_config_pb2.ReportStatusResponse]
+    """ReportStatus is a worker's account of what it applied, what it refused (NACK) and
+    how its tasks went since its previous report (worker role; admins may not report).
+    Idempotent per (client_id, sequence): a retried report is acknowledged, not counted
+    twice.
+    """
+    GetFleetStatus: _grpc.UnaryUnaryMultiCallable[_stage_config_pb2.GetFleetStatusRequest, _stage_config_pb2.GetFleetStatusResponse]
+    """GetFleetStatus shows, per stage, the revisions in use across the fleet with their
+    clients, NACKs and task outcomes over a window (admin role).
+    """
 
 @_typing.type_check_only
 class StageConfigServiceAsyncStub(StageConfigServiceStub):
@@ -108,6 +118,16 @@ class StageConfigServiceAsyncStub(StageConfigServiceStub):
     """
     ListWatchers: _aio.UnaryUnaryMultiCallable[_stage_config_pb2.ListWatchersRequest, _stage_config_pb2.ListWatchersResponse]  # type: ignore[assignment]
     """ListWatchers shows every connected WatchConfig stream and the revision it holds."""
+    ReportStatus: _aio.UnaryUnaryMultiCallable[_stage_config_pb2.ReportStatusRequest, _stage_config_pb2.ReportStatusResponse]  # type: ignore[assignment]
+    """ReportStatus is a worker's account of what it applied, what it refused (NACK) and
+    how its tasks went since its previous report (worker role; admins may not report).
+    Idempotent per (client_id, sequence): a retried report is acknowledged, not counted
+    twice.
+    """
+    GetFleetStatus: _aio.UnaryUnaryMultiCallable[_stage_config_pb2.GetFleetStatusRequest, _stage_config_pb2.GetFleetStatusResponse]  # type: ignore[assignment]
+    """GetFleetStatus shows, per stage, the revisions in use across the fleet with their
+    clients, NACKs and task outcomes over a window (admin role).
+    """
 
 class StageConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     """StageConfigService owns the provider configuration of every pipeline stage.
@@ -197,5 +217,27 @@ class StageConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_stage_config_pb2.ListWatchersResponse, _abc.Awaitable[_stage_config_pb2.ListWatchersResponse]]:
         """ListWatchers shows every connected WatchConfig stream and the revision it holds."""
+
+    @_abc_1.abstractmethod
+    def ReportStatus(
+        self,
+        request: _stage_config_pb2.ReportStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stage_config_pb2.ReportStatusResponse, _abc.Awaitable[_stage_config_pb2.ReportStatusResponse]]:
+        """ReportStatus is a worker's account of what it applied, what it refused (NACK) and
+        how its tasks went since its previous report (worker role; admins may not report).
+        Idempotent per (client_id, sequence): a retried report is acknowledged, not counted
+        twice.
+        """
+
+    @_abc_1.abstractmethod
+    def GetFleetStatus(
+        self,
+        request: _stage_config_pb2.GetFleetStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stage_config_pb2.GetFleetStatusResponse, _abc.Awaitable[_stage_config_pb2.GetFleetStatusResponse]]:
+        """GetFleetStatus shows, per stage, the revisions in use across the fleet with their
+        clients, NACKs and task outcomes over a window (admin role).
+        """
 
 def add_StageConfigServiceServicer_to_server(servicer: StageConfigServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

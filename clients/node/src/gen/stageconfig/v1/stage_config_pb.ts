@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stageconfig/v1/stage_config.proto.
  */
 export const file_stageconfig_v1_stage_config: GenFile = /*@__PURE__*/
-  fileDesc("CiFzdGFnZWNvbmZpZy92MS9zdGFnZV9jb25maWcucHJvdG8SDnN0YWdlY29uZmlnLnYxItYECgtTdGFnZUNvbmZpZxItCgpzdGFnZV90eXBlGAEgASgOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEjMKDXByb3ZpZGVyX2tpbmQYAiABKA4yHC5zdGFnZWNvbmZpZy52MS5Qcm92aWRlcktpbmQSDwoHYXBpX2tleRgDIAEoCRINCgVtb2RlbBgEIAEoCRIQCghyZXZpc2lvbhgFIAEoAxIsCgZzdGF0dXMYBiABKA4yHC5zdGFnZWNvbmZpZy52MS5Db25maWdTdGF0dXMSOQoHb3B0aW9ucxgHIAMoCzIoLnN0YWdlY29uZmlnLnYxLlN0YWdlQ29uZmlnLk9wdGlvbnNFbnRyeRIsCgZzb3VyY2UYCCABKA4yHC5zdGFnZWNvbmZpZy52MS5Db25maWdTb3VyY2USFQoNc3RhdHVzX3JlYXNvbhgJIAEoCRIxCgxzdGF0dXNfY2F1c2UYCiABKA4yGy5zdGFnZWNvbmZpZy52MS5TdGF0dXNDYXVzZRIWCg5hcGlfa2V5X21hc2tlZBgLIAEoCBIbChNhcGlfa2V5X2ZpbmdlcnByaW50GAwgASgJEi4KCnVwZGF0ZWRfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjsKF21vZGVsc19jYWNoZV91cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBouCgxPcHRpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJHChZHZXRBY3RpdmVDb25maWdSZXF1ZXN0Ei0KCnN0YWdlX3R5cGUYASABKA4yGS5zdGFnZWNvbmZpZy52MS5TdGFnZVR5cGUiRgoXR2V0QWN0aXZlQ29uZmlnUmVzcG9uc2USKwoGY29uZmlnGAEgASgLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VDb25maWcipAMKE1VwZGF0ZUNvbmZpZ1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIzCg1wcm92aWRlcl9raW5kGAIgASgOMhwuc3RhZ2Vjb25maWcudjEuUHJvdmlkZXJLaW5kEhQKB2FwaV9rZXkYAyABKAlIAIgBARISCgVtb2RlbBgEIAEoCUgBiAEBEkEKB29wdGlvbnMYBSADKAsyMC5zdGFnZWNvbmZpZy52MS5VcGRhdGVDb25maWdSZXF1ZXN0Lk9wdGlvbnNFbnRyeRIeChFleHBlY3RlZF9yZXZpc2lvbhgGIAEoA0gCiAEBEhUKDXZhbGlkYXRlX29ubHkYByABKAgSDwoHY29tbWVudBgIIAEoCRIYChBhbGxvd191bnZlcmlmaWVkGAkgASgIGi4KDE9wdGlvbnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgoKCF9hcGlfa2V5QggKBl9tb2RlbEIUChJfZXhwZWN0ZWRfcmV2aXNpb24iZAoUVXBkYXRlQ29uZmlnUmVzcG9uc2USKwoGY29uZmlnGAEgASgLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VDb25maWcSDgoGbW9kZWxzGAIgAygJEg8KB3dyaXR0ZW4YAyABKAgiUwoRTGlzdE1vZGVsc1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIPCgdyZWZyZXNoGAIgASgIIuYBChJMaXN0TW9kZWxzUmVzcG9uc2USDgoGbW9kZWxzGAEgAygJEi4KCnVwZGF0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnNlbGVjdGVkX21vZGVsGAMgASgJEjMKDXByb3ZpZGVyX2tpbmQYBCABKA4yHC5zdGFnZWNvbmZpZy52MS5Qcm92aWRlcktpbmQSLAoGc3RhdHVzGAUgASgOMhwuc3RhZ2Vjb25maWcudjEuQ29uZmlnU3RhdHVzEhUKDXN0YXR1c19yZWFzb24YBiABKAkiFAoSTGlzdENvbmZpZ3NSZXF1ZXN0IrYBCg9TdGFnZUNvbmZpZ1ZpZXcSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIrCgZjb25maWcYAiABKAsyGy5zdGFnZWNvbmZpZy52MS5TdGFnZUNvbmZpZxIOCgZtb2RlbHMYAyADKAkSNwoRYWxsb3dlZF9wcm92aWRlcnMYBCADKA4yHC5zdGFnZWNvbmZpZy52MS5Qcm92aWRlcktpbmQiXQoTTGlzdENvbmZpZ3NSZXNwb25zZRIvCgZzdGFnZXMYASADKAsyHy5zdGFnZWNvbmZpZy52MS5TdGFnZUNvbmZpZ1ZpZXcSFQoNaGVhZF9yZXZpc2lvbhgCIAEoAyKhAQoSV2F0Y2hDb25maWdSZXF1ZXN0Ei4KC3N0YWdlX3R5cGVzGAEgAygOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEhwKD3Jlc3VtZV9yZXZpc2lvbhgCIAEoA0gAiAEBEhEKCWNsaWVudF9pZBgDIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgEIAEoCUISChBfcmVzdW1lX3JldmlzaW9uIqYBChNXYXRjaENvbmZpZ1Jlc3BvbnNlEiwKCHNuYXBzaG90GAEgASgLMhguc3RhZ2Vjb25maWcudjEuU25hcHNob3RIABIoCgZjaGFuZ2UYAiABKAsyFi5zdGFnZWNvbmZpZy52MS5DaGFuZ2VIABIuCgloZWFydGJlYXQYAyABKAsyGS5zdGFnZWNvbmZpZy52MS5IZWFydGJlYXRIAEIHCgVldmVudCJKCghTbmFwc2hvdBIQCghyZXZpc2lvbhgBIAEoAxIsCgdjb25maWdzGAIgAygLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VDb25maWcidQoGQ2hhbmdlEhAKCHJldmlzaW9uGAEgASgDEisKBmNvbmZpZxgCIAEoCzIbLnN0YWdlY29uZmlnLnYxLlN0YWdlQ29uZmlnEiwKBnJlYXNvbhgDIAEoDjIcLnN0YWdlY29uZmlnLnYxLkNoYW5nZVJlYXNvbiJTCglIZWFydGJlYXQSFQoNaGVhZF9yZXZpc2lvbhgBIAEoAxIvCgtzZXJ2ZXJfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRQoUUmVmcmVzaE1vZGVsc1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZSLVAQoNUmVmcmVzaFJlc3VsdBItCgpzdGFnZV90eXBlGAEgASgOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEiwKBnN0YXR1cxgCIAEoDjIcLnN0YWdlY29uZmlnLnYxLkNvbmZpZ1N0YXR1cxIVCg1zdGF0dXNfcmVhc29uGAMgASgJEg4KBm1vZGVscxgEIAMoCRIWCg5zZWxlY3RlZF9tb2RlbBgFIAEoCRIWCg5yZXBsYWNlZF9tb2RlbBgGIAEoCRIQCghyZXZpc2lvbhgHIAEoAyJHChVSZWZyZXNoTW9kZWxzUmVzcG9uc2USLgoHcmVzdWx0cxgBIAMoCzIdLnN0YWdlY29uZmlnLnYxLlJlZnJlc2hSZXN1bHQibwoXR2V0Q29uZmlnSGlzdG9yeVJlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJCCgtGaWVsZENoYW5nZRINCgVmaWVsZBgBIAEoCRIRCglvbGRfdmFsdWUYAiABKAkSEQoJbmV3X3ZhbHVlGAMgASgJIvUBCgxIaXN0b3J5RW50cnkSEAoIcmV2aXNpb24YASABKAMSLQoKc3RhZ2VfdHlwZRgCIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgEIAEoCRIsCgZyZWFzb24YBSABKA4yHC5zdGFnZWNvbmZpZy52MS5DaGFuZ2VSZWFzb24SLAoHY2hhbmdlcxgGIAMoCzIbLnN0YWdlY29uZmlnLnYxLkZpZWxkQ2hhbmdlEg8KB2NvbW1lbnQYByABKAkiYgoYR2V0Q29uZmlnSGlzdG9yeVJlc3BvbnNlEi0KB2VudHJpZXMYASADKAsyHC5zdGFnZWNvbmZpZy52MS5IaXN0b3J5RW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIpEBChVSb2xsYmFja0NvbmZpZ1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRITCgt0b19yZXZpc2lvbhgCIAEoAxIeChFleHBlY3RlZF9yZXZpc2lvbhgDIAEoA0gAiAEBQhQKEl9leHBlY3RlZF9yZXZpc2lvbiJFChZSb2xsYmFja0NvbmZpZ1Jlc3BvbnNlEisKBmNvbmZpZxgBIAEoCzIbLnN0YWdlY29uZmlnLnYxLlN0YWdlQ29uZmlnIhUKE0xpc3RXYXRjaGVyc1JlcXVlc3Qi0QEKC1dhdGNoZXJJbmZvEhEKCWNsaWVudF9pZBgBIAEoCRIMCgRwZWVyGAIgASgJEi4KC3N0YWdlX3R5cGVzGAMgAygOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEjMKD2Nvbm5lY3RlZF9zaW5jZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbGFzdF9yZXZpc2lvbhgFIAEoAxINCgVhY3RvchgGIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgHIAEoCSJcChRMaXN0V2F0Y2hlcnNSZXNwb25zZRItCgh3YXRjaGVycxgBIAMoCzIbLnN0YWdlY29uZmlnLnYxLldhdGNoZXJJbmZvEhUKDWhlYWRfcmV2aXNpb24YAiABKAMqfAoJU3RhZ2VUeXBlEhoKFlNUQUdFX1RZUEVfVU5TUEVDSUZJRUQQABITCg9TVEFHRV9UWVBFX1BPRU0QARIUChBTVEFHRV9UWVBFX1ZPSUNFEAISEwoPU1RBR0VfVFlQRV9TT05HEAMSEwoPU1RBR0VfVFlQRV9DTElQEAQqzAEKDFByb3ZpZGVyS2luZBIdChlQUk9WSURFUl9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYUFJPVklERVJfS0lORF9ZQU5ERVhfR1BUEAESGAoUUFJPVklERVJfS0lORF9HRU1JTkkQAhIYChRQUk9WSURFUl9LSU5EX09QRU5BSRADEhsKF1BST1ZJREVSX0tJTkRfU1BFRUNIS0lUEAQSFgoSUFJPVklERVJfS0lORF9TVU5PEAUSFgoSUFJPVklERVJfS0lORF9QSUtBEAYqlgEKDENvbmZpZ1N0YXR1cxIdChlDT05GSUdfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGAoUQ09ORklHX1NUQVRVU19BQ1RJVkUQARIZChVDT05GSUdfU1RBVFVTX1dBUk5JTkcQAhIZChVDT05GSUdfU1RBVFVTX0lOVkFMSUQQAxIXChNDT05GSUdfU1RBVFVTX0VSUk9SEAQqgwIKC1N0YXR1c0NhdXNlEhwKGFNUQVRVU19DQVVTRV9VTlNQRUNJRklFRBAAEhUKEVNUQVRVU19DQVVTRV9BVVRIEAESGwoXU1RBVFVTX0NBVVNFX1BFUk1JU1NJT04QAhIWChJTVEFUVVNfQ0FVU0VfUVVPVEEQAxIbChdTVEFUVVNfQ0FVU0VfUkFURV9MSU1JVBAEEhcKE1NUQVRVU19DQVVTRV9SRUdJT04QBRIZChVTVEFUVVNfQ0FVU0VfVVBTVFJFQU0QBhIYChRTVEFUVVNfQ0FVU0VfTkVUV09SSxAHEh8KG1NUQVRVU19DQVVTRV9NT0RFTF9SRVBMQUNFRBAIKoUBCgxDb25maWdTb3VyY2USHQoZQ09ORklHX1NPVVJDRV9VTlNQRUNJRklFRBAAEhoKFkNPTkZJR19TT1VSQ0VfREFUQUJBU0UQARIaChZDT05GSUdfU09VUkNFX0ZBTExCQUNLEAISHgoaQ09ORklHX1NPVVJDRV9VTkNPTkZJR1VSRUQQAyq9AQoMQ2hhbmdlUmVhc29uEh0KGUNIQU5HRV9SRUFTT05fVU5TUEVDSUZJRUQQABIeChpDSEFOR0VfUkVBU09OX0FETUlOX1VQREFURRABEhYKEkNIQU5HRV9SRUFTT05fU1lOQxACEiAKHENIQU5HRV9SRUFTT05fTU9ERUxfUkVQTEFDRUQQAxIaChZDSEFOR0VfUkVBU09OX1JPTExCQUNLEAQSGAoUQ0hBTkdFX1JFQVNPTl9JTVBPUlQQBTLbBgoSU3RhZ2VDb25maWdTZXJ2aWNlEmIKD0dldEFjdGl2ZUNvbmZpZxImLnN0YWdlY29uZmlnLnYxLkdldEFjdGl2ZUNvbmZpZ1JlcXVlc3QaJy5zdGFnZWNvbmZpZy52MS5HZXRBY3RpdmVDb25maWdSZXNwb25zZRJZCgxVcGRhdGVDb25maWcSIy5zdGFnZWNvbmZpZy52MS5VcGRhdGVDb25maWdSZXF1ZXN0GiQuc3RhZ2Vjb25maWcudjEuVXBkYXRlQ29uZmlnUmVzcG9uc2USUwoKTGlzdE1vZGVscxIhLnN0YWdlY29uZmlnLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiIuc3RhZ2Vjb25maWcudjEuTGlzdE1vZGVsc1Jlc3BvbnNlElYKC0xpc3RDb25maWdzEiIuc3RhZ2Vjb25maWcudjEuTGlzdENvbmZpZ3NSZXF1ZXN0GiMuc3RhZ2Vjb25maWcudjEuTGlzdENvbmZpZ3NSZXNwb25zZRJYCgtXYXRjaENvbmZpZxIiLnN0YWdlY29uZmlnLnYxLldhdGNoQ29uZmlnUmVxdWVzdBojLnN0YWdlY29uZmlnLnYxLldhdGNoQ29uZmlnUmVzcG9uc2UwARJcCg1SZWZyZXNoTW9kZWxzEiQuc3RhZ2Vjb25maWcudjEuUmVmcmVzaE1vZGVsc1JlcXVlc3QaJS5zdGFnZWNvbmZpZy52MS5SZWZyZXNoTW9kZWxzUmVzcG9uc2USZQoQR2V0Q29uZmlnSGlzdG9yeRInLnN0YWdlY29uZmlnLnYxLkdldENvbmZpZ0hpc3RvcnlSZXF1ZXN0Giguc3RhZ2Vjb25maWcudjEuR2V0Q29uZmlnSGlzdG9yeVJlc3BvbnNlEl8KDlJvbGxiYWNrQ29uZmlnEiUuc3RhZ2Vjb25maWcudjEuUm9sbGJhY2tDb25maWdSZXF1ZXN0GiYuc3RhZ2Vjb25maWcudjEuUm9sbGJhY2tDb25maWdSZXNwb25zZRJZCgxMaXN0V2F0Y2hlcnMSIy5zdGFnZWNvbmZpZy52MS5MaXN0V2F0Y2hlcnNSZXF1ZXN0GiQuc3RhZ2Vjb25maWcudjEuTGlzdFdhdGNoZXJzUmVzcG9uc2VCXgoSZGV2LnN0YWdlY29uZmlnLnYxUAFaRmdpdGh1Yi5jb20vc3RhZ2Vjb25maWcvc3RhZ2Vjb25maWcvZ2VuL2dvL3N0YWdlY29uZmlnL3YxO3N0YWdlY29uZmlndjFiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("CiFzdGFnZWNvbmZpZy92MS9zdGFnZV9jb25maWcucHJvdG8SDnN0YWdlY29uZmlnLnYxItYECgtTdGFnZUNvbmZpZxItCgpzdGFnZV90eXBlGAEgASgOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEjMKDXByb3ZpZGVyX2tpbmQYAiABKA4yHC5zdGFnZWNvbmZpZy52MS5Qcm92aWRlcktpbmQSDwoHYXBpX2tleRgDIAEoCRINCgVtb2RlbBgEIAEoCRIQCghyZXZpc2lvbhgFIAEoAxIsCgZzdGF0dXMYBiABKA4yHC5zdGFnZWNvbmZpZy52MS5Db25maWdTdGF0dXMSOQoHb3B0aW9ucxgHIAMoCzIoLnN0YWdlY29uZmlnLnYxLlN0YWdlQ29uZmlnLk9wdGlvbnNFbnRyeRIsCgZzb3VyY2UYCCABKA4yHC5zdGFnZWNvbmZpZy52MS5Db25maWdTb3VyY2USFQoNc3RhdHVzX3JlYXNvbhgJIAEoCRIxCgxzdGF0dXNfY2F1c2UYCiABKA4yGy5zdGFnZWNvbmZpZy52MS5TdGF0dXNDYXVzZRIWCg5hcGlfa2V5X21hc2tlZBgLIAEoCBIbChNhcGlfa2V5X2ZpbmdlcnByaW50GAwgASgJEi4KCnVwZGF0ZWRfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjsKF21vZGVsc19jYWNoZV91cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBouCgxPcHRpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJHChZHZXRBY3RpdmVDb25maWdSZXF1ZXN0Ei0KCnN0YWdlX3R5cGUYASABKA4yGS5zdGFnZWNvbmZpZy52MS5TdGFnZVR5cGUiRgoXR2V0QWN0aXZlQ29uZmlnUmVzcG9uc2USKwoGY29uZmlnGAEgASgLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VDb25maWcipAMKE1VwZGF0ZUNvbmZpZ1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIzCg1wcm92aWRlcl9raW5kGAIgASgOMhwuc3RhZ2Vjb25maWcudjEuUHJvdmlkZXJLaW5kEhQKB2FwaV9rZXkYAyABKAlIAIgBARISCgVtb2RlbBgEIAEoCUgBiAEBEkEKB29wdGlvbnMYBSADKAsyMC5zdGFnZWNvbmZpZy52MS5VcGRhdGVDb25maWdSZXF1ZXN0Lk9wdGlvbnNFbnRyeRIeChFleHBlY3RlZF9yZXZpc2lvbhgGIAEoA0gCiAEBEhUKDXZhbGlkYXRlX29ubHkYByABKAgSDwoHY29tbWVudBgIIAEoCRIYChBhbGxvd191bnZlcmlmaWVkGAkgASgIGi4KDE9wdGlvbnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgoKCF9hcGlfa2V5QggKBl9tb2RlbEIUChJfZXhwZWN0ZWRfcmV2aXNpb24iZAoUVXBkYXRlQ29uZmlnUmVzcG9uc2USKwoGY29uZmlnGAEgASgLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VDb25maWcSDgoGbW9kZWxzGAIgAygJEg8KB3dyaXR0ZW4YAyABKAgiUwoRTGlzdE1vZGVsc1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIPCgdyZWZyZXNoGAIgASgIIuYBChJMaXN0TW9kZWxzUmVzcG9uc2USDgoGbW9kZWxzGAEgAygJEi4KCnVwZGF0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnNlbGVjdGVkX21vZGVsGAMgASgJEjMKDXByb3ZpZGVyX2tpbmQYBCABKA4yHC5zdGFnZWNvbmZpZy52MS5Qcm92aWRlcktpbmQSLAoGc3RhdHVzGAUgASgOMhwuc3RhZ2Vjb25maWcudjEuQ29uZmlnU3RhdHVzEhUKDXN0YXR1c19yZWFzb24YBiABKAkiFAoSTGlzdENvbmZpZ3NSZXF1ZXN0IrYBCg9TdGFnZUNvbmZpZ1ZpZXcSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIrCgZjb25maWcYAiABKAsyGy5zdGFnZWNvbmZpZy52MS5TdGFnZUNvbmZpZxIOCgZtb2RlbHMYAyADKAkSNwoRYWxsb3dlZF9wcm92aWRlcnMYBCADKA4yHC5zdGFnZWNvbmZpZy52MS5Qcm92aWRlcktpbmQiXQoTTGlzdENvbmZpZ3NSZXNwb25zZRIvCgZzdGFnZXMYASADKAsyHy5zdGFnZWNvbmZpZy52MS5TdGFnZUNvbmZpZ1ZpZXcSFQoNaGVhZF9yZXZpc2lvbhgCIAEoAyKhAQoSV2F0Y2hDb25maWdSZXF1ZXN0Ei4KC3N0YWdlX3R5cGVzGAEgAygOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEhwKD3Jlc3VtZV9yZXZpc2lvbhgCIAEoA0gAiAEBEhEKCWNsaWVudF9pZBgDIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgEIAEoCUISChBfcmVzdW1lX3JldmlzaW9uIqYBChNXYXRjaENvbmZpZ1Jlc3BvbnNlEiwKCHNuYXBzaG90GAEgASgLMhguc3RhZ2Vjb25maWcudjEuU25hcHNob3RIABIoCgZjaGFuZ2UYAiABKAsyFi5zdGFnZWNvbmZpZy52MS5DaGFuZ2VIABIuCgloZWFydGJlYXQYAyABKAsyGS5zdGFnZWNvbmZpZy52MS5IZWFydGJlYXRIAEIHCgVldmVudCJKCghTbmFwc2hvdBIQCghyZXZpc2lvbhgBIAEoAxIsCgdjb25maWdzGAIgAygLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VDb25maWcidQoGQ2hhbmdlEhAKCHJldmlzaW9uGAEgASgDEisKBmNvbmZpZxgCIAEoCzIbLnN0YWdlY29uZmlnLnYxLlN0YWdlQ29uZmlnEiwKBnJlYXNvbhgDIAEoDjIcLnN0YWdlY29uZmlnLnYxLkNoYW5nZVJlYXNvbiJTCglIZWFydGJlYXQSFQoNaGVhZF9yZXZpc2lvbhgBIAEoAxIvCgtzZXJ2ZXJfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRQoUUmVmcmVzaE1vZGVsc1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZSLVAQoNUmVmcmVzaFJlc3VsdBItCgpzdGFnZV90eXBlGAEgASgOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEiwKBnN0YXR1cxgCIAEoDjIcLnN0YWdlY29uZmlnLnYxLkNvbmZpZ1N0YXR1cxIVCg1zdGF0dXNfcmVhc29uGAMgASgJEg4KBm1vZGVscxgEIAMoCRIWCg5zZWxlY3RlZF9tb2RlbBgFIAEoCRIWCg5yZXBsYWNlZF9tb2RlbBgGIAEoCRIQCghyZXZpc2lvbhgHIAEoAyJHChVSZWZyZXNoTW9kZWxzUmVzcG9uc2USLgoHcmVzdWx0cxgBIAMoCzIdLnN0YWdlY29uZmlnLnYxLlJlZnJlc2hSZXN1bHQibwoXR2V0Q29uZmlnSGlzdG9yeVJlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJCCgtGaWVsZENoYW5nZRINCgVmaWVsZBgBIAEoCRIRCglvbGRfdmFsdWUYAiABKAkSEQoJbmV3X3ZhbHVlGAMgASgJIvUBCgxIaXN0b3J5RW50cnkSEAoIcmV2aXNpb24YASABKAMSLQoKc3RhZ2VfdHlwZRgCIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgEIAEoCRIsCgZyZWFzb24YBSABKA4yHC5zdGFnZWNvbmZpZy52MS5DaGFuZ2VSZWFzb24SLAoHY2hhbmdlcxgGIAMoCzIbLnN0YWdlY29uZmlnLnYxLkZpZWxkQ2hhbmdlEg8KB2NvbW1lbnQYByABKAkiYgoYR2V0Q29uZmlnSGlzdG9yeVJlc3BvbnNlEi0KB2VudHJpZXMYASADKAsyHC5zdGFnZWNvbmZpZy52MS5IaXN0b3J5RW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIpEBChVSb2xsYmFja0NvbmZpZ1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRITCgt0b19yZXZpc2lvbhgCIAEoAxIeChFleHBlY3RlZF9yZXZpc2lvbhgDIAEoA0gAiAEBQhQKEl9leHBlY3RlZF9yZXZpc2lvbiJFChZSb2xsYmFja0NvbmZpZ1Jlc3BvbnNlEisKBmNvbmZpZxgBIAEoCzIbLnN0YWdlY29uZmlnLnYxLlN0YWdlQ29uZmlnIhUKE0xpc3RXYXRjaGVyc1JlcXVlc3Qi+gIKC1dhdGNoZXJJbmZvEhEKCWNsaWVudF9pZBgBIAEoCRIMCgRwZWVyGAIgASgJEi4KC3N0YWdlX3R5cGVzGAMgAygOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEjMKD2Nvbm5lY3RlZF9zaW5jZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbGFzdF9yZXZpc2lvbhgFIAEoAxINCgVhY3RvchgGIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgHIAEoCRIYChBhcHBsaWVkX3JldmlzaW9uGAggASgDEhUKDW5hY2tfcmV2aXNpb24YCSABKAMSEwoLbmFja19yZWFzb24YCiABKAkSNAoQbGFzdF9yZXBvcnRfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoGc3RhZ2VzGAwgAygLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VSZXBvcnQiXAoUTGlzdFdhdGNoZXJzUmVzcG9uc2USLQoId2F0Y2hlcnMYASADKAsyGy5zdGFnZWNvbmZpZy52MS5XYXRjaGVySW5mbxIVCg1oZWFkX3JldmlzaW9uGAIgASgDIvQBCgxUYXNrT3V0Y29tZXMSEAoIcmV2aXNpb24YASABKAMSEQoJc3VjY2VlZGVkGAIgASgDEg4KBmZhaWxlZBgDIAEoAxIPCgdyZXRyaWVkGAQgASgDEkwKEWZhaWx1cmVzX2J5X2NhdXNlGAUgAygLMjEuc3RhZ2Vjb25maWcudjEuVGFza091dGNvbWVzLkZhaWx1cmVzQnlDYXVzZUVudHJ5EhgKEGR1cmF0aW9uX2J1Y2tldHMYBiADKAMaNgoURmFpbHVyZXNCeUNhdXNlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASKqAQoLU3RhZ2VSZXBvcnQSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIQCghyZXZpc2lvbhgCIAEoAxIVCg1uYWNrX3JldmlzaW9uGAMgASgDEhMKC25hY2tfcmVhc29uGAQgASgJEi4KCG91dGNvbWVzGAUgAygLMhwuc3RhZ2Vjb25maWcudjEuVGFza091dGNvbWVzItUBChNSZXBvcnRTdGF0dXNSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoCRIYChBhcHBsaWVkX3JldmlzaW9uGAIgASgDEgwKBGhvc3QYAyABKAkSCwoDcGlkGAQgASgFEhYKDmNsaWVudF92ZXJzaW9uGAUgASgJEisKBnN0YWdlcxgGIAMoCzIbLnN0YWdlY29uZmlnLnYxLlN0YWdlUmVwb3J0EhAKCHNlcXVlbmNlGAcgASgDEh8KF3JlcG9ydF9pbnRlcnZhbF9zZWNvbmRzGAggASgFIikKFFJlcG9ydFN0YXR1c1Jlc3BvbnNlEhEKCWR1cGxpY2F0ZRgBIAEoCCJeChVHZXRGbGVldFN0YXR1c1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIWCg53aW5kb3dfc2Vjb25kcxgCIAEoBSLxAgoTUmV2aXNpb25GbGVldFN0YXR1cxIQCghyZXZpc2lvbhgBIAEoAxIPCgdjbGllbnRzGAIgASgFEg4KBm5hY2tlZBgDIAEoBRIUCgxuYWNrX3JlYXNvbnMYBCADKAkSEQoJc3VjY2VlZGVkGAUgASgDEg4KBmZhaWxlZBgGIAEoAxIPCgdyZXRyaWVkGAcgASgDEhQKDGZhaWx1cmVfcmF0ZRgIIAEoARJTChFmYWlsdXJlc19ieV9jYXVzZRgJIAMoCzI4LnN0YWdlY29uZmlnLnYxLlJldmlzaW9uRmxlZXRTdGF0dXMuRmFpbHVyZXNCeUNhdXNlRW50cnkSHAoUcDUwX2R1cmF0aW9uX3NlY29uZHMYCiABKAESHAoUcDk1X2R1cmF0aW9uX3NlY29uZHMYCyABKAEaNgoURmFpbHVyZXNCeUNhdXNlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASKjAQoQU3RhZ2VGbGVldFN0YXR1cxItCgpzdGFnZV90eXBlGAEgASgOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEhAKCHJldmlzaW9uGAIgASgDEjYKCXJldmlzaW9ucxgDIAMoCzIjLnN0YWdlY29uZmlnLnYxLlJldmlzaW9uRmxlZXRTdGF0dXMSFgoOc2lsZW50X2NsaWVudHMYBCABKAUi4AEKC0ZsZWV0Q2xpZW50EhEKCWNsaWVudF9pZBgBIAEoCRIMCgRob3N0GAIgASgJEgsKA3BpZBgDIAEoBRIWCg5jbGllbnRfdmVyc2lvbhgEIAEoCRIYChBhcHBsaWVkX3JldmlzaW9uGAUgASgDEjQKEGxhc3RfcmVwb3J0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnNpbGVudBgHIAEoCBIrCgZzdGFnZXMYCCADKAsyGy5zdGFnZWNvbmZpZy52MS5TdGFnZVJlcG9ydCKnAQoWR2V0RmxlZXRTdGF0dXNSZXNwb25zZRIwCgZzdGFnZXMYASADKAsyIC5zdGFnZWNvbmZpZy52MS5TdGFnZUZsZWV0U3RhdHVzEiwKB2NsaWVudHMYAiADKAsyGy5zdGFnZWNvbmZpZy52MS5GbGVldENsaWVudBIVCg1oZWFkX3JldmlzaW9uGAMgASgDEhYKDndpbmRvd19zZWNvbmRzGAQgASgFKnwKCVN0YWdlVHlwZRIaChZTVEFHRV9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPU1RBR0VfVFlQRV9QT0VNEAESFAoQU1RBR0VfVFlQRV9WT0lDRRACEhMKD1NUQUdFX1RZUEVfU09ORxADEhMKD1NUQUdFX1RZUEVfQ0xJUBAEKswBCgxQcm92aWRlcktpbmQSHQoZUFJPVklERVJfS0lORF9VTlNQRUNJRklFRBAAEhwKGFBST1ZJREVSX0tJTkRfWUFOREVYX0dQVBABEhgKFFBST1ZJREVSX0tJTkRfR0VNSU5JEAISGAoUUFJPVklERVJfS0lORF9PUEVOQUkQAxIbChdQUk9WSURFUl9LSU5EX1NQRUVDSEtJVBAEEhYKElBST1ZJREVSX0tJTkRfU1VOTxAFEhYKElBST1ZJREVSX0tJTkRfUElLQRAGKrQBCgxDb25maWdTdGF0dXMSHQoZQ09ORklHX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFENPTkZJR19TVEFUVVNfQUNUSVZFEAESGQoVQ09ORklHX1NUQVRVU19XQVJOSU5HEAISGQoVQ09ORklHX1NUQVRVU19JTlZBTElEEAMSFwoTQ09ORklHX1NUQVRVU19FUlJPUhAEEhwKGENPTkZJR19TVEFUVVNfVU5WRVJJRklFRBAFKoMCCgtTdGF0dXNDYXVzZRIcChhTVEFUVVNfQ0FVU0VfVU5TUEVDSUZJRUQQABIVChFTVEFUVVNfQ0FVU0VfQVVUSBABEhsKF1NUQVRVU19DQVVTRV9QRVJNSVNTSU9OEAISFgoSU1RBVFVTX0NBVVNFX1FVT1RBEAMSGwoXU1RBVFVTX0NBVVNFX1JBVEVfTElNSVQQBBIXChNTVEFUVVNfQ0FVU0VfUkVHSU9OEAUSGQoVU1RBVFVTX0NBVVNFX1VQU1RSRUFNEAYSGAoUU1RBVFVTX0NBVVNFX05FVFdPUksQBxIfChtTVEFUVVNfQ0FVU0VfTU9ERUxfUkVQTEFDRUQQCCqFAQoMQ29uZmlnU291cmNlEh0KGUNPTkZJR19TT1VSQ0VfVU5TUEVDSUZJRUQQABIaChZDT05GSUdfU09VUkNFX0RBVEFCQVNFEAESGgoWQ09ORklHX1NPVVJDRV9GQUxMQkFDSxACEh4KGkNPTkZJR19TT1VSQ0VfVU5DT05GSUdVUkVEEAMqvQEKDENoYW5nZVJlYXNvbhIdChlDSEFOR0VfUkVBU09OX1VOU1BFQ0lGSUVEEAASHgoaQ0hBTkdFX1JFQVNPTl9BRE1JTl9VUERBVEUQARIWChJDSEFOR0VfUkVBU09OX1NZTkMQAhIgChxDSEFOR0VfUkVBU09OX01PREVMX1JFUExBQ0VEEAMSGgoWQ0hBTkdFX1JFQVNPTl9ST0xMQkFDSxAEEhgKFENIQU5HRV9SRUFTT05fSU1QT1JUEAUylwgKElN0YWdlQ29uZmlnU2VydmljZRJiCg9HZXRBY3RpdmVDb25maWcSJi5zdGFnZWNvbmZpZy52MS5HZXRBY3RpdmVDb25maWdSZXF1ZXN0Gicuc3RhZ2Vjb25maWcudjEuR2V0QWN0aXZlQ29uZmlnUmVzcG9uc2USWQoMVXBkYXRlQ29uZmlnEiMuc3RhZ2Vjb25maWcudjEuVXBkYXRlQ29uZmlnUmVxdWVzdBokLnN0YWdlY29uZmlnLnYxLlVwZGF0ZUNvbmZpZ1Jlc3BvbnNlElMKCkxpc3RNb2RlbHMSIS5zdGFnZWNvbmZpZy52MS5MaXN0TW9kZWxzUmVxdWVzdBoiLnN0YWdlY29uZmlnLnYxLkxpc3RNb2RlbHNSZXNwb25zZRJWCgtMaXN0Q29uZmlncxIiLnN0YWdlY29uZmlnLnYxLkxpc3RDb25maWdzUmVxdWVzdBojLnN0YWdlY29uZmlnLnYxLkxpc3RDb25maWdzUmVzcG9uc2USWAoLV2F0Y2hDb25maWcSIi5zdGFnZWNvbmZpZy52MS5XYXRjaENvbmZpZ1JlcXVlc3QaIy5zdGFnZWNvbmZpZy52MS5XYXRjaENvbmZpZ1Jlc3BvbnNlMAESXAoNUmVmcmVzaE1vZGVscxIkLnN0YWdlY29uZmlnLnYxLlJlZnJlc2hNb2RlbHNSZXF1ZXN0GiUuc3RhZ2Vjb25maWcudjEuUmVmcmVzaE1vZGVsc1Jlc3BvbnNlEmUKEEdldENvbmZpZ0hpc3RvcnkSJy5zdGFnZWNvbmZpZy52MS5HZXRDb25maWdIaXN0b3J5UmVxdWVzdBooLnN0YWdlY29uZmlnLnYxLkdldENvbmZpZ0hpc3RvcnlSZXNwb25zZRJfCg5Sb2xsYmFja0NvbmZpZxIlLnN0YWdlY29uZmlnLnYxLlJvbGxiYWNrQ29uZmlnUmVxdWVzdBomLnN0YWdlY29uZmlnLnYxLlJvbGxiYWNrQ29uZmlnUmVzcG9uc2USWQoMTGlzdFdhdGNoZXJzEiMuc3RhZ2Vjb25maWcudjEuTGlzdFdhdGNoZXJzUmVxdWVzdBokLnN0YWdlY29uZmlnLnYxLkxpc3RXYXRjaGVyc1Jlc3BvbnNlElkKDFJlcG9ydFN0YXR1cxIjLnN0YWdlY29uZmlnLnYxLlJlcG9ydFN0YXR1c1JlcXVlc3QaJC5zdGFnZWNvbmZpZy52MS5SZXBvcnRTdGF0dXNSZXNwb25zZRJfCg5HZXRGbGVldFN0YXR1cxIlLnN0YWdlY29uZmlnLnYxLkdldEZsZWV0U3RhdHVzUmVxdWVzdBomLnN0YWdlY29uZmlnLnYxLkdldEZsZWV0U3RhdHVzUmVzcG9uc2VCXgoSZGV2LnN0YWdlY29uZmlnLnYxUAFaRmdpdGh1Yi5jb20vc3RhZ2Vjb25maWcvc3RhZ2Vjb25maWcvZ2VuL2dvL3N0YWdlY29uZmlnL3YxO3N0YWdlY29uZmlndjFiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * StageConfig is one stage's provider configuration.
@@ -866,6 +866,39 @@ export type WatcherInfo = Message<"stageconfig.v1.WatcherInfo"> & {
    * @generated from field: string client_version = 7;
    */
   clientVersion: string;
+
+  /**
+   * From the client's reports (ReportStatus), matched by client_id; zero/empty until
+   * it reports. applied_revision is what it applied, not what it was sent.
+   *
+   * @generated from field: int64 applied_revision = 8;
+   */
+  appliedRevision: bigint;
+
+  /**
+   * The newest revision the client refused, any stage, and why.
+   *
+   * @generated from field: int64 nack_revision = 9;
+   */
+  nackRevision: bigint;
+
+  /**
+   * @generated from field: string nack_reason = 10;
+   */
+  nackReason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_report_time = 11;
+   */
+  lastReportTime?: Timestamp | undefined;
+
+  /**
+   * Each stage as the client last reported it, with its task outcomes over the last
+   * 15 minutes.
+   *
+   * @generated from field: repeated stageconfig.v1.StageReport stages = 12;
+   */
+  stages: StageReport[];
 };
 
 /**
@@ -896,6 +929,425 @@ export type ListWatchersResponse = Message<"stageconfig.v1.ListWatchersResponse"
  */
 export const ListWatchersResponseSchema: GenMessage<ListWatchersResponse> = /*@__PURE__*/
   messageDesc(file_stageconfig_v1_stage_config, 26);
+
+/**
+ * TaskOutcomes counts the tasks a client ran with one stage at one revision.
+ *
+ * @generated from message stageconfig.v1.TaskOutcomes
+ */
+export type TaskOutcomes = Message<"stageconfig.v1.TaskOutcomes"> & {
+  /**
+   * The stage's revision the tasks used.
+   *
+   * @generated from field: int64 revision = 1;
+   */
+  revision: bigint;
+
+  /**
+   * @generated from field: int64 succeeded = 2;
+   */
+  succeeded: bigint;
+
+  /**
+   * @generated from field: int64 failed = 3;
+   */
+  failed: bigint;
+
+  /**
+   * Tasks that failed and will be retried (counted apart from failed).
+   *
+   * @generated from field: int64 retried = 4;
+   */
+  retried: bigint;
+
+  /**
+   * Failures by cause (an exception class name, a provider cause): at most 32 causes,
+   * each at most 64 printable characters.
+   *
+   * @generated from field: map<string, int64> failures_by_cause = 5;
+   */
+  failuresByCause: { [key: string]: bigint };
+
+  /**
+   * Task durations as counts per bucket: bucket i counts durations up to the i-th of the
+   * bounds in seconds 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500; the
+   * 14th bucket counts the longer ones. Empty when no duration was recorded.
+   *
+   * @generated from field: repeated int64 duration_buckets = 6;
+   */
+  durationBuckets: bigint[];
+};
+
+/**
+ * Describes the message stageconfig.v1.TaskOutcomes.
+ * Use `create(TaskOutcomesSchema)` to create a new message.
+ */
+export const TaskOutcomesSchema: GenMessage<TaskOutcomes> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 27);
+
+/**
+ * StageReport is one stage as a client holds it.
+ *
+ * @generated from message stageconfig.v1.StageReport
+ */
+export type StageReport = Message<"stageconfig.v1.StageReport"> & {
+  /**
+   * @generated from field: stageconfig.v1.StageType stage_type = 1;
+   */
+  stageType: StageType;
+
+  /**
+   * The revision of the stage's config in use (0: none).
+   *
+   * @generated from field: int64 revision = 2;
+   */
+  revision: bigint;
+
+  /**
+   * The newest revision of this stage the client refused (0: none), and why.
+   *
+   * @generated from field: int64 nack_revision = 3;
+   */
+  nackRevision: bigint;
+
+  /**
+   * @generated from field: string nack_reason = 4;
+   */
+  nackReason: string;
+
+  /**
+   * Task outcomes since the previous report (in a ReportStatusRequest) or over the
+   * window (in answers), one entry per revision.
+   *
+   * @generated from field: repeated stageconfig.v1.TaskOutcomes outcomes = 5;
+   */
+  outcomes: TaskOutcomes[];
+};
+
+/**
+ * Describes the message stageconfig.v1.StageReport.
+ * Use `create(StageReportSchema)` to create a new message.
+ */
+export const StageReportSchema: GenMessage<StageReport> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 28);
+
+/**
+ * @generated from message stageconfig.v1.ReportStatusRequest
+ */
+export type ReportStatusRequest = Message<"stageconfig.v1.ReportStatusRequest"> & {
+  /**
+   * The name the client watches under (WatchConfigRequest.client_id).
+   *
+   * @generated from field: string client_id = 1;
+   */
+  clientId: string;
+
+  /**
+   * The newest revision the client applied.
+   *
+   * @generated from field: int64 applied_revision = 2;
+   */
+  appliedRevision: bigint;
+
+  /**
+   * @generated from field: string host = 3;
+   */
+  host: string;
+
+  /**
+   * @generated from field: int32 pid = 4;
+   */
+  pid: number;
+
+  /**
+   * @generated from field: string client_version = 5;
+   */
+  clientVersion: string;
+
+  /**
+   * @generated from field: repeated stageconfig.v1.StageReport stages = 6;
+   */
+  stages: StageReport[];
+
+  /**
+   * Grows with every new report of this client_id; a retry repeats the same number. A
+   * report at or below the highest number the server has seen is not counted again.
+   *
+   * @generated from field: int64 sequence = 7;
+   */
+  sequence: bigint;
+
+  /**
+   * How often the client reports; it is called silent after three periods without one.
+   *
+   * @generated from field: int32 report_interval_seconds = 8;
+   */
+  reportIntervalSeconds: number;
+};
+
+/**
+ * Describes the message stageconfig.v1.ReportStatusRequest.
+ * Use `create(ReportStatusRequestSchema)` to create a new message.
+ */
+export const ReportStatusRequestSchema: GenMessage<ReportStatusRequest> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 29);
+
+/**
+ * @generated from message stageconfig.v1.ReportStatusResponse
+ */
+export type ReportStatusResponse = Message<"stageconfig.v1.ReportStatusResponse"> & {
+  /**
+   * True when the server had already counted this (client_id, sequence).
+   *
+   * @generated from field: bool duplicate = 1;
+   */
+  duplicate: boolean;
+};
+
+/**
+ * Describes the message stageconfig.v1.ReportStatusResponse.
+ * Use `create(ReportStatusResponseSchema)` to create a new message.
+ */
+export const ReportStatusResponseSchema: GenMessage<ReportStatusResponse> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 30);
+
+/**
+ * @generated from message stageconfig.v1.GetFleetStatusRequest
+ */
+export type GetFleetStatusRequest = Message<"stageconfig.v1.GetFleetStatusRequest"> & {
+  /**
+   * UNSPECIFIED shows every stage.
+   *
+   * @generated from field: stageconfig.v1.StageType stage_type = 1;
+   */
+  stageType: StageType;
+
+  /**
+   * The window task outcomes are counted over; 0 means 900 (15 minutes).
+   *
+   * @generated from field: int32 window_seconds = 2;
+   */
+  windowSeconds: number;
+};
+
+/**
+ * Describes the message stageconfig.v1.GetFleetStatusRequest.
+ * Use `create(GetFleetStatusRequestSchema)` to create a new message.
+ */
+export const GetFleetStatusRequestSchema: GenMessage<GetFleetStatusRequest> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 31);
+
+/**
+ * RevisionFleetStatus is one revision of one stage across the fleet.
+ *
+ * @generated from message stageconfig.v1.RevisionFleetStatus
+ */
+export type RevisionFleetStatus = Message<"stageconfig.v1.RevisionFleetStatus"> & {
+  /**
+   * @generated from field: int64 revision = 1;
+   */
+  revision: bigint;
+
+  /**
+   * Clients whose config of the stage is at this revision and that still report.
+   *
+   * @generated from field: int32 clients = 2;
+   */
+  clients: number;
+
+  /**
+   * Clients whose newest refusal of the stage is this revision, and their reasons
+   * (distinct, at most 8).
+   *
+   * @generated from field: int32 nacked = 3;
+   */
+  nacked: number;
+
+  /**
+   * @generated from field: repeated string nack_reasons = 4;
+   */
+  nackReasons: string[];
+
+  /**
+   * Task outcomes with this revision within the window, from every client.
+   *
+   * @generated from field: int64 succeeded = 5;
+   */
+  succeeded: bigint;
+
+  /**
+   * @generated from field: int64 failed = 6;
+   */
+  failed: bigint;
+
+  /**
+   * @generated from field: int64 retried = 7;
+   */
+  retried: bigint;
+
+  /**
+   * failed / (succeeded + failed); 0 when no task finished.
+   *
+   * @generated from field: double failure_rate = 8;
+   */
+  failureRate: number;
+
+  /**
+   * @generated from field: map<string, int64> failures_by_cause = 9;
+   */
+  failuresByCause: { [key: string]: bigint };
+
+  /**
+   * From the duration buckets: the upper bound of the bucket holding the percentile
+   * (0 with no duration).
+   *
+   * @generated from field: double p50_duration_seconds = 10;
+   */
+  p50DurationSeconds: number;
+
+  /**
+   * @generated from field: double p95_duration_seconds = 11;
+   */
+  p95DurationSeconds: number;
+};
+
+/**
+ * Describes the message stageconfig.v1.RevisionFleetStatus.
+ * Use `create(RevisionFleetStatusSchema)` to create a new message.
+ */
+export const RevisionFleetStatusSchema: GenMessage<RevisionFleetStatus> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 32);
+
+/**
+ * StageFleetStatus is one stage across the fleet.
+ *
+ * @generated from message stageconfig.v1.StageFleetStatus
+ */
+export type StageFleetStatus = Message<"stageconfig.v1.StageFleetStatus"> & {
+  /**
+   * @generated from field: stageconfig.v1.StageType stage_type = 1;
+   */
+  stageType: StageType;
+
+  /**
+   * The stage's current revision on the server (0: nothing stored).
+   *
+   * @generated from field: int64 revision = 2;
+   */
+  revision: bigint;
+
+  /**
+   * Every revision some client holds, refused or ran tasks with in the window, newest
+   * first.
+   *
+   * @generated from field: repeated stageconfig.v1.RevisionFleetStatus revisions = 3;
+   */
+  revisions: RevisionFleetStatus[];
+
+  /**
+   * Clients that reported this stage before but not within three report intervals.
+   *
+   * @generated from field: int32 silent_clients = 4;
+   */
+  silentClients: number;
+};
+
+/**
+ * Describes the message stageconfig.v1.StageFleetStatus.
+ * Use `create(StageFleetStatusSchema)` to create a new message.
+ */
+export const StageFleetStatusSchema: GenMessage<StageFleetStatus> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 33);
+
+/**
+ * FleetClient is one client that has reported.
+ *
+ * @generated from message stageconfig.v1.FleetClient
+ */
+export type FleetClient = Message<"stageconfig.v1.FleetClient"> & {
+  /**
+   * @generated from field: string client_id = 1;
+   */
+  clientId: string;
+
+  /**
+   * @generated from field: string host = 2;
+   */
+  host: string;
+
+  /**
+   * @generated from field: int32 pid = 3;
+   */
+  pid: number;
+
+  /**
+   * @generated from field: string client_version = 4;
+   */
+  clientVersion: string;
+
+  /**
+   * @generated from field: int64 applied_revision = 5;
+   */
+  appliedRevision: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_report_time = 6;
+   */
+  lastReportTime?: Timestamp | undefined;
+
+  /**
+   * No report within three of its report intervals: shown as silent, not as healthy.
+   *
+   * @generated from field: bool silent = 7;
+   */
+  silent: boolean;
+
+  /**
+   * Each stage as it last reported it, with its outcomes over the window.
+   *
+   * @generated from field: repeated stageconfig.v1.StageReport stages = 8;
+   */
+  stages: StageReport[];
+};
+
+/**
+ * Describes the message stageconfig.v1.FleetClient.
+ * Use `create(FleetClientSchema)` to create a new message.
+ */
+export const FleetClientSchema: GenMessage<FleetClient> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 34);
+
+/**
+ * @generated from message stageconfig.v1.GetFleetStatusResponse
+ */
+export type GetFleetStatusResponse = Message<"stageconfig.v1.GetFleetStatusResponse"> & {
+  /**
+   * @generated from field: repeated stageconfig.v1.StageFleetStatus stages = 1;
+   */
+  stages: StageFleetStatus[];
+
+  /**
+   * @generated from field: repeated stageconfig.v1.FleetClient clients = 2;
+   */
+  clients: FleetClient[];
+
+  /**
+   * @generated from field: int64 head_revision = 3;
+   */
+  headRevision: bigint;
+
+  /**
+   * @generated from field: int32 window_seconds = 4;
+   */
+  windowSeconds: number;
+};
+
+/**
+ * Describes the message stageconfig.v1.GetFleetStatusResponse.
+ * Use `create(GetFleetStatusResponseSchema)` to create a new message.
+ */
+export const GetFleetStatusResponseSchema: GenMessage<GetFleetStatusResponse> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 35);
 
 /**
  * StageType is a step of the content pipeline.
@@ -1022,6 +1474,15 @@ export enum ConfigStatus {
    * @generated from enum value: CONFIG_STATUS_ERROR = 4;
    */
   ERROR = 4,
+
+  /**
+   * The key was stored without the provider confirming it: the provider has no call
+   * that proves a key (SpeechKit), or the admin stored an unverifiable key on purpose
+   * (UpdateConfigRequest.allow_unverified).
+   *
+   * @generated from enum value: CONFIG_STATUS_UNVERIFIED = 5;
+   */
+  UNVERIFIED = 5,
 }
 
 /**
@@ -1274,6 +1735,30 @@ export const StageConfigService: GenService<{
     methodKind: "unary";
     input: typeof ListWatchersRequestSchema;
     output: typeof ListWatchersResponseSchema;
+  },
+  /**
+   * ReportStatus is a worker's account of what it applied, what it refused (NACK) and
+   * how its tasks went since its previous report (worker role; admins may not report).
+   * Idempotent per (client_id, sequence): a retried report is acknowledged, not counted
+   * twice.
+   *
+   * @generated from rpc stageconfig.v1.StageConfigService.ReportStatus
+   */
+  reportStatus: {
+    methodKind: "unary";
+    input: typeof ReportStatusRequestSchema;
+    output: typeof ReportStatusResponseSchema;
+  },
+  /**
+   * GetFleetStatus shows, per stage, the revisions in use across the fleet with their
+   * clients, NACKs and task outcomes over a window (admin role).
+   *
+   * @generated from rpc stageconfig.v1.StageConfigService.GetFleetStatus
+   */
+  getFleetStatus: {
+    methodKind: "unary";
+    input: typeof GetFleetStatusRequestSchema;
+    output: typeof GetFleetStatusResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_stageconfig_v1_stage_config, 0);
