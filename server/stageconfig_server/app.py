@@ -164,7 +164,12 @@ class StageConfigApp:
             await database_health.start()
             if settings.metrics_address:
                 metrics.serve(settings.metrics_address)
-            sync = ModelSync(service, timedelta(hours=settings.sync_interval_hours), clock=clock)
+            sync = ModelSync(
+                service.refresh,
+                repository,
+                timedelta(hours=settings.sync_interval_hours),
+                clock=clock,
+            )
             if run_sync:
                 await sync.start()
         except BaseException:

@@ -11,18 +11,19 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from stageconfig_contract.facts import mask_key
 from stageconfig_contract.v1 import stage_config_pb2 as pb
-from stageconfig_server.db.records import LogEntry
 from stageconfig_server.domain import (
     ChangeReason,
     ConfigSource,
     ConfigStatus,
+    HistoryEntry,
     ProviderKind,
     StageConfig,
     StageType,
     StatusCause,
 )
 from stageconfig_server.errors import InvalidArgument
-from stageconfig_server.service import ModelsView, RefreshOutcome, StageView
+from stageconfig_server.refresh import RefreshOutcome
+from stageconfig_server.view import ModelsView, StageView
 
 _STAGE_TO_PB = {s: pb.StageType.Value(f"STAGE_TYPE_{s.value}") for s in StageType}
 _PB_TO_STAGE: dict[int, StageType] = {v: k for k, v in _STAGE_TO_PB.items()}
@@ -161,8 +162,8 @@ def refresh_to_pb(outcome: RefreshOutcome) -> pb.RefreshResult:
     )
 
 
-def history_entry_to_pb(entry: LogEntry) -> pb.HistoryEntry:
-    """A history row (the diff is already masked by the repository)."""
+def history_entry_to_pb(entry: HistoryEntry) -> pb.HistoryEntry:
+    """A history row (the diff shows keys only as fingerprints)."""
     message = pb.HistoryEntry(
         revision=entry.revision,
         stage_type=_STAGE_TO_PB[entry.stage_type],
