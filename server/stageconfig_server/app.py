@@ -16,7 +16,6 @@ from typing import Any
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from stageconfig_server.admin_events import LogAndWebhookEvents
 from stageconfig_server.broadcast import Broadcaster
 from stageconfig_server.crypto import KeyCipher
 from stageconfig_server.db.engine import create_engine, is_sqlite
@@ -27,7 +26,6 @@ from stageconfig_server.errors import SecretMismatch
 from stageconfig_server.health import DatabaseHealth
 from stageconfig_server.metrics import Metrics
 from stageconfig_server.providers.base import ProviderAdapter
-from stageconfig_server.providers.registry import build_adapters
 from stageconfig_server.replication import PostgresChangeFeed
 from stageconfig_server.rpc.server import (
     NOT_SERVING,
@@ -112,14 +110,12 @@ class StageConfigApp:
         feed: PostgresChangeFeed | None = None
         database_health: DatabaseHealth | None = None
         try:
-            service = ConfigService(
+            service = ConfigService.from_settings(
+                settings,
                 repository,
                 cipher,
-                adapters
-                or build_adapters(settings.provider_base_urls(), settings.provider_timeout_seconds),
                 legacy if legacy is not None else LegacySettings(),
-                events=LogAndWebhookEvents(settings.admin_webhook_url),
-                provider_timeout_seconds=settings.provider_timeout_seconds,
+                adapters=adapters,
                 clock=clock,
             )
             await service.load()

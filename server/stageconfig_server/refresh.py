@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from stageconfig_server.admin_events import AdminEvents, ModelReplaced
-from stageconfig_server.db.records import ConfigWrite
 from stageconfig_server.domain import (
     ChangeReason,
     ConfigStatus,
@@ -26,7 +25,7 @@ from stageconfig_server.domain import (
     StatusCause,
 )
 from stageconfig_server.errors import NotFound, RevisionConflict
-from stageconfig_server.verification import ProviderCheck, Verdict
+from stageconfig_server.verification import ProviderCheck, Settled, Verdict
 from stageconfig_server.view import ConfigView
 
 SYSTEM_ACTOR = "stageconfig-sync"
@@ -117,55 +116,39 @@ class ModelRefresher:
             if verdict.models is not None and now != current.models_cache_updated_at:
                 await self._view.touch_cache(current, now)
             return RefreshOutcome.of(self._view.stored(stage) or current)
-        write = ConfigWrite(
-            stage_type=stage,
-            provider_kind=current.provider_kind,
-            api_key_encrypted=held.api_key_encrypted,
-            api_key_fingerprint=current.api_key_fingerprint,
-            model=found.model,
-            models_cache=found.models,
-            models_cache_updated_at=found.cache_at,
-            status=found.status,
-            status_cause=found.cause,
-            status_reason=found.reason,
-            options=dict(current.options),
+        settled, replaced = found
+        write = settled.write(
+            stage,
+            current.provider_kind,
+            ciphertext=held.api_key_encrypted,
+            key_fingerprint=current.api_key_fingerprint,
+            key_id=held.api_key_id,
+            new_key=False,
+            options=current.options,
             actor=SYSTEM_ACTOR,
-            reason=ChangeReason.MODEL_REPLACED if found.replaced else ChangeReason.SYNC,
-            api_key_id=held.api_key_id,
+            reason=ChangeReason.MODEL_REPLACED if replaced else ChangeReason.SYNC,
         )
         try:
             change = await self._view.commit(write, current.revision, current.api_key)
         except RevisionConflict:
             return RefreshOutcome.of(self._view.stored(stage) or current)
-        if found.replaced:
+        if replaced:
             await self._events.model_replaced(
                 ModelReplaced(
                     stage_type=stage,
                     provider_kind=current.provider_kind,
-                    old_model=found.replaced,
-                    new_model=found.model,
+                    old_model=replaced,
+                    new_model=settled.model,
                     revision=change.revision,
                     at=self._clock(),
                 )
             )
-        return RefreshOutcome.of(change.config, found.replaced)
+        return RefreshOutcome.of(change.config, replaced)
 
 
-@dataclass(frozen=True, slots=True)
-class _Found:
-    """What a refresh changes that workers or admins can see."""
-
-    model: str
-    models: tuple[str, ...]
-    cache_at: datetime | None
-    status: ConfigStatus
-    cause: StatusCause | None
-    reason: str
-    replaced: str  # the vanished model, "" when the selected one is still offered
-
-
-def _found(current: StageConfig, verdict: Verdict, now: datetime) -> _Found | None:
-    """The visible change a verdict makes to ``current``, or None when there is none."""
+def _found(current: StageConfig, verdict: Verdict, now: datetime) -> tuple[Settled, str] | None:
+    """The visible change a verdict makes to ``current`` and the model it replaced (""
+    when the selected one is still offered), or None when nothing visible changes."""
     model, replaced = current.model, ""
     models, cache_at = current.models_cache, current.models_cache_updated_at
     status, cause, reason = verdict.status, verdict.cause, verdict.reason
@@ -190,4 +173,4 @@ def _found(current: StageConfig, verdict: Verdict, now: datetime) -> _Found | No
     )
     if not visible:
         return None
-    return _Found(model, models, cache_at, status, cause, reason, replaced)
+    return Settled(model, models, cache_at, status, cause, reason), replaced

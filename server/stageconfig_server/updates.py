@@ -10,14 +10,12 @@ commit and writes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from stageconfig_server.crypto import KeyCipher, fingerprint
-from stageconfig_server.db.records import ConfigWrite
 from stageconfig_server.domain import (
     ChangeReason,
-    ConfigSource,
     ConfigStatus,
     ProviderKind,
     StageConfig,
@@ -34,8 +32,8 @@ from stageconfig_server.validation import (
     check_options,
     check_revision,
 )
-from stageconfig_server.verification import ProviderCheck, Verdict
-from stageconfig_server.view import ConfigView
+from stageconfig_server.verification import ProviderCheck, Settled, Verdict
+from stageconfig_server.view import ConfigView, stage_config
 
 _SUGGESTED_MODELS = 5
 
@@ -98,18 +96,6 @@ class _Change:
     reason: ChangeReason
     comment: str
     lenient_model: bool = False  # import: a model the provider lacks is replaced, not refused
-
-
-@dataclass(frozen=True, slots=True)
-class _Settled:
-    """What a verified change stores: model, cache and status."""
-
-    model: str
-    models: tuple[str, ...]
-    cache_at: datetime | None
-    status: ConfigStatus
-    cause: StatusCause | None
-    reason: str
 
 
 class ConfigUpdates:
@@ -250,48 +236,29 @@ class ConfigUpdates:
             )
         same = current if current is not None and current.provider_kind == change.provider else None
         settled = _settle(change, verdict, same, self._clock())
-        key_fingerprint = fingerprint(key.plaintext)
-        if validate_only:
-            preview = StageConfig(
-                stage_type=change.stage,
-                provider_kind=change.provider,
-                api_key=key.plaintext,
-                model=settled.model,
-                revision=current.revision if current else 0,
-                status=settled.status,
-                source=ConfigSource.DATABASE,
-                options=dict(change.options),
-                status_reason=settled.reason,
-                status_cause=settled.cause,
-                models_cache=settled.models,
-                models_cache_updated_at=settled.cache_at,
-                updated_at=current.updated_at if current else None,
-                api_key_fingerprint=key_fingerprint,
-            )
-            return UpdateResult(preview, settled.models, written=False)
-        write = ConfigWrite(
-            stage_type=change.stage,
-            provider_kind=change.provider,
-            api_key_encrypted=key.ciphertext or self._cipher.encrypt_key(key.plaintext),
-            api_key_fingerprint=key_fingerprint,
-            model=settled.model,
-            models_cache=settled.models,
-            models_cache_updated_at=settled.cache_at,
-            status=settled.status,
-            status_cause=settled.cause,
-            status_reason=settled.reason,
-            options=dict(change.options),
+        write = settled.write(
+            change.stage,
+            change.provider,
+            ciphertext=key.ciphertext,
+            key_fingerprint=fingerprint(key.plaintext),
+            key_id=key.key_id,
+            new_key=key.is_new,
+            options=change.options,
             actor=change.actor,
             reason=change.reason,
             comment=change.comment,
-            new_key=key.is_new,
-            api_key_id=key.key_id,
         )
+        if validate_only:
+            revision, updated_at = (current.revision, current.updated_at) if current else (0, None)
+            preview = stage_config(write, key.plaintext, revision=revision, updated_at=updated_at)
+            return UpdateResult(preview, settled.models, written=False)
+        if not write.api_key_encrypted:  # a new key: encrypted once, here
+            write = replace(write, api_key_encrypted=self._cipher.encrypt_key(key.plaintext))
         committed = await self._view.commit(write, change.expected_revision, key.plaintext)
         return UpdateResult(committed.config, settled.models, written=True)
 
 
-def _settle(change: _Change, verdict: Verdict, same: StageConfig | None, now: datetime) -> _Settled:
+def _settle(change: _Change, verdict: Verdict, same: StageConfig | None, now: datetime) -> Settled:
     """The model, cache and status a verified change stores. ``same`` is the stage's
     current config when it already uses this provider (its model and cache carry over).
     """
@@ -310,7 +277,7 @@ def _settle(change: _Change, verdict: Verdict, same: StageConfig | None, now: da
             )
         models = same.models_cache if same else ()
         cache_at = same.models_cache_updated_at if same else None
-        return _Settled(model, models, cache_at, verdict.status, verdict.cause, reason)
+        return Settled(model, models, cache_at, verdict.status, verdict.cause, reason)
     models = verdict.models
     if requested is None:
         model = same.model if same is not None and same.model in models else models[0]
@@ -319,9 +286,7 @@ def _settle(change: _Change, verdict: Verdict, same: StageConfig | None, now: da
     elif change.lenient_model:
         model = models[0]
         reason = f"model {requested} is not offered by {provider}; using {model}"
-        return _Settled(
-            model, models, now, ConfigStatus.WARNING, StatusCause.MODEL_REPLACED, reason
-        )
+        return Settled(model, models, now, ConfigStatus.WARNING, StatusCause.MODEL_REPLACED, reason)
     else:
         offered = ", ".join(models[:_SUGGESTED_MODELS])
         more = f" and {len(models) - _SUGGESTED_MODELS} more" if len(models) > 5 else ""
@@ -329,7 +294,7 @@ def _settle(change: _Change, verdict: Verdict, same: StageConfig | None, now: da
             "model",
             f"{requested} is not offered by {provider} for this key; available: {offered}{more}",
         )
-    return _Settled(model, models, now, verdict.status, verdict.cause, verdict.reason)
+    return Settled(model, models, now, verdict.status, verdict.cause, verdict.reason)
 
 
 def _check_expected(stage: StageType, current: StageConfig | None, expected: int | None) -> None:

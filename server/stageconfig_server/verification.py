@@ -10,8 +10,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
-from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
+from stageconfig_server.db.records import ConfigWrite
+from stageconfig_server.domain import (
+    ChangeReason,
+    ConfigStatus,
+    ProviderKind,
+    StageType,
+    StatusCause,
+)
 from stageconfig_server.providers.base import ProviderAdapter, ProviderCredentials, ProviderFailure
 from stageconfig_server.redaction import redact
 
@@ -28,6 +36,53 @@ class Verdict:
     cause: StatusCause | None
     reason: str
     """Why the status is not ACTIVE, in words an admin can act on ("" when it is)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What a verdict leaves a stage with: the selected model, the cache and the status
+    (the part of a change that updates and refreshes decide alike)."""
+
+    model: str
+    models: tuple[str, ...]
+    cache_at: datetime | None
+    status: ConfigStatus
+    cause: StatusCause | None
+    status_reason: str
+
+    def write(
+        self,
+        stage: StageType,
+        provider: ProviderKind,
+        *,
+        ciphertext: str,
+        key_fingerprint: str,
+        key_id: int | None,
+        new_key: bool,
+        options: Mapping[str, str],
+        actor: str,
+        reason: ChangeReason,
+        comment: str = "",
+    ) -> ConfigWrite:
+        """The change that stores this outcome with the given key."""
+        return ConfigWrite(
+            stage_type=stage,
+            provider_kind=provider,
+            api_key_encrypted=ciphertext,
+            api_key_fingerprint=key_fingerprint,
+            model=self.model,
+            models_cache=self.models,
+            models_cache_updated_at=self.cache_at,
+            status=self.status,
+            status_cause=self.cause,
+            status_reason=self.status_reason,
+            options=dict(options),
+            actor=actor,
+            reason=reason,
+            comment=comment,
+            new_key=new_key,
+            api_key_id=key_id,
+        )
 
 
 class ProviderCheck:

@@ -266,20 +266,33 @@ class ConfigView:
         return change
 
     def _hold(self, row: StoredConfig, plaintext: str | None) -> HeldConfig:
-        config = StageConfig(
-            stage_type=row.stage_type,
-            provider_kind=row.provider_kind,
-            api_key=plaintext if plaintext is not None else self.plaintext_of(row),
-            model=row.model,
-            revision=row.revision,
-            status=row.status,
-            source=ConfigSource.DATABASE,
-            options=dict(row.options),
-            status_reason=row.status_reason,
-            status_cause=row.status_cause,
-            models_cache=row.models_cache,
-            models_cache_updated_at=row.models_cache_updated_at,
-            updated_at=row.updated_at,
-            api_key_fingerprint=row.api_key_fingerprint,
-        )
+        api_key = plaintext if plaintext is not None else self.plaintext_of(row)
+        config = stage_config(row, api_key, revision=row.revision, updated_at=row.updated_at)
         return HeldConfig(config, row.api_key_encrypted, row.api_key_id)
+
+
+def stage_config(
+    record: StoredConfig | ConfigWrite,
+    api_key: str,
+    *,
+    revision: int,
+    updated_at: datetime | None,
+) -> StageConfig:
+    """The config a stored row (or a write about to be stored) describes, with its
+    plaintext key; the one place a record becomes what workers and admins see."""
+    return StageConfig(
+        stage_type=record.stage_type,
+        provider_kind=record.provider_kind,
+        api_key=api_key,
+        model=record.model,
+        revision=revision,
+        status=record.status,
+        source=ConfigSource.DATABASE,
+        options=dict(record.options),
+        status_reason=record.status_reason,
+        status_cause=record.status_cause,
+        models_cache=tuple(record.models_cache),
+        models_cache_updated_at=record.models_cache_updated_at,
+        updated_at=updated_at,
+        api_key_fingerprint=record.api_key_fingerprint,
+    )

@@ -23,38 +23,25 @@ Stub = pbg.StageConfigServiceStub
 VOICE, SONG, POEM = pb.STAGE_TYPE_VOICE, pb.STAGE_TYPE_SONG, pb.STAGE_TYPE_POEM
 
 
-async def set_voice(stub: Stub, model: str, key: str = "AQVN-voice-key-0001") -> int:
-    """VOICE on SpeechKit (no network, any key); returns the new revision."""
+async def _set(stub: Stub, stage: int, provider: int, key: str, model: str) -> int:
+    """Store ``stage``'s config; returns the new revision."""
     response = await stub.UpdateConfig(
-        pb.UpdateConfigRequest(
-            stage_type=VOICE, provider_kind=pb.PROVIDER_KIND_SPEECHKIT, api_key=key, model=model
-        )
+        pb.UpdateConfigRequest(stage_type=stage, provider_kind=provider, api_key=key, model=model)
     )
     return response.config.revision
+
+
+async def set_voice(stub: Stub, model: str, key: str = "AQVN-voice-key-0001") -> int:
+    """VOICE on SpeechKit (no network, any key); returns the new revision."""
+    return await _set(stub, VOICE, pb.PROVIDER_KIND_SPEECHKIT, key, model)
 
 
 async def set_song(stub: Stub, model: str) -> int:
-    response = await stub.UpdateConfig(
-        pb.UpdateConfigRequest(
-            stage_type=SONG,
-            provider_kind=pb.PROVIDER_KIND_SUNO,
-            api_key="suno-key-0001",
-            model=model,
-        )
-    )
-    return response.config.revision
+    return await _set(stub, SONG, pb.PROVIDER_KIND_SUNO, "suno-key-0001", model)
 
 
 async def set_poem(stub: Stub, model: str) -> int:
-    response = await stub.UpdateConfig(
-        pb.UpdateConfigRequest(
-            stage_type=POEM,
-            provider_kind=pb.PROVIDER_KIND_OPENAI,
-            api_key="sk-poem-0001",
-            model=model,
-        )
-    )
-    return response.config.revision
+    return await _set(stub, POEM, pb.PROVIDER_KIND_OPENAI, "sk-poem-0001", model)
 
 
 def watch(
