@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from stageconfig_server.admin_events import LogAndWebhookEvents
 from stageconfig_server.broadcast import Broadcaster
 from stageconfig_server.crypto import KeyCipher
 from stageconfig_server.db.engine import create_engine, is_sqlite
@@ -26,6 +27,7 @@ from stageconfig_server.errors import SecretMismatch
 from stageconfig_server.health import DatabaseHealth
 from stageconfig_server.metrics import Metrics
 from stageconfig_server.providers.base import ProviderAdapter
+from stageconfig_server.providers.registry import build_adapters
 from stageconfig_server.replication import PostgresChangeFeed
 from stageconfig_server.rpc.server import (
     NOT_SERVING,
@@ -73,6 +75,29 @@ async def open_storage(
     return engine, repository, cipher
 
 
+def build_service(
+    settings: Settings,
+    repository: Repository,
+    cipher: KeyCipher,
+    legacy: LegacySettings,
+    *,
+    adapters: Mapping[ProviderKind, ProviderAdapter] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> ConfigService:
+    """The service as the server and the maintenance commands run it: real adapters
+    (unless given), the admin webhook and the provider timeout from ``settings``."""
+    timeout = settings.provider_timeout_seconds
+    return ConfigService(
+        repository,
+        cipher,
+        adapters or build_adapters(settings.provider_base_urls(), timeout),
+        legacy,
+        events=LogAndWebhookEvents(settings.admin_webhook_url),
+        provider_timeout_seconds=timeout,
+        clock=clock,
+    )
+
+
 @dataclass
 class StageConfigApp:
     """A started server and everything it owns."""
@@ -110,7 +135,7 @@ class StageConfigApp:
         feed: PostgresChangeFeed | None = None
         database_health: DatabaseHealth | None = None
         try:
-            service = ConfigService.from_settings(
+            service = build_service(
                 settings,
                 repository,
                 cipher,
@@ -234,4 +259,4 @@ async def _database_work_settled(engine: AsyncEngine, within: float) -> None:
         await asyncio.sleep(0.01)
 
 
-__all__ = ["NOT_SERVING", "StageConfigApp", "build_cipher", "open_storage"]
+__all__ = ["NOT_SERVING", "StageConfigApp", "build_cipher", "build_service", "open_storage"]

@@ -10,11 +10,10 @@ import logging
 from dataclasses import dataclass
 
 from stageconfig_contract.facts import mask_key
-from stageconfig_server.app import open_storage
+from stageconfig_server.app import build_service, open_storage
 from stageconfig_server.domain import StageType
 from stageconfig_server.errors import KeyRejected, StageConfigError
 from stageconfig_server.fallback import fallback_config
-from stageconfig_server.service import ConfigService
 from stageconfig_server.settings import LegacySettings, Settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ async def import_env(settings: Settings, legacy: LegacySettings, dry_run: bool) 
     """
     engine, repository, cipher = await open_storage(settings)
     try:
-        service = ConfigService.from_settings(settings, repository, cipher, legacy)
+        service = build_service(settings, repository, cipher, legacy)
         await service.load()
         stored = {
             view.stage_type for view in service.list_configs() if view.source.value == "DATABASE"

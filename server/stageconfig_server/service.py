@@ -18,21 +18,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from stageconfig_server.admin_events import AdminEvents, LogAndWebhookEvents
+from stageconfig_server.admin_events import AdminEvents
 from stageconfig_server.crypto import KeyCipher
 from stageconfig_server.db.records import LogEntry
 from stageconfig_server.domain import ProviderKind, StageConfig, StageType
 from stageconfig_server.fallback import fallback_config
 from stageconfig_server.history import HistoryPage, read_history
 from stageconfig_server.providers.base import ProviderAdapter
-from stageconfig_server.providers.registry import build_adapters
 from stageconfig_server.refresh import (
     SYSTEM_ACTOR,
     ModelRefresher,
     RefreshListener,
     RefreshOutcome,
 )
-from stageconfig_server.settings import LegacySettings, Settings
+from stageconfig_server.settings import LegacySettings
 from stageconfig_server.store import ConfigStore
 from stageconfig_server.updates import ConfigUpdates, UpdateRequest, UpdateResult
 from stageconfig_server.verification import ProviderCheck
@@ -68,30 +67,6 @@ class ConfigService:
         self._view = ConfigView(repository, cipher, fallbacks)
         self._updates = ConfigUpdates(self._view, repository, cipher, check, now)
         self._refresher = ModelRefresher(self._view, check, events, now)
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        repository: ConfigStore,
-        cipher: KeyCipher,
-        legacy: LegacySettings,
-        *,
-        adapters: Mapping[ProviderKind, ProviderAdapter] | None = None,
-        clock: Callable[[], datetime] | None = None,
-    ) -> ConfigService:
-        """The service as the server and the maintenance commands run it: real adapters
-        (unless given), the admin webhook and the provider timeout from ``settings``."""
-        timeout = settings.provider_timeout_seconds
-        return cls(
-            repository,
-            cipher,
-            adapters or build_adapters(settings.provider_base_urls(), timeout),
-            legacy,
-            events=LogAndWebhookEvents(settings.admin_webhook_url),
-            provider_timeout_seconds=timeout,
-            clock=clock,
-        )
 
     # -- lifecycle and listeners ----------------------------------------------------------
 
