@@ -289,7 +289,11 @@ def _settle(change: _Change, verdict: Verdict, same: StageConfig | None, now: da
         return Settled(model, models, now, ConfigStatus.WARNING, StatusCause.MODEL_REPLACED, reason)
     else:
         offered = ", ".join(models[:_SUGGESTED_MODELS])
-        more = f" and {len(models) - _SUGGESTED_MODELS} more" if len(models) > 5 else ""
+        more = (
+            f" and {len(models) - _SUGGESTED_MODELS} more"
+            if len(models) > _SUGGESTED_MODELS
+            else ""
+        )
         raise InvalidArgument(
             "model",
             f"{requested} is not offered by {provider} for this key; available: {offered}{more}",
