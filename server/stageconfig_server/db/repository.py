@@ -6,17 +6,16 @@ leaves it as ``StorageUnavailable`` (``db.database``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stageconfig_server.db.database import Database, FailureListener
+from stageconfig_server.db.database import FailureListener
+from stageconfig_server.db.jobs import JobRuns
 from stageconfig_server.db.models import (
     ApiKeyRow,
-    JobRunRow,
     ProviderConfigRow,
     RevisionCounterRow,
     RevisionLogRow,
@@ -32,7 +31,6 @@ from stageconfig_server.db.rows import (
     key_from_row,
     log_from_row,
     stored_from_write,
-    utc,
 )
 from stageconfig_server.domain import HistoryEntry, ProviderKind, StageType
 from stageconfig_server.errors import RevisionConflict
@@ -42,21 +40,16 @@ _keys = cast(Table, ApiKeyRow.__table__)
 _log = cast(Table, RevisionLogRow.__table__)
 _counter = cast(Table, RevisionCounterRow.__table__)
 _state = cast(Table, ServiceStateRow.__table__)
-_jobs = cast(Table, JobRunRow.__table__)
 
 CANARY_NAME = "encryption_canary"
 CHANGE_CHANNEL = "stageconfig_changes"
 """PostgreSQL NOTIFY channel: each committed revision is announced on it (a hint to
 other replicas to read the log; the payload is the revision number)."""
-_SYNC_LOCK_KEY = 0x5C_0F_16  # advisory-lock key of the periodic jobs
 
 
-class Repository(Database):
-    """Reads and writes stageconfig's tables through one AsyncEngine."""
-
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] | None = None) -> None:
-        super().__init__(engine)
-        self._clock = clock or (lambda: datetime.now(UTC))
+class Repository(JobRuns):
+    """Reads and writes stageconfig's tables through one AsyncEngine (the job runs'
+    table through ``JobRuns``)."""
 
     # -- configs -------------------------------------------------------------------
 
@@ -312,48 +305,6 @@ class Repository(Database):
                     )
                     count += 1
         return count
-
-    # -- job runs -------------------------------------------------------------------------
-
-    async def last_job_finish(self, job: str) -> datetime | None:
-        """When ``job`` last finished (any period), or None."""
-        async with self._read() as conn:
-            value = (
-                await conn.execute(select(func.max(_jobs.c.finished_at)).where(_jobs.c.job == job))
-            ).scalar()
-        return utc(value)
-
-    async def claim_job_run(self, job: str, period: str) -> bool:
-        """Record that ``job`` runs for ``period``; False when another run already claimed it."""
-        try:
-            async with self._write() as conn:
-                if conn.dialect.name == "postgresql":
-                    # Replicas firing together queue here; the loser then sees the row.
-                    await conn.execute(
-                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SYNC_LOCK_KEY}
-                    )
-                exists = (
-                    await conn.execute(
-                        select(_jobs.c.job).where(_jobs.c.job == job, _jobs.c.period == period)
-                    )
-                ).first()
-                if exists:
-                    return False
-                await conn.execute(
-                    insert(_jobs).values(job=job, period=period, started_at=self._clock())
-                )
-        except IntegrityError:
-            return False
-        return True
-
-    async def finish_job_run(self, job: str, period: str, outcome: str) -> None:
-        """Mark a claimed run finished with a one-line outcome."""
-        async with self._write() as conn:
-            await conn.execute(
-                update(_jobs)
-                .where(_jobs.c.job == job, _jobs.c.period == period)
-                .values(finished_at=self._clock(), outcome=outcome)
-            )
 
 
 __all__ = ["CANARY_NAME", "CHANGE_CHANNEL", "FailureListener", "Repository"]
