@@ -23,6 +23,8 @@ from pathlib import Path
 
 import grpc
 
+from stageconfig_contract.facts import LEGACY_ENV_NAMES
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _STAGECONFIG_READY = re.compile(r"stageconfig listening on (\S+)")
 _BARE_READY = re.compile(r"bare listening on (\S+)")
@@ -30,23 +32,7 @@ _BARE_READY = re.compile(r"bare listening on (\S+)")
 # Variables a developer's shell may carry that would change what the server serves (the
 # legacy fallback) or how (tokens, TLS, metrics): the bench sets what it needs itself.
 _INHERITED_PREFIXES = ("STAGECONFIG_", "ADMIN_SECRET_KEY")
-_LEGACY_NAMES = frozenset(
-    {
-        "GEMINI_API_KEY",
-        "GEMINI_MODEL",
-        "OPENAI_API_KEY",
-        "OPENAI_MODEL",
-        "YANDEX_GPT_API_KEY",
-        "YANDEX_FOLDER_ID",
-        "YANDEX_GPT_MODEL",
-        "SPEECHKIT_API_KEY",
-        "SPEECHKIT_VOICE",
-        "SUNO_API_KEY",
-        "SUNO_MODEL",
-        "PIKA_API_KEY",
-        "PIKA_MODEL",
-    }
-)
+_LEGACY_NAMES = LEGACY_ENV_NAMES
 
 
 def raise_fd_limit(wanted: int = 65_536) -> int:

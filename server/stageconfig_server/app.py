@@ -72,6 +72,29 @@ async def open_storage(
     return engine, repository, cipher
 
 
+def build_service(
+    settings: Settings,
+    repository: Repository,
+    cipher: KeyCipher,
+    legacy: LegacySettings,
+    *,
+    adapters: Mapping[ProviderKind, ProviderAdapter] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> ConfigService:
+    """The service as the server and the maintenance commands run it: real adapters
+    (unless given), the admin webhook and the provider timeout from ``settings``."""
+    timeout = settings.provider_timeout_seconds
+    return ConfigService(
+        repository,
+        cipher,
+        adapters or build_adapters(settings.provider_base_urls(), timeout),
+        legacy,
+        events=LogAndWebhookEvents(settings.admin_webhook_url),
+        provider_timeout_seconds=timeout,
+        clock=clock,
+    )
+
+
 @dataclass
 class StageConfigApp:
     """A started server and everything it owns."""
@@ -109,14 +132,12 @@ class StageConfigApp:
         feed: PostgresChangeFeed | None = None
         database_health: DatabaseHealth | None = None
         try:
-            service = ConfigService(
+            service = build_service(
+                settings,
                 repository,
                 cipher,
-                adapters
-                or build_adapters(settings.provider_base_urls(), settings.provider_timeout_seconds),
                 legacy if legacy is not None else LegacySettings(),
-                events=LogAndWebhookEvents(settings.admin_webhook_url),
-                provider_timeout_seconds=settings.provider_timeout_seconds,
+                adapters=adapters,
                 clock=clock,
             )
             await service.load()
@@ -162,7 +183,12 @@ class StageConfigApp:
             await database_health.start()
             if settings.metrics_address:
                 metrics.serve(settings.metrics_address)
-            sync = ModelSync(service, timedelta(hours=settings.sync_interval_hours), clock=clock)
+            sync = ModelSync(
+                service.refresh,
+                repository,
+                timedelta(hours=settings.sync_interval_hours),
+                clock=clock,
+            )
             if run_sync:
                 await sync.start()
         except BaseException:
@@ -231,4 +257,4 @@ async def _database_work_settled(engine: AsyncEngine, within: float) -> None:
         await asyncio.sleep(0.01)
 
 
-__all__ = ["NOT_SERVING", "StageConfigApp", "build_cipher", "open_storage"]
+__all__ = ["NOT_SERVING", "StageConfigApp", "build_cipher", "build_service", "open_storage"]

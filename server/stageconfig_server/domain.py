@@ -1,7 +1,8 @@
 """The domain: stages, providers, statuses and the allowed matrix.
 
-This module is the single source of truth for which provider a stage may use.
-It knows nothing of gRPC, SQL or HTTP.
+The allowed matrix and the provider options are the contract's facts
+(``stageconfig_contract.facts``) in the server's typed terms. It knows nothing of gRPC,
+SQL or HTTP.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from stageconfig_contract import facts
 
 
 class StageType(enum.StrEnum):
@@ -74,22 +77,22 @@ class ChangeReason(enum.StrEnum):
 
 
 ALLOWED_PROVIDERS: Mapping[StageType, tuple[ProviderKind, ...]] = {
-    StageType.POEM: (ProviderKind.YANDEX_GPT, ProviderKind.GEMINI, ProviderKind.OPENAI),
-    StageType.VOICE: (ProviderKind.SPEECHKIT,),
-    StageType.SONG: (ProviderKind.SUNO,),
-    StageType.CLIP: (ProviderKind.PIKA,),
+    StageType[stage]: tuple(ProviderKind[kind] for kind in kinds)
+    for stage, kinds in facts.ALLOWED_PROVIDERS.items()
 }
-"""The allowed matrix: the only providers each stage may choose."""
-
-REQUIRED_OPTIONS: Mapping[ProviderKind, tuple[str, ...]] = {
-    ProviderKind.YANDEX_GPT: ("folder_id",),
-}
-"""Options a provider cannot work without."""
+"""The allowed matrix: the only providers each stage may choose (the contract's table)."""
 
 KNOWN_OPTIONS: Mapping[ProviderKind, tuple[str, ...]] = {
-    ProviderKind.YANDEX_GPT: ("folder_id",),
+    ProviderKind[kind]: tuple(option.name for option in options)
+    for kind, options in facts.PROVIDER_OPTIONS.items()
 }
 """Every option a provider understands; anything else is rejected as a typo."""
+
+REQUIRED_OPTIONS: Mapping[ProviderKind, tuple[str, ...]] = {
+    ProviderKind[kind]: tuple(option.name for option in options if option.required)
+    for kind, options in facts.PROVIDER_OPTIONS.items()
+}
+"""Options a provider cannot work without."""
 
 
 def is_allowed(stage: StageType, provider: ProviderKind) -> bool:
@@ -119,3 +122,28 @@ class StageConfig:
     models_cache_updated_at: datetime | None = None
     updated_at: datetime | None = None
     api_key_fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDiff:
+    """One field's old and new value as shown to admins (keys only as fingerprints)."""
+
+    field: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One revision as an admin sees it (GetConfigHistory): who changed what, and why.
+
+    Carries no key in any form but a fingerprint inside ``diff``.
+    """
+
+    revision: int
+    stage_type: StageType
+    actor: str
+    reason: ChangeReason
+    diff: tuple[FieldDiff, ...]
+    comment: str
+    created_at: datetime

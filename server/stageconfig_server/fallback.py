@@ -1,15 +1,15 @@
 """The legacy env settings as a fallback config when no row is stored (the plan's §6.1).
 
 POEM takes Gemini, then OpenAI, then YandexGPT — whichever has a key; each other stage
-has one provider. A fallback config has revision 0 and source FALLBACK.
+has one provider (the contract's ``LEGACY_FALLBACK_ORDER``; the variable names are its
+``LEGACY_ENV``). A fallback config has revision 0 and source FALLBACK.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from pydantic import SecretStr
-
+from stageconfig_contract.facts import LEGACY_ENV, LEGACY_FALLBACK_ORDER
 from stageconfig_server.domain import (
     ConfigSource,
     ConfigStatus,
@@ -35,49 +35,36 @@ class LegacyEntry:
     """One provider's legacy settings."""
 
     provider_kind: ProviderKind
-    api_key: SecretStr | None
-    model: str | None
+    api_key: str = field(repr=False)
+    model: str
     options: dict[str, str]
+
+
+def legacy_entry(legacy: LegacySettings, provider: ProviderKind) -> LegacyEntry:
+    """What the legacy variables of ``provider`` (the contract's ``LEGACY_ENV``) hold."""
+    names = LEGACY_ENV[provider.value]
+    options = {option: legacy.value(env) for option, env in names.options.items()}
+    return LegacyEntry(
+        provider_kind=provider,
+        api_key=legacy.value(names.api_key),
+        model=legacy.value(names.model),
+        options={option: value for option, value in options.items() if value},
+    )
 
 
 def legacy_entries(legacy: LegacySettings, stage: StageType) -> list[LegacyEntry]:
     """The stage's candidate legacy providers, in fallback order."""
-    yandex_options = {"folder_id": legacy.yandex_folder_id} if legacy.yandex_folder_id else {}
-    by_stage: dict[StageType, list[LegacyEntry]] = {
-        StageType.POEM: [
-            LegacyEntry(ProviderKind.GEMINI, legacy.gemini_api_key, legacy.gemini_model, {}),
-            LegacyEntry(ProviderKind.OPENAI, legacy.openai_api_key, legacy.openai_model, {}),
-            LegacyEntry(
-                ProviderKind.YANDEX_GPT,
-                legacy.yandex_gpt_api_key,
-                legacy.yandex_gpt_model,
-                yandex_options,
-            ),
-        ],
-        StageType.VOICE: [
-            LegacyEntry(
-                ProviderKind.SPEECHKIT, legacy.speechkit_api_key, legacy.speechkit_voice, {}
-            )
-        ],
-        StageType.SONG: [
-            LegacyEntry(ProviderKind.SUNO, legacy.suno_api_key, legacy.suno_model, {})
-        ],
-        StageType.CLIP: [
-            LegacyEntry(ProviderKind.PIKA, legacy.pika_api_key, legacy.pika_model, {})
-        ],
-    }
-    return by_stage[stage]
+    return [legacy_entry(legacy, ProviderKind[kind]) for kind in LEGACY_FALLBACK_ORDER[stage.value]]
 
 
 def fallback_config(legacy: LegacySettings, stage: StageType) -> StageConfig | None:
     """The config the legacy settings supply for ``stage``, or None."""
     for entry in legacy_entries(legacy, stage):
-        key = entry.api_key.get_secret_value() if entry.api_key else ""
-        if key:
+        if entry.api_key:
             return StageConfig(
                 stage_type=stage,
                 provider_kind=entry.provider_kind,
-                api_key=key,
+                api_key=entry.api_key,
                 model=entry.model or DEFAULT_MODELS[entry.provider_kind],
                 revision=0,
                 status=ConfigStatus.ACTIVE,

@@ -10,13 +10,10 @@ import logging
 from dataclasses import dataclass
 
 from stageconfig_contract.facts import mask_key
-from stageconfig_server.admin_events import LogAndWebhookEvents
-from stageconfig_server.app import open_storage
+from stageconfig_server.app import build_service, open_storage
 from stageconfig_server.domain import StageType
 from stageconfig_server.errors import KeyRejected, StageConfigError
 from stageconfig_server.fallback import fallback_config
-from stageconfig_server.providers.registry import build_adapters
-from stageconfig_server.service import ConfigService
 from stageconfig_server.settings import LegacySettings, Settings
 
 log = logging.getLogger(__name__)
@@ -47,14 +44,7 @@ async def import_env(settings: Settings, legacy: LegacySettings, dry_run: bool) 
     """
     engine, repository, cipher = await open_storage(settings)
     try:
-        service = ConfigService(
-            repository,
-            cipher,
-            build_adapters(settings.provider_base_urls(), settings.provider_timeout_seconds),
-            legacy,
-            events=LogAndWebhookEvents(settings.admin_webhook_url),
-            provider_timeout_seconds=settings.provider_timeout_seconds,
-        )
+        service = build_service(settings, repository, cipher, legacy)
         await service.load()
         stored = {
             view.stage_type for view in service.list_configs() if view.source.value == "DATABASE"

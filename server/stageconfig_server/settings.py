@@ -1,42 +1,65 @@
 """Every setting the server reads, from the environment and an optional ``.env`` file.
 
-Environment names are the documented public ones (architecture.md); they are fixed
-here once, as aliases, and nowhere else. Secrets are ``SecretStr`` so ``repr`` and
-``str`` of the settings never show them.
+Environment names are the documented public ones (architecture.md): the server's own
+are fixed here once, as aliases; the provider ones (legacy fallback, base-URL
+overrides) come from the contract's table (``stageconfig_contract.facts``). Secrets
+are ``SecretStr`` so ``repr`` and ``str`` of the settings never show them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from stageconfig_contract.facts import LEGACY_ENV, base_url_env
 from stageconfig_server.domain import ProviderKind
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR / 'stageconfig.db'}"
 
 
+def _env(name: str) -> Any:
+    """A field read from the variable ``name`` (absent: None)."""
+    return Field(None, validation_alias=name)
+
+
+_GEMINI, _OPENAI, _YANDEX = LEGACY_ENV["GEMINI"], LEGACY_ENV["OPENAI"], LEGACY_ENV["YANDEX_GPT"]
+_SPEECHKIT, _SUNO, _PIKA = LEGACY_ENV["SPEECHKIT"], LEGACY_ENV["SUNO"], LEGACY_ENV["PIKA"]
+
+
 class LegacySettings(BaseSettings):
-    """The env settings workers used before stageconfig; the fallback when no row exists."""
+    """The env settings workers used before stageconfig; the fallback when no row exists.
+
+    The variable names are the contract's ``LEGACY_ENV`` table; ``value`` reads any of
+    them by name, so the fallback needs no table of its own. Each field is named after
+    its variable (lower case), which a test checks against the contract.
+    """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=False)
 
-    gemini_api_key: SecretStr | None = Field(None, validation_alias="GEMINI_API_KEY")
-    gemini_model: str | None = Field(None, validation_alias="GEMINI_MODEL")
-    openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
-    openai_model: str | None = Field(None, validation_alias="OPENAI_MODEL")
-    yandex_gpt_api_key: SecretStr | None = Field(None, validation_alias="YANDEX_GPT_API_KEY")
-    yandex_folder_id: str | None = Field(None, validation_alias="YANDEX_FOLDER_ID")
-    yandex_gpt_model: str | None = Field(None, validation_alias="YANDEX_GPT_MODEL")
-    speechkit_api_key: SecretStr | None = Field(None, validation_alias="SPEECHKIT_API_KEY")
-    speechkit_voice: str | None = Field(None, validation_alias="SPEECHKIT_VOICE")
-    suno_api_key: SecretStr | None = Field(None, validation_alias="SUNO_API_KEY")
-    suno_model: str | None = Field(None, validation_alias="SUNO_MODEL")
-    pika_api_key: SecretStr | None = Field(None, validation_alias="PIKA_API_KEY")
-    pika_model: str | None = Field(None, validation_alias="PIKA_MODEL")
+    gemini_api_key: SecretStr | None = _env(_GEMINI.api_key)
+    gemini_model: str | None = _env(_GEMINI.model)
+    openai_api_key: SecretStr | None = _env(_OPENAI.api_key)
+    openai_model: str | None = _env(_OPENAI.model)
+    yandex_gpt_api_key: SecretStr | None = _env(_YANDEX.api_key)
+    yandex_folder_id: str | None = _env(_YANDEX.options["folder_id"])
+    yandex_gpt_model: str | None = _env(_YANDEX.model)
+    speechkit_api_key: SecretStr | None = _env(_SPEECHKIT.api_key)
+    speechkit_voice: str | None = _env(_SPEECHKIT.model)
+    suno_api_key: SecretStr | None = _env(_SUNO.api_key)
+    suno_model: str | None = _env(_SUNO.model)
+    pika_api_key: SecretStr | None = _env(_PIKA.api_key)
+    pika_model: str | None = _env(_PIKA.model)
+
+    def value(self, env_name: str) -> str:
+        """The value of one legacy variable (a ``LEGACY_ENV`` name); empty when unset."""
+        raw: SecretStr | str | None = getattr(self, env_name.lower())
+        if isinstance(raw, SecretStr):
+            return raw.get_secret_value()
+        return raw or ""
 
 
 class Settings(BaseSettings):
@@ -121,14 +144,13 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", validation_alias="STAGECONFIG_LOG_LEVEL")
 
-    openai_base_url: str | None = Field(None, validation_alias="STAGECONFIG_OPENAI_BASE_URL")
-    gemini_base_url: str | None = Field(None, validation_alias="STAGECONFIG_GEMINI_BASE_URL")
-    yandex_gpt_base_url: str | None = Field(
-        None, validation_alias="STAGECONFIG_YANDEX_GPT_BASE_URL"
-    )
-    speechkit_base_url: str | None = Field(None, validation_alias="STAGECONFIG_SPEECHKIT_BASE_URL")
-    suno_base_url: str | None = Field(None, validation_alias="STAGECONFIG_SUNO_BASE_URL")
-    pika_base_url: str | None = Field(None, validation_alias="STAGECONFIG_PIKA_BASE_URL")
+    openai_base_url: str | None = _env(base_url_env(ProviderKind.OPENAI.value))
+    gemini_base_url: str | None = _env(base_url_env(ProviderKind.GEMINI.value))
+    yandex_gpt_base_url: str | None = _env(base_url_env(ProviderKind.YANDEX_GPT.value))
+    speechkit_base_url: str | None = _env(base_url_env(ProviderKind.SPEECHKIT.value))
+    suno_base_url: str | None = _env(base_url_env(ProviderKind.SUNO.value))
+    pika_base_url: str | None = _env(base_url_env(ProviderKind.PIKA.value))
+    """Provider endpoint overrides (``STAGECONFIG_<KIND>_BASE_URL``), one per kind."""
 
     @field_validator("admin_secret_key_previous", mode="before")
     @classmethod
@@ -139,11 +161,4 @@ class Settings(BaseSettings):
 
     def provider_base_urls(self) -> dict[ProviderKind, str | None]:
         """The base-URL override of every provider kind (None = the real endpoint)."""
-        return {
-            ProviderKind.OPENAI: self.openai_base_url,
-            ProviderKind.GEMINI: self.gemini_base_url,
-            ProviderKind.YANDEX_GPT: self.yandex_gpt_base_url,
-            ProviderKind.SPEECHKIT: self.speechkit_base_url,
-            ProviderKind.SUNO: self.suno_base_url,
-            ProviderKind.PIKA: self.pika_base_url,
-        }
+        return {kind: getattr(self, f"{kind.value.lower()}_base_url") for kind in ProviderKind}

@@ -1,7 +1,7 @@
 """The daily model sync: APScheduler's AsyncIOScheduler inside the server.
 
 Every ``STAGECONFIG_SYNC_INTERVAL_HOURS`` it refreshes every stored stage's model cache
-(``ConfigService.refresh``: providers asked concurrently, each bounded). A ``job_runs``
+(``refresh.ModelRefresher``: providers asked concurrently, each bounded). A ``job_runs``
 row per period makes the run happen once even when several replicas fire together,
 and tells a restarted server whether the last run is older than the interval (then it
 runs at once).
@@ -10,12 +10,13 @@ runs at once).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from stageconfig_server.service import ConfigService, RefreshOutcome
+from stageconfig_server.refresh import RefreshOutcome
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +31,34 @@ def period_key(now: datetime, interval: timedelta) -> str:
     return datetime.fromtimestamp(start, UTC).isoformat()
 
 
+class JobLedger(Protocol):
+    """The ``job_runs`` records the sync needs (``db.repository.Repository`` keeps them)."""
+
+    async def claim_job_run(self, job: str, period: str) -> bool:
+        """Record that ``job`` runs for ``period``; False when a run already claimed it."""
+        ...
+
+    async def finish_job_run(self, job: str, period: str, outcome: str) -> None:
+        """Mark a claimed run finished with a one-line outcome."""
+        ...
+
+    async def last_job_finish(self, job: str) -> datetime | None:
+        """When ``job`` last finished (any period), or None."""
+        ...
+
+
 class ModelSync:
     """Runs the sync on a schedule and on demand."""
 
     def __init__(
         self,
-        service: ConfigService,
+        refresh: Callable[[], Awaitable[list[RefreshOutcome]]],
+        jobs: JobLedger,
         interval: timedelta,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self._service = service
+        self._refresh = refresh
+        self._jobs = jobs
         self._interval = interval
         self._clock = clock or (lambda: datetime.now(UTC))
         self._scheduler: AsyncIOScheduler | None = None
@@ -47,23 +66,22 @@ class ModelSync:
     async def run_once(self) -> list[RefreshOutcome] | None:
         """Run the sync for the current period unless a run (here or on another replica)
         already claimed it; returns the outcomes, or None when skipped."""
-        repo = self._service.repository
         period = period_key(self._clock(), self._interval)
-        if not await repo.claim_job_run(JOB_NAME, period):
+        if not await self._jobs.claim_job_run(JOB_NAME, period):
             log.info("model sync for period %s already ran; skipping", period)
             return None
         outcomes: list[RefreshOutcome] = []
         try:
-            outcomes = await self._service.refresh()
+            outcomes = await self._refresh()
         finally:
             summary = ", ".join(f"{o.stage_type.value}={o.status.value}" for o in outcomes)
-            await repo.finish_job_run(JOB_NAME, period, summary or "nothing stored")
+            await self._jobs.finish_job_run(JOB_NAME, period, summary or "nothing stored")
             log.info("model sync for period %s done: %s", period, summary or "nothing stored")
         return outcomes
 
     async def due(self) -> bool:
         """Whether the last finished run is older than the interval (or none exists)."""
-        last = await self._service.repository.last_job_finish(JOB_NAME)
+        last = await self._jobs.last_job_finish(JOB_NAME)
         return last is None or self._clock() - last >= self._interval
 
     async def _scheduled_run(self) -> None:

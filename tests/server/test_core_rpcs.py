@@ -27,6 +27,13 @@ STAGE_CASES = [
     (pb.STAGE_TYPE_CLIP, pb.PROVIDER_KIND_PIKA, "fal-clip-key-0004:secret", None, {}),
 ]
 
+VOICE_UPDATE = pb.UpdateConfigRequest(
+    stage_type=pb.STAGE_TYPE_VOICE,
+    provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
+    api_key="AQVN-voice-key-0002",
+)
+"""A VOICE config (SpeechKit: no network, any key) with STAGE_CASES' VOICE key."""
+
 
 async def state_of(stub: pbg.StageConfigServiceStub) -> bytes:
     """Everything an admin can observe, serialized: used to prove 'nothing changed'."""
@@ -112,13 +119,7 @@ async def test_raw_database_holds_no_plaintext_key(
 async def test_list_configs_shows_all_stages_with_masked_keys(
     stub: pbg.StageConfigServiceStub,
 ) -> None:
-    await stub.UpdateConfig(
-        pb.UpdateConfigRequest(
-            stage_type=pb.STAGE_TYPE_VOICE,
-            provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
-            api_key="AQVN-voice-key-0002",
-        )
-    )
+    await stub.UpdateConfig(VOICE_UPDATE)
     listing = await stub.ListConfigs(pb.ListConfigsRequest())
     by_stage = {s.stage_type: s for s in listing.stages}
     assert set(by_stage) == {
@@ -325,13 +326,7 @@ async def test_bad_update_is_invalid_argument_and_changes_nothing(
     stub: pbg.StageConfigServiceStub, case: str, fields: dict[str, object], field: str
 ) -> None:
     # A stored VOICE config makes "nothing changed" meaningful for updates of it.
-    await stub.UpdateConfig(
-        pb.UpdateConfigRequest(
-            stage_type=pb.STAGE_TYPE_VOICE,
-            provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
-            api_key="AQVN-voice-key-0002",
-        )
-    )
+    await stub.UpdateConfig(VOICE_UPDATE)
     before = await state_of(stub)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.UpdateConfig(pb.UpdateConfigRequest(**fields))  # type: ignore[arg-type]
@@ -377,29 +372,25 @@ async def test_other_rpcs_reject_bad_fields(
     assert bad_request_field(caught.value)
 
 
-async def test_get_active_config_not_found_without_row_or_fallback(
-    stub: pbg.StageConfigServiceStub,
+@pytest.mark.parametrize(
+    ("rpc", "request_message"),
+    [
+        # GetActiveConfig: no row and no legacy fallback.
+        ("GetActiveConfig", pb.GetActiveConfigRequest(stage_type=pb.STAGE_TYPE_SONG)),
+        # ListModels: an unconfigured stage has no cached list.
+        ("ListModels", pb.ListModelsRequest(stage_type=pb.STAGE_TYPE_CLIP)),
+        # RollbackConfig: a revision that does not exist.
+        (
+            "RollbackConfig",
+            pb.RollbackConfigRequest(stage_type=pb.STAGE_TYPE_POEM, to_revision=12),
+        ),
+    ],
+)
+async def test_what_does_not_exist_is_not_found(
+    stub: pbg.StageConfigServiceStub, rpc: str, request_message: object
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.GetActiveConfig(pb.GetActiveConfigRequest(stage_type=pb.STAGE_TYPE_SONG))
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-async def test_list_models_not_found_for_unconfigured_stage(
-    stub: pbg.StageConfigServiceStub,
-) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.ListModels(pb.ListModelsRequest(stage_type=pb.STAGE_TYPE_CLIP))
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-async def test_rollback_to_unknown_revision_is_not_found(
-    stub: pbg.StageConfigServiceStub,
-) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.RollbackConfig(
-            pb.RollbackConfigRequest(stage_type=pb.STAGE_TYPE_POEM, to_revision=12)
-        )
+        await getattr(stub, rpc)(request_message)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 

@@ -1,4 +1,6 @@
-"""Frozen records the repository returns: plain data, no SQLAlchemy, no plaintext keys."""
+"""Frozen records the repository takes and returns: plain data, no SQLAlchemy, no
+plaintext keys. What admins see of a revision is the domain's ``HistoryEntry``; these
+records add the ciphertexts and key ids only the service handles."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from datetime import datetime
 from stageconfig_server.domain import (
     ChangeReason,
     ConfigStatus,
+    FieldDiff,
+    HistoryEntry,
     ProviderKind,
     StageType,
     StatusCause,
@@ -49,32 +53,39 @@ class StoredKey:
 
 
 @dataclass(frozen=True, slots=True)
-class FieldDiff:
-    """One field's old and new value as shown to admins (keys masked)."""
-
-    field: str
-    old: str
-    new: str
-
-
-@dataclass(frozen=True, slots=True)
 class LogEntry:
-    """A ``revision_log`` row; ``state`` is the stage's config after the change."""
+    """A ``revision_log`` row: what admins see of the change (``change``) and the stage's
+    config after it (``state``, whose ciphertext is the referenced key's, for resuming
+    watchers and for rollback). Only the service reads ``state``."""
 
-    revision: int
-    stage_type: StageType
-    actor: str
-    reason: ChangeReason
-    diff: tuple[FieldDiff, ...]
-    comment: str
-    created_at: datetime
+    change: HistoryEntry
     state: StoredConfig
+
+    @property
+    def revision(self) -> int:
+        """The revision this entry wrote."""
+        return self.change.revision
+
+    @property
+    def stage_type(self) -> StageType:
+        """The stage it changed."""
+        return self.change.stage_type
+
+    @property
+    def reason(self) -> ChangeReason:
+        """Why it was written."""
+        return self.change.reason
+
+    @property
+    def diff(self) -> tuple[FieldDiff, ...]:
+        """The admin-facing diff (keys only as fingerprints)."""
+        return self.change.diff
 
 
 @dataclass(frozen=True, slots=True)
 class ConfigWrite:
     """Everything one change writes: the new row values, and a key to add to ``api_keys``
-    when the key is new (``new_key_encrypted``) or the id of a key already stored."""
+    when the key is new (``new_key``) or the id of a key already stored."""
 
     stage_type: StageType
     provider_kind: ProviderKind
@@ -92,3 +103,6 @@ class ConfigWrite:
     comment: str = ""
     new_key: bool = False
     api_key_id: int | None = None
+
+
+__all__ = ["ConfigWrite", "FieldDiff", "LogEntry", "StoredConfig", "StoredKey"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
+from stageconfig_server.redaction import redact
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 """Bound on one listing call; a provider slower than this is an ERROR (NETWORK)."""
@@ -87,21 +88,6 @@ _CAUSE_SENTENCES: Mapping[StatusCause, str] = {
 
 _MAX_DETAIL_CHARS = 300
 """Provider messages can be long (HTML error pages); an admin needs the gist only."""
-
-REDACTED = "<redacted>"
-"""What replaces the key wherever a provider echoed it back."""
-
-
-def redact(text: str, secret: str) -> str:
-    """``text`` with every occurrence of ``secret`` replaced by ``REDACTED``.
-
-    Providers sometimes echo the key in their error messages (Yandex's "Unknown api
-    key …"); nothing that reaches an admin screen or a log may carry it.
-    """
-    for variant in {secret, secret.strip()}:
-        if variant:
-            text = text.replace(variant, REDACTED)
-    return text
 
 
 def provider_failure(

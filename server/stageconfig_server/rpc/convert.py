@@ -5,24 +5,31 @@ An unspecified or unknown enum value becomes InvalidArgument naming the field.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stageconfig_contract.facts import mask_key
 from stageconfig_contract.v1 import stage_config_pb2 as pb
-from stageconfig_server.db.records import LogEntry
 from stageconfig_server.domain import (
     ChangeReason,
     ConfigSource,
     ConfigStatus,
+    HistoryEntry,
     ProviderKind,
     StageConfig,
     StageType,
     StatusCause,
 )
 from stageconfig_server.errors import InvalidArgument
-from stageconfig_server.service import ModelsView, RefreshOutcome, StageView
+from stageconfig_server.refresh import RefreshOutcome
+from stageconfig_server.updates import UpdateRequest
+from stageconfig_server.view import ModelsView, StageView
+
+E = TypeVar("E")
 
 _STAGE_TO_PB = {s: pb.StageType.Value(f"STAGE_TYPE_{s.value}") for s in StageType}
 _PB_TO_STAGE: dict[int, StageType] = {v: k for k, v in _STAGE_TO_PB.items()}
@@ -34,14 +41,19 @@ _SOURCE_TO_PB = {s: pb.ConfigSource.Value(f"CONFIG_SOURCE_{s.value}") for s in C
 _REASON_TO_PB = {r: pb.ChangeReason.Value(f"CHANGE_REASON_{r.value}") for r in ChangeReason}
 
 
-def stage_from_pb(value: int, field: str = "stage_type") -> StageType:
-    """A required stage; UNSPECIFIED or unknown → InvalidArgument on ``field``."""
-    stage = _PB_TO_STAGE.get(value)
-    if stage is None:
-        allowed = ", ".join(pb.StageType.Name(v) for v in _STAGE_TO_PB.values())
+def _required(decoded: Mapping[int, E], names: Callable[[Any], str], value: int, field: str) -> E:
+    """A required enum value; UNSPECIFIED or unknown → InvalidArgument on ``field``."""
+    member = decoded.get(value)
+    if member is None:
+        allowed = ", ".join(names(number) for number in decoded)
         what = "is required" if value == 0 else f"has unknown value {value}"
         raise InvalidArgument(field, f"{what}; one of {allowed}")
-    return stage
+    return member
+
+
+def stage_from_pb(value: int, field: str = "stage_type") -> StageType:
+    """A required stage; UNSPECIFIED or unknown → InvalidArgument on ``field``."""
+    return _required(_PB_TO_STAGE, pb.StageType.Name, value, field)
 
 
 def optional_stage_from_pb(value: int, field: str = "stage_type") -> StageType | None:
@@ -51,12 +63,47 @@ def optional_stage_from_pb(value: int, field: str = "stage_type") -> StageType |
 
 def provider_from_pb(value: int, field: str = "provider_kind") -> ProviderKind:
     """A required provider kind; UNSPECIFIED or unknown → InvalidArgument on ``field``."""
-    provider = _PB_TO_PROVIDER.get(value)
-    if provider is None:
-        allowed = ", ".join(pb.ProviderKind.Name(v) for v in _PROVIDER_TO_PB.values())
-        what = "is required" if value == 0 else f"has unknown value {value}"
-        raise InvalidArgument(field, f"{what}; one of {allowed}")
-    return provider
+    return _required(_PB_TO_PROVIDER, pb.ProviderKind.Name, value, field)
+
+
+MAX_CLIENT_ID_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRequest:
+    """A WatchConfig call in domain terms, checked."""
+
+    stages: list[StageType]
+    resume_revision: int | None
+    client_id: str  # "" when the client sent none (the transport uses its peer)
+
+
+def update_request_from_pb(request: pb.UpdateConfigRequest) -> UpdateRequest:
+    """An UpdateConfig call in domain terms (unset optional fields stay None)."""
+    return UpdateRequest(
+        stage_type=stage_from_pb(request.stage_type),
+        provider_kind=provider_from_pb(request.provider_kind),
+        api_key=request.api_key if request.HasField("api_key") else None,
+        model=request.model if request.HasField("model") else None,
+        options=dict(request.options) or None,
+        expected_revision=(
+            request.expected_revision if request.HasField("expected_revision") else None
+        ),
+        validate_only=request.validate_only,
+        comment=request.comment,
+    )
+
+
+def watch_request_from_pb(request: pb.WatchConfigRequest) -> WatchRequest:
+    """A WatchConfig call, checked: known stages, a non-negative resume revision, a
+    client id of at most ``MAX_CLIENT_ID_LENGTH`` characters (else InvalidArgument)."""
+    stages = [stage_from_pb(s, "stage_types") for s in request.stage_types]
+    resume = request.resume_revision if request.HasField("resume_revision") else None
+    if resume is not None and resume < 0:
+        raise InvalidArgument("resume_revision", "must not be negative")
+    if len(request.client_id) > MAX_CLIENT_ID_LENGTH:
+        raise InvalidArgument("client_id", f"must be at most {MAX_CLIENT_ID_LENGTH} characters")
+    return WatchRequest(stages, resume, request.client_id)
 
 
 def stage_to_pb(stage: StageType) -> pb.StageType.ValueType:
@@ -161,8 +208,8 @@ def refresh_to_pb(outcome: RefreshOutcome) -> pb.RefreshResult:
     )
 
 
-def history_entry_to_pb(entry: LogEntry) -> pb.HistoryEntry:
-    """A history row (the diff is already masked by the repository)."""
+def history_entry_to_pb(entry: HistoryEntry) -> pb.HistoryEntry:
+    """A history row (the diff shows keys only as fingerprints)."""
     message = pb.HistoryEntry(
         revision=entry.revision,
         stage_type=_STAGE_TO_PB[entry.stage_type],

@@ -1,7 +1,8 @@
 """The StageConfigService servicer: proto in, a call into the service layer, proto out.
 
-No business rule lives here. Errors from the service map to gRPC statuses through the
-one table in ``rpc/status.py``.
+No business rule lives here, and no conversion either: requests become domain calls
+and answers become messages through ``rpc/convert.py``. Errors from the service map
+to gRPC statuses through the one table in ``rpc/status.py``.
 """
 
 from __future__ import annotations
@@ -17,19 +18,17 @@ import grpc
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_server.broadcast import Broadcaster
 from stageconfig_server.domain import StageConfig, StageType
-from stageconfig_server.errors import InvalidArgument, StageConfigError
+from stageconfig_server.errors import StageConfigError
 from stageconfig_server.rpc import convert
 from stageconfig_server.rpc.identity import ANONYMOUS, Caller
 from stageconfig_server.rpc.status import internal_status, status_for
-from stageconfig_server.service import ConfigService, UpdateRequest
+from stageconfig_server.service import ConfigService
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 CallerResolver = Callable[[grpc.aio.ServicerContext[Any, Any]], Caller]
-
-MAX_CLIENT_ID_LENGTH = 256
 
 
 def _anonymous(_context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
@@ -106,18 +105,7 @@ class StageConfigServicer:
         caller = self._caller_of(context)
 
         async def run() -> pb.UpdateConfigResponse:
-            update = UpdateRequest(
-                stage_type=convert.stage_from_pb(request.stage_type),
-                provider_kind=convert.provider_from_pb(request.provider_kind),
-                api_key=request.api_key if request.HasField("api_key") else None,
-                model=request.model if request.HasField("model") else None,
-                options=dict(request.options) or None,
-                expected_revision=(
-                    request.expected_revision if request.HasField("expected_revision") else None
-                ),
-                validate_only=request.validate_only,
-                comment=request.comment,
-            )
+            update = convert.update_request_from_pb(request)
             result = await self._service.update(update, actor=caller.name)
             return pb.UpdateConfigResponse(
                 config=convert.config_to_pb(result.config, reveal_key=False),
@@ -224,21 +212,14 @@ class StageConfigServicer:
         """
         caller = self._caller_of(context)
         try:
-            stages = [convert.stage_from_pb(s, "stage_types") for s in request.stage_types]
-            resume = request.resume_revision if request.HasField("resume_revision") else None
-            if resume is not None and resume < 0:
-                raise InvalidArgument("resume_revision", "must not be negative")
-            if len(request.client_id) > MAX_CLIENT_ID_LENGTH:
-                raise InvalidArgument(
-                    "client_id", f"must be at most {MAX_CLIENT_ID_LENGTH} characters"
-                )
+            watch = convert.watch_request_from_pb(request)
         except StageConfigError as error:
             await abort_with(context, status_for(error))
             return
         stream = self._broadcaster.watch(
-            stages=stages,
-            resume_revision=resume,
-            client_id=request.client_id or context.peer(),
+            stages=watch.stages,
+            resume_revision=watch.resume_revision,
+            client_id=watch.client_id or context.peer(),
             peer=context.peer(),
             actor=caller.name,
             reveal_keys=caller.reveals_keys,

@@ -1,0 +1,195 @@
+"""Rows ↔ records: the one mapping between the tables' columns and ``db.records``.
+
+A stage's config is stored twice in the same shape: as its ``provider_configs`` row and
+as the ``state`` JSON of each ``revision_log`` row (minus the ciphertext, which the log
+references through ``api_key_id``, and the revision, which is the log row's own).
+``config_columns`` and ``config_from_columns`` serve both, so a new column is added in
+one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from stageconfig_server.db.records import ConfigWrite, LogEntry, StoredConfig, StoredKey
+from stageconfig_server.domain import (
+    ChangeReason,
+    ConfigStatus,
+    FieldDiff,
+    HistoryEntry,
+    ProviderKind,
+    StageType,
+    StatusCause,
+)
+
+_NOT_IN_LOG_STATE = ("api_key_encrypted", "revision")
+
+
+def utc(value: datetime | str | None) -> datetime | None:
+    """A timezone-aware time from a column or an ISO string (SQLite hands back naive
+    datetimes even for timezone=True columns, and the log state stores ISO strings)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def config_columns(config: StoredConfig) -> dict[str, Any]:
+    """The ``provider_configs`` values of ``config`` (every column but ``stage_type``)."""
+    return {
+        "provider_kind": config.provider_kind.value,
+        "api_key_encrypted": config.api_key_encrypted,
+        "api_key_id": config.api_key_id,
+        "api_key_fingerprint": config.api_key_fingerprint,
+        "model": config.model,
+        "models_cache": list(config.models_cache),
+        "models_cache_updated_at": config.models_cache_updated_at,
+        "status": config.status.value,
+        "status_cause": config.status_cause.value if config.status_cause else None,
+        "status_reason": config.status_reason,
+        "options": dict(config.options),
+        "revision": config.revision,
+        "updated_at": config.updated_at,
+    }
+
+
+def config_from_columns(stage: StageType, values: Mapping[Any, Any]) -> StoredConfig:
+    """The record of a ``provider_configs`` row, or of a log state with the ciphertext
+    and revision put back (``config_columns``' inverse)."""
+    cause = values.get("status_cause")
+    return StoredConfig(
+        stage_type=stage,
+        provider_kind=ProviderKind(values["provider_kind"]),
+        api_key_encrypted=values.get("api_key_encrypted") or "",
+        api_key_id=values.get("api_key_id"),
+        api_key_fingerprint=values.get("api_key_fingerprint") or "",
+        model=values["model"],
+        models_cache=tuple(values.get("models_cache") or ()),
+        models_cache_updated_at=utc(values.get("models_cache_updated_at")),
+        status=ConfigStatus(values["status"]),
+        status_cause=StatusCause(cause) if cause else None,
+        status_reason=values.get("status_reason") or "",
+        options=dict(values.get("options") or {}),
+        revision=values["revision"],
+        updated_at=utc(values.get("updated_at")) or datetime.now(UTC),
+    )
+
+
+def log_state(config: StoredConfig) -> dict[str, Any]:
+    """The log's JSON copy of a config: its columns without ciphertext and revision."""
+    return {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in config_columns(config).items()
+        if name not in _NOT_IN_LOG_STATE
+    }
+
+
+def stored_from_write(
+    write: ConfigWrite, *, ciphertext: str, key_id: int | None, revision: int, now: datetime
+) -> StoredConfig:
+    """The row a write leaves behind, once its key id, revision and time are known."""
+    return StoredConfig(
+        stage_type=write.stage_type,
+        provider_kind=write.provider_kind,
+        api_key_encrypted=ciphertext,
+        api_key_id=key_id,
+        api_key_fingerprint=write.api_key_fingerprint,
+        model=write.model,
+        models_cache=tuple(write.models_cache),
+        models_cache_updated_at=write.models_cache_updated_at,
+        status=write.status,
+        status_cause=write.status_cause,
+        status_reason=write.status_reason,
+        options=dict(write.options),
+        revision=revision,
+        updated_at=now,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    """The ``revision_log`` values of one change."""
+
+    change: HistoryEntry
+    state: StoredConfig
+
+    def columns(self) -> dict[str, Any]:
+        """The row to insert."""
+        change = self.change
+        return {
+            "revision": change.revision,
+            "stage_type": change.stage_type.value,
+            "actor": change.actor,
+            "reason": change.reason.value,
+            "diff": [{"field": d.field, "old": d.old, "new": d.new} for d in change.diff],
+            "comment": change.comment,
+            "state": log_state(self.state),
+            "created_at": change.created_at,
+        }
+
+
+def history_from_row(row: Any) -> HistoryEntry:
+    """What an admin sees of a ``revision_log`` row."""
+    return HistoryEntry(
+        revision=row.revision,
+        stage_type=StageType(row.stage_type),
+        actor=row.actor,
+        reason=ChangeReason(row.reason),
+        diff=tuple(FieldDiff(d["field"], d["old"], d["new"]) for d in row.diff),
+        comment=row.comment or "",
+        created_at=utc(row.created_at) or datetime.now(UTC),
+    )
+
+
+def log_from_row(row: Any, ciphertexts: Mapping[int, str]) -> LogEntry:
+    """A ``revision_log`` row with its state; ``ciphertexts`` holds the referenced keys'."""
+    key_id = row.state.get("api_key_id")
+    state = config_from_columns(
+        StageType(row.stage_type),
+        {
+            **row.state,
+            "revision": row.revision,
+            "api_key_encrypted": ciphertexts.get(key_id, "") if key_id is not None else "",
+        },
+    )
+    return LogEntry(history_from_row(row), state)
+
+
+def key_from_row(row: Any) -> StoredKey:
+    """The record of an ``api_keys`` row."""
+    return StoredKey(
+        id=row.id,
+        provider_kind=ProviderKind(row.provider_kind),
+        stage_type=StageType(row.stage_type),
+        api_key_encrypted=row.api_key_encrypted,
+        fingerprint=row.fingerprint,
+        created_at=utc(row.created_at) or datetime.now(UTC),
+        created_by=row.created_by or "",
+    )
+
+
+def diff_configs(old: StoredConfig | None, new: StoredConfig) -> tuple[FieldDiff, ...]:
+    """The admin-facing diff between two states; keys appear only as fingerprints."""
+
+    def fields(config: StoredConfig | None) -> dict[str, str]:
+        if config is None:
+            return {}
+        return {
+            "provider_kind": config.provider_kind.value,
+            "api_key": f"fingerprint {config.api_key_fingerprint}",
+            "model": config.model,
+            "options": ",".join(f"{k}={v}" for k, v in sorted(config.options.items())),
+            "status": config.status.value,
+            "status_reason": config.status_reason,
+        }
+
+    before, after = fields(old), fields(new)
+    return tuple(
+        FieldDiff(name, before.get(name, ""), value)
+        for name, value in after.items()
+        if before.get(name, "") != value
+    )

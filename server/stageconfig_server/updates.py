@@ -1,0 +1,311 @@
+"""The change policy: UpdateConfig, RollbackConfig and the legacy import.
+
+Every change goes the same way: validation (nothing read or written on bad input) →
+the key (the one given, the stage's own, or the provider's newest) → the provider's
+verdict (a rejected key changes nothing; an unreachable provider keeps what was known)
+→ the model choice → one commit through the view. ``validate_only`` stops before the
+commit and writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from stageconfig_server.crypto import KeyCipher, fingerprint
+from stageconfig_server.domain import (
+    ChangeReason,
+    ConfigStatus,
+    ProviderKind,
+    StageConfig,
+    StageType,
+    StatusCause,
+)
+from stageconfig_server.errors import InvalidArgument, KeyRejected, NotFound, RevisionConflict
+from stageconfig_server.store import ConfigStore
+from stageconfig_server.validation import (
+    check_allowed,
+    check_api_key,
+    check_comment,
+    check_model,
+    check_options,
+    check_revision,
+)
+from stageconfig_server.verification import ProviderCheck, Settled, Verdict
+from stageconfig_server.view import ConfigView, stage_config
+
+_SUGGESTED_MODELS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRequest:
+    """An UpdateConfig call in domain terms."""
+
+    stage_type: StageType
+    provider_kind: ProviderKind
+    api_key: str | None = None
+    model: str | None = None
+    options: Mapping[str, str] | None = None
+    expected_revision: int | None = None
+    validate_only: bool = False
+    comment: str = ""
+
+    def __repr__(self) -> str:  # the key never reaches a log through repr
+        key = "<hidden>" if self.api_key is not None else None
+        return (
+            f"UpdateRequest(stage_type={self.stage_type}, provider_kind={self.provider_kind}, "
+            f"api_key={key}, model={self.model!r}, options={self.options!r}, "
+            f"expected_revision={self.expected_revision}, validate_only={self.validate_only})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    """What an update stored (or, with validate_only, would store)."""
+
+    config: StageConfig
+    models: tuple[str, ...]
+    written: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    """A resolved key: plaintext for the provider, ciphertext and id for storage."""
+
+    plaintext: str
+    ciphertext: str  # "" for a new key: encrypted once, at the commit
+    key_id: int | None
+    is_new: bool
+
+    def __repr__(self) -> str:
+        return f"_Key(key_id={self.key_id}, is_new={self.is_new})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """One change to verify and commit."""
+
+    stage: StageType
+    provider: ProviderKind
+    key: _Key
+    requested_model: str | None
+    options: Mapping[str, str]
+    expected_revision: int | None
+    actor: str
+    reason: ChangeReason
+    comment: str
+    lenient_model: bool = False  # import: a model the provider lacks is replaced, not refused
+
+
+class ConfigUpdates:
+    """Applies the change policy to the view."""
+
+    def __init__(
+        self,
+        view: ConfigView,
+        store: ConfigStore,
+        cipher: KeyCipher,
+        check: ProviderCheck,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._view = view
+        self._store = store
+        self._cipher = cipher
+        self._check = check
+        self._clock = clock
+
+    async def update(self, request: UpdateRequest, actor: str) -> UpdateResult:
+        """Validate, verify with the provider, and store a stage's config (UpdateConfig).
+
+        Raises InvalidArgument (nothing written) for bad input or a model the provider
+        does not offer, KeyRejected when the provider refuses the key, RevisionConflict
+        on a stale ``expected_revision``.
+        """
+        stage, provider = request.stage_type, request.provider_kind
+        check_allowed(stage, provider)
+        if request.model is not None:
+            check_model(request.model)
+        if request.api_key is not None:
+            check_api_key(request.api_key)
+        check_comment(request.comment)
+        check_revision("expected_revision", request.expected_revision)
+
+        current = self._view.stored(stage)
+        _check_expected(stage, current, request.expected_revision)
+        if request.options:
+            options = check_options(provider, request.options)
+        elif current is not None and current.provider_kind == provider:
+            options = dict(current.options)
+        else:
+            options = check_options(provider, {})
+        change = _Change(
+            stage=stage,
+            provider=provider,
+            key=await self._resolve_key(stage, provider, request.api_key),
+            requested_model=request.model,
+            options=options,
+            expected_revision=request.expected_revision,
+            actor=actor,
+            reason=ChangeReason.ADMIN_UPDATE,
+            comment=request.comment,
+        )
+        return await self._verify_and_commit(change, validate_only=request.validate_only)
+
+    async def rollback(
+        self, stage: StageType, to_revision: int, expected_revision: int | None, actor: str
+    ) -> StageConfig:
+        """Write a new revision restoring ``to_revision``'s provider, key, model and options,
+        re-verified with the provider like any update."""
+        if to_revision <= 0:
+            raise InvalidArgument("to_revision", "must be a positive revision")
+        check_revision("expected_revision", expected_revision)
+        entry = await self._store.log_entry(to_revision)
+        if entry is None or entry.stage_type != stage:
+            raise NotFound(f"revision {to_revision} is not a revision of stage {stage.value}")
+        state = entry.state
+        if not state.api_key_encrypted or state.api_key_id is None:
+            raise NotFound(f"the key of revision {to_revision} is no longer stored")
+        _check_expected(stage, self._view.stored(stage), expected_revision)
+        key = _Key(self._view.plaintext_of(state), state.api_key_encrypted, state.api_key_id, False)
+        change = _Change(
+            stage=stage,
+            provider=state.provider_kind,
+            key=key,
+            requested_model=state.model,
+            options=dict(state.options),
+            expected_revision=expected_revision,
+            actor=actor,
+            reason=ChangeReason.ROLLBACK,
+            comment=f"rollback to revision {to_revision}",
+        )
+        return (await self._verify_and_commit(change, validate_only=False)).config
+
+    async def import_config(self, config: StageConfig, actor: str) -> StageConfig | None:
+        """Store a legacy config for a stage that has none (scripts/import-env).
+
+        Returns None when the stage already has a stored config (idempotence).
+        """
+        if self._view.stored(config.stage_type) is not None:
+            return None
+        check_allowed(config.stage_type, config.provider_kind)
+        change = _Change(
+            stage=config.stage_type,
+            provider=config.provider_kind,
+            key=_Key(check_api_key(config.api_key), "", None, True),
+            requested_model=config.model,
+            options=check_options(config.provider_kind, config.options),
+            expected_revision=0,
+            actor=actor,
+            reason=ChangeReason.IMPORT,
+            comment="imported from the legacy env settings",
+            lenient_model=True,
+        )
+        try:
+            result = await self._verify_and_commit(change, validate_only=False)
+        except RevisionConflict:
+            return None
+        return result.config
+
+    async def _resolve_key(
+        self, stage: StageType, provider: ProviderKind, api_key: str | None
+    ) -> _Key:
+        """The given key (new), else the stage's own for the same provider, else the
+        newest key saved for ``provider``."""
+        if api_key is not None:
+            return _Key(api_key, "", None, True)
+        held = self._view.held(stage)
+        if held is not None and held.config.provider_kind == provider and held.api_key_encrypted:
+            return _Key(held.config.api_key, held.api_key_encrypted, held.api_key_id, False)
+        newest = await self._store.newest_key(provider)
+        if newest is None:
+            raise InvalidArgument(
+                "api_key", f"is required: no key for {provider.value} has been saved before"
+            )
+        stored = newest.api_key_encrypted
+        return _Key(self._cipher.decrypt_key(stored), stored, newest.id, False)
+
+    async def _verify_and_commit(self, change: _Change, *, validate_only: bool) -> UpdateResult:
+        key = change.key
+        current = self._view.stored(change.stage)  # as the caller saw it, before the call
+        verdict = await self._check.verdict(change.provider, key.plaintext, change.options)
+        if verdict.status is ConfigStatus.INVALID:
+            raise KeyRejected(
+                f"{change.provider.value} rejected the key: {verdict.reason}. Nothing was changed.",
+                verdict.cause.value if verdict.cause else "AUTH",
+            )
+        same = current if current is not None and current.provider_kind == change.provider else None
+        settled = _settle(change, verdict, same, self._clock())
+        write = settled.write(
+            change.stage,
+            change.provider,
+            ciphertext=key.ciphertext,
+            key_fingerprint=fingerprint(key.plaintext),
+            key_id=key.key_id,
+            new_key=key.is_new,
+            options=change.options,
+            actor=change.actor,
+            reason=change.reason,
+            comment=change.comment,
+        )
+        if validate_only:
+            revision, updated_at = (current.revision, current.updated_at) if current else (0, None)
+            preview = stage_config(write, key.plaintext, revision=revision, updated_at=updated_at)
+            return UpdateResult(preview, settled.models, written=False)
+        if not write.api_key_encrypted:  # a new key: encrypted once, here
+            write = replace(write, api_key_encrypted=self._cipher.encrypt_key(key.plaintext))
+        committed = await self._view.commit(write, change.expected_revision, key.plaintext)
+        return UpdateResult(committed.config, settled.models, written=True)
+
+
+def _settle(change: _Change, verdict: Verdict, same: StageConfig | None, now: datetime) -> Settled:
+    """The model, cache and status a verified change stores. ``same`` is the stage's
+    current config when it already uses this provider (its model and cache carry over).
+    """
+    provider, requested = change.provider.value, change.requested_model
+    if verdict.models is None:
+        # The provider could not be asked: keep what we knew and say so.
+        reason = f"the key could not be verified: {verdict.reason}"
+        if requested is not None:
+            model = requested
+        elif same is not None:
+            model = same.model
+        else:
+            raise InvalidArgument(
+                "model",
+                f"is required: {provider} could not be reached to list models ({verdict.reason})",
+            )
+        models = same.models_cache if same else ()
+        cache_at = same.models_cache_updated_at if same else None
+        return Settled(model, models, cache_at, verdict.status, verdict.cause, reason)
+    models = verdict.models
+    if requested is None:
+        model = same.model if same is not None and same.model in models else models[0]
+    elif requested in models:
+        model = requested
+    elif change.lenient_model:
+        model = models[0]
+        reason = f"model {requested} is not offered by {provider}; using {model}"
+        return Settled(model, models, now, ConfigStatus.WARNING, StatusCause.MODEL_REPLACED, reason)
+    else:
+        offered = ", ".join(models[:_SUGGESTED_MODELS])
+        more = (
+            f" and {len(models) - _SUGGESTED_MODELS} more"
+            if len(models) > _SUGGESTED_MODELS
+            else ""
+        )
+        raise InvalidArgument(
+            "model",
+            f"{requested} is not offered by {provider} for this key; available: {offered}{more}",
+        )
+    return Settled(model, models, now, verdict.status, verdict.cause, verdict.reason)
+
+
+def _check_expected(stage: StageType, current: StageConfig | None, expected: int | None) -> None:
+    # Early answer from the view; the repository checks again inside the transaction.
+    actual = current.revision if current else 0
+    if expected is not None and expected != actual:
+        raise RevisionConflict(
+            f"stage {stage.value} is at revision {actual}, not {expected}: reload and retry",
+            actual,
+        )

@@ -1,0 +1,298 @@
+"""The in-memory view of every stored config, and the one path that changes it.
+
+What GetActiveConfig, watch snapshots and ListConfigs serve comes from here, never from
+the database. For each stored stage the view holds a ``HeldConfig``: the config with its
+plaintext key (what workers get) and the ciphertext and ``api_keys`` id that plaintext
+came from (what an update reusing the key, a rollback or a refresh writes back). So an
+update never decrypts what it just encrypted, and nothing re-reads a row to learn which
+key a stage uses.
+
+Every change goes through ``commit`` (or ``catch_up`` for changes other replicas made):
+one lock serializes them, they are applied in revision order, and the listeners (the
+broadcaster) hear each one once. A stage's config object is replaced, never mutated, on
+every change, so object identity tells a cache whether it is still current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from stageconfig_server.crypto import KeyCipher
+from stageconfig_server.db.records import ConfigWrite, LogEntry, StoredConfig
+from stageconfig_server.domain import (
+    ALLOWED_PROVIDERS,
+    ChangeReason,
+    ConfigSource,
+    ConfigStatus,
+    ProviderKind,
+    StageConfig,
+    StageType,
+)
+from stageconfig_server.errors import NotFound
+from stageconfig_server.store import ConfigStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldConfig:
+    """A stored stage as the view holds it."""
+
+    config: StageConfig
+    """The config with its plaintext key (source DATABASE)."""
+    api_key_encrypted: str = field(repr=False)
+    """The stored ciphertext of ``config.api_key`` ("" when no key is stored)."""
+    api_key_id: int | None
+    """The ``api_keys`` row of the key (None for rows older than that table)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    """A committed change, as listeners (the broadcaster) receive it."""
+
+    revision: int
+    config: StageConfig
+    reason: ChangeReason
+
+
+ChangeListener = Callable[[ConfigChange], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsView:
+    """A stage's cached model list."""
+
+    models: tuple[str, ...]
+    updated_at: datetime | None
+    selected_model: str
+    provider_kind: ProviderKind
+    status: ConfigStatus
+    status_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StageView:
+    """What an admin sees of one stage (plaintext key: the transport masks it)."""
+
+    stage_type: StageType
+    config: StageConfig | None
+    source: ConfigSource
+    models: tuple[str, ...]
+    allowed_providers: tuple[ProviderKind, ...]
+
+
+class ConfigView:
+    """The decrypted configs at the head revision, plus the legacy fallbacks."""
+
+    def __init__(
+        self,
+        store: ConfigStore,
+        cipher: KeyCipher,
+        fallbacks: Mapping[StageType, StageConfig | None],
+    ) -> None:
+        self._store = store
+        self._cipher = cipher
+        self._fallbacks = fallbacks
+        self._held: dict[StageType, HeldConfig] = {}
+        self._head = 0
+        self._write_lock = asyncio.Lock()
+        self._listeners: list[ChangeListener] = []
+
+    async def load(self) -> None:
+        """Read and decrypt every stored config (at start)."""
+        stored = await self._store.list_all()
+        self._held = {stage: self._hold(row, None) for stage, row in stored.items()}
+        self._head = await self._store.head_revision()
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener`` with every committed change, in revision order."""
+        self._listeners.append(listener)
+
+    @property
+    def head_revision(self) -> int:
+        """The newest revision this process has applied."""
+        return self._head
+
+    # -- reads ------------------------------------------------------------------------
+
+    def held(self, stage: StageType) -> HeldConfig | None:
+        """The stage's stored config with its ciphertext and key id, or None."""
+        return self._held.get(stage)
+
+    def stored(self, stage: StageType) -> StageConfig | None:
+        """The stage's stored config (no fallback), or None."""
+        held = self._held.get(stage)
+        return held.config if held else None
+
+    def stored_stages(self) -> list[StageType]:
+        """The stages that have a stored config, in enum order."""
+        return [stage for stage in StageType if stage in self._held]
+
+    def get_active(self, stage: StageType) -> StageConfig:
+        """The stage's config with its plaintext key: stored, else the legacy fallback."""
+        config = self.stored(stage) or self._fallbacks[stage]
+        if config is None:
+            raise NotFound(
+                f"no config is stored for stage {stage.value} and no legacy setting supplies one"
+            )
+        return config
+
+    def snapshot(self, stages: Sequence[StageType]) -> tuple[int, list[StageConfig]]:
+        """Every requested stage that has a config (stored or fallback), at the head."""
+        configs = []
+        for stage in stages:
+            config = self.stored(stage) or self._fallbacks[stage]
+            if config is not None:
+                configs.append(config)
+        return self._head, configs
+
+    def list_configs(self) -> list[StageView]:
+        """All four stages, configured or not."""
+        views = []
+        for stage in StageType:
+            stored = self.stored(stage)
+            config = stored or self._fallbacks[stage]
+            if stored is not None:
+                source = ConfigSource.DATABASE
+            elif config is not None:
+                source = ConfigSource.FALLBACK
+            else:
+                source = ConfigSource.UNCONFIGURED
+            views.append(
+                StageView(
+                    stage_type=stage,
+                    config=config,
+                    source=source,
+                    models=stored.models_cache if stored else (),
+                    allowed_providers=ALLOWED_PROVIDERS[stage],
+                )
+            )
+        return views
+
+    def models(self, stage: StageType) -> ModelsView:
+        """The stage's cached models; NotFound when nothing is stored."""
+        config = self.stored(stage)
+        if config is None:
+            raise NotFound(f"no config is stored for stage {stage.value}: no model list is cached")
+        return ModelsView(
+            models=config.models_cache,
+            updated_at=config.models_cache_updated_at,
+            selected_model=config.model,
+            provider_kind=config.provider_kind,
+            status=config.status,
+            status_reason=config.status_reason,
+        )
+
+    def plaintext_of(self, state: StoredConfig) -> str:
+        """The plaintext key of a stored state: the held one when a stage holds the same
+        ``api_keys`` row (a key's plaintext never changes, only its ciphertext is
+        rotated), else decrypted."""
+        if not state.api_key_encrypted:
+            return ""
+        if state.api_key_id is not None:
+            for held in self._held.values():
+                if held.api_key_id == state.api_key_id:
+                    return held.config.api_key
+        return self._cipher.decrypt_key(state.api_key_encrypted)
+
+    def config_at(self, entry: LogEntry) -> StageConfig:
+        """The decrypted config a log entry recorded (for resuming watchers)."""
+        return self._hold(entry.state, None).config
+
+    # -- changes ----------------------------------------------------------------------
+
+    async def commit(
+        self, write: ConfigWrite, expected_revision: int | None, plaintext: str
+    ) -> ConfigChange:
+        """Store ``write``, apply it (``plaintext`` is its key: nothing is decrypted) and
+        tell the listeners; RevisionConflict when the stage is not at
+        ``expected_revision``."""
+        async with self._write_lock:
+            _stored, entry = await self._store.write_config(write, expected_revision)
+            if entry.revision > self._head + 1:
+                # Another replica committed in between: apply its changes first, so
+                # listeners see revisions in order and none is skipped.
+                await self._catch_up_locked(upto=entry.revision - 1)
+            change = self._apply(entry, plaintext)
+        log.info(
+            "stage %s now at revision %d: %s %s, status %s (%s by %s)",
+            write.stage_type.value,
+            entry.revision,
+            write.provider_kind.value,
+            write.model,
+            write.status.value,
+            write.reason.value,
+            write.actor,
+        )
+        return change
+
+    async def catch_up(self) -> int:
+        """Apply every change committed elsewhere (another replica) since the head, in
+        order, and tell the listeners; returns how many were applied."""
+        async with self._write_lock:
+            return await self._catch_up_locked()
+
+    async def touch_cache(self, current: StageConfig, cache_at: datetime) -> None:
+        """Record a new cache time for ``current`` without a new revision (the cache's
+        content did not change); nothing when the stage moved on meanwhile."""
+        async with self._write_lock:
+            held = self._held.get(current.stage_type)
+            if held is None or held.config is not current:
+                return
+            if await self._store.touch_models_cache(current.stage_type, cache_at, current.revision):
+                touched = replace(current, models_cache_updated_at=cache_at)
+                self._held[current.stage_type] = replace(held, config=touched)
+
+    async def _catch_up_locked(self, upto: int | None = None) -> int:
+        entries = await self._store.log_since(self._head, upto=upto)
+        for entry in entries:
+            self._apply(entry, None)
+        return len(entries)
+
+    def _apply(self, entry: LogEntry, plaintext: str | None) -> ConfigChange:
+        held = self._hold(entry.state, plaintext)
+        self._held[entry.stage_type] = held
+        self._head = max(self._head, entry.revision)
+        change = ConfigChange(entry.revision, held.config, entry.reason)
+        for listener in self._listeners:
+            try:
+                listener(change)
+            except Exception:  # a broken listener must not undo a committed write
+                log.exception("change listener failed at revision %d", entry.revision)
+        return change
+
+    def _hold(self, row: StoredConfig, plaintext: str | None) -> HeldConfig:
+        api_key = plaintext if plaintext is not None else self.plaintext_of(row)
+        config = stage_config(row, api_key, revision=row.revision, updated_at=row.updated_at)
+        return HeldConfig(config, row.api_key_encrypted, row.api_key_id)
+
+
+def stage_config(
+    record: StoredConfig | ConfigWrite,
+    api_key: str,
+    *,
+    revision: int,
+    updated_at: datetime | None,
+) -> StageConfig:
+    """The config a stored row (or a write about to be stored) describes, with its
+    plaintext key; the one place a record becomes what workers and admins see."""
+    return StageConfig(
+        stage_type=record.stage_type,
+        provider_kind=record.provider_kind,
+        api_key=api_key,
+        model=record.model,
+        revision=revision,
+        status=record.status,
+        source=ConfigSource.DATABASE,
+        options=dict(record.options),
+        status_reason=record.status_reason,
+        status_cause=record.status_cause,
+        models_cache=tuple(record.models_cache),
+        models_cache_updated_at=record.models_cache_updated_at,
+        updated_at=updated_at,
+        api_key_fingerprint=record.api_key_fingerprint,
+    )
