@@ -72,6 +72,9 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
         "GetConfigHistory": _ADMIN,
         "RollbackConfig": _ADMIN,
         "ListWatchers": _ADMIN,
+        # Reports describe a worker's own state: an admin token reporting is a mistake.
+        "ReportStatus": _WORKER,
+        "GetFleetStatus": _ADMIN,
     }.items()
 }
 """Full method name → the roles that may call it (architecture.md's role table)."""

@@ -201,6 +201,20 @@ class StageConfigServicer:
             watchers.append(info)
         return pb.ListWatchersResponse(watchers=watchers, head_revision=self._service.head_revision)
 
+    async def ReportStatus(  # noqa: N802
+        self, request: pb.ReportStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ReportStatusResponse:
+        """A worker's report (issue 14): not served by this version yet."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ReportStatus is not served yet")
+        raise AssertionError("unreachable")
+
+    async def GetFleetStatus(  # noqa: N802
+        self, request: pb.GetFleetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetFleetStatusResponse:
+        """The fleet's reports per stage and revision (issue 14): not served yet."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetFleetStatus is not served yet")
+        raise AssertionError("unreachable")
+
     async def WatchConfig(  # noqa: N802
         self, request: pb.WatchConfigRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
