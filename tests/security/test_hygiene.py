@@ -116,7 +116,12 @@ async def test_an_existing_readable_database_is_tightened(
 def _lock_stamp() -> str:
     # What scripts/_env.sh compares with .venv/.lock-sha to decide whether to re-sync.
     result = subprocess.run(
-        ["bash", "-c", "sha256sum requirements.lock pyproject.toml | sha256sum | cut -c1-16"],
+        [
+            "bash",
+            "-c",
+            "sha256sum requirements.lock pyproject.toml clients/python/pyproject.toml"
+            " | sha256sum | cut -c1-16",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -137,7 +142,8 @@ def test_scripts_serve_creates_an_owner_only_dev_secret(
     (root / "scripts").mkdir(parents=True)
     for name in ("serve", "_env.sh"):
         (root / "scripts" / name).write_bytes((REPO / "scripts" / name).read_bytes())
-    for name in ("requirements.lock", "pyproject.toml"):
+    (root / "clients" / "python").mkdir(parents=True)
+    for name in ("requirements.lock", "pyproject.toml", "clients/python/pyproject.toml"):
         (root / name).write_bytes((REPO / name).read_bytes())
     (root / ".venv").symlink_to(REPO / ".venv")
     env = {
