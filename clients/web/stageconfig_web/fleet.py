@@ -26,7 +26,14 @@ from stageconfig.admin import (
     RevisionFleetStatus,
     StageFleetStatus,
 )
-from stageconfig.ctl.fleet import causes_text, duration_text, parse_window, printable, window_text
+from stageconfig.ctl.fleet import (
+    causes_text,
+    duration_text,
+    newest_nack,
+    parse_window,
+    printable,
+    window_text,
+)
 from stageconfig_web.pages import AdminWeb, LoggedOut
 from stageconfig_web.sessions import Session
 
@@ -52,7 +59,7 @@ class RevisionRow:
     nacked: int
     reasons: list[str]
     failure: str
-    """``40.0% (12/30)``, or ``no task finished``."""
+    """``failure 40.0% (12/30)``, or ``no task finished``."""
     failing: bool
     """Some task failed with it (the cell is highlighted)."""
     retried: int
@@ -84,6 +91,8 @@ class ClientRow:
     stages: str
     last_report: datetime | None
     silent: bool
+    nack: str
+    """The newest refusal over its stages, ``POEM 13: reason`` (empty: none)."""
 
 
 def _holders(status: FleetStatus, stage: StageFleetStatus, revision: int) -> list[str]:
@@ -112,7 +121,7 @@ def _row(status: FleetStatus, stage: StageFleetStatus, rev: RevisionFleetStatus)
         nacked=rev.nacked,
         reasons=[printable(r, 200) for r in rev.nack_reasons],
         failure=(
-            f"{rev.failure_rate:.1%} ({rev.failed}/{rev.finished})"
+            f"failure {rev.failure_rate:.1%} ({rev.failed}/{rev.finished})"
             if rev.finished
             else "no task finished"
         ),
@@ -146,6 +155,15 @@ def sections(status: FleetStatus) -> list[StageSection]:
     ]
 
 
+def _newest_nack(client: FleetClient) -> str:
+    newest = newest_nack(client.stages)
+    if newest is None:
+        return ""
+    reason = printable(newest.nack_reason, 200)
+    head = f"{newest.stage_type.value} {newest.nack_revision}"
+    return f"{head}: {reason}" if reason else head
+
+
 def client_rows(status: FleetStatus) -> list[ClientRow]:
     """The clients table, silent ones first (they need a look)."""
     ordered = sorted(status.clients, key=lambda c: (not c.silent, c.client_id))
@@ -159,6 +177,7 @@ def client_rows(status: FleetStatus) -> list[ClientRow]:
             stages=", ".join(f"{s.stage_type.value} {s.revision}" for s in c.stages),
             last_report=c.last_report_time,
             silent=c.silent,
+            nack=_newest_nack(c),
         )
         for c in ordered
     ]

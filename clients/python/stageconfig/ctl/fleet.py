@@ -147,12 +147,16 @@ def nack_cell(revision: int, reason: str) -> str:
     return f"{revision}: {printable(reason)}" if reason else str(revision)
 
 
-def _stage_nack(stages: tuple[StageReport, ...]) -> str:
-    # The newest refusal over the client's stages, as ListWatchers sums it up.
+def newest_nack(stages: tuple[StageReport, ...]) -> StageReport | None:
+    """The stage a client refused the newest revision of (None: it refused none)."""
     refused = [s for s in stages if s.nack_revision]
-    if not refused:
+    return max(refused, key=lambda s: s.nack_revision) if refused else None
+
+
+def _stage_nack(stages: tuple[StageReport, ...]) -> str:
+    newest = newest_nack(stages)
+    if newest is None:
         return "-"
-    newest = max(refused, key=lambda s: s.nack_revision)
     return f"{newest.stage_type.value} {nack_cell(newest.nack_revision, newest.nack_reason)}"
 
 
