@@ -27,6 +27,7 @@ from tests.admin.fleet_server import (
     fleet_answer,
     watchers_answer,
 )
+from tests.admin.recording_server import RecordingServer
 
 RAW_CONTROLS = [chr(c) for c in (*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, 0x9B, 0x202E)]
 """What must never reach a terminal from a worker's string (a newline ends a line of
@@ -272,3 +273,15 @@ def test_the_library_logs_nothing_for_a_known_answer(
     with caplog.at_level(logging.WARNING, logger="stageconfig"), AdminClient(fleet.target) as admin:
         admin.fleet_status()
     assert caplog.records == []
+
+
+def test_an_older_server_without_fleet_status_is_named() -> None:
+    with RecordingServer() as older:  # answers GetFleetStatus UNIMPLEMENTED
+        text = run_ctl(older.target, "fleet", token=None)
+        as_json = run_ctl(older.target, "fleet", "--json", token=None)
+    assert text.code == 1
+    assert text.stderr.strip() == (
+        f"stageconfigctl: {older.target} does not serve GetFleetStatus (an older server): "
+        "upgrade it"
+    )
+    assert json.loads(as_json.stderr)["error"]["code"] == "UNIMPLEMENTED"

@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from stageconfig.ctl.fleet import printable
 from tests.admin.fleet_server import EVIL_ID, EVIL_REASON, NACK_REASON, FleetServer
+from tests.admin.recording_server import RecordingServer
 from tests.admin.web_process import (
     ARTIFACTS,
     WebProcess,
@@ -148,3 +149,17 @@ def test_a_bad_window_is_refused_and_the_headers_stay(web: WebProcess, fleet: Fl
         for header in ("content-security-policy", "x-frame-options", "cache-control"):
             assert header in page.headers
         assert fleet.fleet_requests[-1].window_seconds == 90
+
+
+def test_an_older_server_gets_a_page_that_says_so() -> None:
+    with RecordingServer() as older:  # answers GetFleetStatus UNIMPLEMENTED
+        process = WebProcess(older.target)
+        try:
+            with httpx.Client(base_url=process.url) as client:
+                log_in_over_http(client, "")
+                page = client.get("/admin/fleet")
+        finally:
+            process.stop()
+    assert page.status_code == 501
+    assert "does not report fleet status yet" in page.text
+    assert 'role="alert"' in page.text

@@ -29,8 +29,9 @@ from stageconfig.admin import (
     StageReport,
     WatcherInfo,
 )
-from stageconfig.ctl.exits import Exit
+from stageconfig.ctl.exits import Exit, fail
 from stageconfig.ctl.output import age, jsonable, short, table, terminal_width, when
+from stageconfig.errors import RPCError, StatusCode
 
 _WINDOW = re.compile(r"([1-9][0-9]{0,9})([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
@@ -179,7 +180,13 @@ def client_row(client: FleetClient, now: datetime) -> list[str]:
 def cmd_fleet(client: AdminClient, args: argparse.Namespace, out: TextIO) -> Exit:
     """GetFleetStatus: per stage the revisions in use, then every reported client."""
     window = args.window if args.window is not None else DEFAULT_FLEET_WINDOW
-    status = client.fleet_status(args.stage, window_seconds=window)
+    try:
+        status = client.fleet_status(args.stage, window_seconds=window)
+    except RPCError as error:
+        if error.code is not StatusCode.UNIMPLEMENTED:
+            raise
+        message = f"{client.target} does not serve GetFleetStatus (an older server): upgrade it"
+        return fail(Exit.REFUSED, message, args.json, {"code": error.code.name})
     if args.json:
         print_ascii_json(status, out)
         return Exit.OK
