@@ -5,7 +5,7 @@ clients shown as silent; what workers wrote is escaped (no markup, no control
 character), the window is chosen strictly, the security headers stay, and the page fits
 a 390 px phone.
 
-Screenshots: ``artifacts/admin-web-fleet.png`` (desktop) and
+Screenshots: ``artifacts/admin-web-fleet-fixed.png`` (desktop) and
 ``artifacts/admin-web-fleet-phone.png``.
 """
 
@@ -107,7 +107,7 @@ def test_the_fleet_section_shows_revisions_nacks_failures_and_silent_clients(
     assert "\x1b" not in html
     assert "\u202e" not in html
     assert "<b>bold</b>" not in html
-    page.screenshot(path=str(ARTIFACTS / "admin-web-fleet.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "admin-web-fleet-fixed.png"), full_page=True)
 
     page.select_option("#window", "1h")
     page.get_by_role("button", name="Show").click()
