@@ -12,6 +12,7 @@ it must turn silent, not stay counted as healthy. A retried report is not counte
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -197,6 +198,9 @@ def test_stageconfigctl_fleet_text_and_json(fleet: Fleet) -> None:
         "w-refused": False,
         "w-gone": True,
     }
+    too_wide = run_ctl(target, "fleet", "--window", "8d")  # the server keeps 7 days
+    assert too_wide.code == 1
+    assert "window_seconds" in too_wide.stderr
     worker = run_ctl(target, "fleet", token=WORKER_TOKEN)
     assert worker.code == 5  # the fleet view is for admins
 
@@ -253,6 +257,7 @@ def test_the_web_fleet_section_shows_the_real_fleet(fleet: Fleet, browser: Brows
         silent_row = page.locator('tr[data-silent="true"]')
         expect(silent_row).to_have_count(1)
         expect(silent_row).to_contain_text("w-gone")
+        expect(silent_row).to_contain_text(re.compile(r"\d+ s ago"))  # not "just now"
         assert GEMINI_KEY_A not in page.content()
         assert OPENAI_KEY_B not in page.content()
         page.screenshot(path=str(ARTIFACTS / "admin-web-fleet.png"), full_page=True)
