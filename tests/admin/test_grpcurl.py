@@ -48,6 +48,8 @@ SHOWS = {
     "GetConfigHistory": '"entries"',
     "RollbackConfig": '"config"',
     "ListWatchers": '"head_revision"',
+    "ReportStatus": "{",  # {} for a new report, "duplicate": true for a retry
+    "GetFleetStatus": '"window_seconds"',
     "WatchConfig": '"snapshot"',
 }
 
