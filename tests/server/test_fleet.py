@@ -146,6 +146,46 @@ async def test_a_retried_report_is_not_counted_twice(stub: Stub) -> None:
     assert (seen.succeeded, seen.failed) == (4, 1)
 
 
+async def test_a_restarted_client_starts_its_sequence_afresh(stub: Stub) -> None:
+    revision = await voice_revision(stub)
+    await stub.ReportStatus(report("worker-a", 40, revision, succeeded=1))
+    restarted = report("worker-a", 1, revision, succeeded=2)
+    restarted.pid = 5151  # another process under the same client_id
+    assert not (await stub.ReportStatus(restarted)).duplicate
+    assert (await stub.ReportStatus(restarted)).duplicate
+    seen = revision_of(await stub.GetFleetStatus(pb.GetFleetStatusRequest()), revision)
+    assert seen.succeeded == 3
+
+
+async def test_a_key_quoted_in_a_refusal_never_reaches_an_admin(stub: Stub) -> None:
+    revision = await voice_revision(stub)
+    key = VOICE_UPDATE.api_key
+    call = stub.WatchConfig(pb.WatchConfigRequest(client_id="quoting"))
+    await call.read()
+    try:
+        await stub.ReportStatus(
+            report(
+                "quoting",
+                1,
+                revision,
+                failed=1,
+                causes={f"BadKey({key})": 1},
+                nack_revision=revision,
+                nack_reason=f"validator: key {key} looks wrong",
+            )
+        )
+        status = await stub.GetFleetStatus(pb.GetFleetStatusRequest())
+        watchers = await stub.ListWatchers(pb.ListWatchersRequest())
+    finally:
+        call.cancel()
+    shown = str(status) + str(watchers)
+    assert key not in shown
+    assert list(revision_of(status, revision).nack_reasons) == [
+        "validator: key <redacted> looks wrong"
+    ]
+    assert watchers.watchers[0].nack_reason == "validator: key <redacted> looks wrong"
+
+
 async def test_outcomes_aggregate_across_clients(stub: Stub) -> None:
     old = await voice_revision(stub)
     new = await voice_revision(stub, "zahar:neutral")
