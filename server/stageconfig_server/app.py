@@ -108,6 +108,9 @@ def build_fleet(
         stage_revisions=lambda: {
             v.stage_type: v.config.revision for v in service.list_configs() if v.config
         },
+        # Every key the server holds now (stored or fallback): none may reach an admin
+        # through a worker's refusal reason.
+        secrets=lambda: [v.config.api_key for v in service.list_configs() if v.config],
         clock=clock,
     )
 

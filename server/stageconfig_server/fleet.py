@@ -10,12 +10,14 @@ the ``FleetStore`` Protocol in ``fleet_service``. No gRPC, no SQL.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from stageconfig_server.domain import StageType
 from stageconfig_server.errors import InvalidArgument
+from stageconfig_server.redaction import redact
 
 DURATION_BOUNDS: tuple[float, ...] = (
     0.05,
@@ -292,10 +294,46 @@ def percentile_seconds(buckets: Sequence[int], quantile: float) -> float:
     total = sum(buckets)
     if total <= 0:
         return 0.0
-    rank = max(1, -(-int(quantile * total * 1_000_000) // 1_000_000))  # ceil, float-safe
+    rank = max(1, math.ceil(quantile * total))
     cumulative = 0
     for i, count in enumerate(buckets):
         cumulative += count
         if cumulative >= rank:
             return DURATION_BOUNDS[min(i, len(DURATION_BOUNDS) - 1)]
     return DURATION_BOUNDS[-1]
+
+
+def redact_report(report: StatusReport, secrets: Iterable[str]) -> StatusReport:
+    """``report`` with every known key taken out of its free text (refusal reasons and
+    cause names): a validator's exception message may quote the config it refused, and
+    these texts are shown to admins."""
+    keys = [k for k in secrets if k]
+    if not keys:
+        return report
+
+    def clean(text: str) -> str:
+        for key in keys:
+            text = redact(text, key)
+        return text
+
+    def stage(item: StageReport) -> StageReport:
+        state = replace(item.state, nack_reason=clean(item.state.nack_reason))
+        outcomes = tuple(
+            replace(
+                o,
+                failures_by_cause=_merge_causes(
+                    (clean(c), n) for c, n in o.failures_by_cause.items()
+                ),
+            )
+            for o in item.outcomes
+        )
+        return StageReport(state, outcomes)
+
+    return replace(report, stages=tuple(stage(s) for s in report.stages))
+
+
+def _merge_causes(items: Iterable[tuple[str, int]]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for cause, count in items:
+        merged[cause] = merged.get(cause, 0) + count
+    return merged

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -22,6 +22,7 @@ from stageconfig_server.fleet import (
     StatusReport,
     check_report,
     highest_revision,
+    redact_report,
 )
 from stageconfig_server.fleet_aggregate import (
     ClientView,
@@ -84,12 +85,14 @@ class FleetService:
         head_revision: Callable[[], int],
         catch_up: Callable[[], Awaitable[object]],
         stage_revisions: Callable[[], dict[StageType, int]],
+        secrets: Callable[[], Iterable[str]] = tuple,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._store = store
         self._head = head_revision
         self._catch_up = catch_up
         self._stage_revisions = stage_revisions
+        self._secrets = secrets
         self._now = clock or (lambda: datetime.now(UTC))
         self._listeners: list[ReportListener] = []
         self._pruner: asyncio.Task[None] | None = None
@@ -108,6 +111,7 @@ class FleetService:
             await self._catch_up()
             head = self._head()
         check_report(report, head)
+        report = redact_report(report, self._secrets())
         counted = await self._store.record(report, self._now(), BUCKET)
         for listener in self._listeners:
             listener(report, counted)
@@ -139,19 +143,27 @@ class FleetService:
 
     async def client_views(self, client_ids: Collection[str]) -> dict[str, ClientView]:
         """The reported state of each of ``client_ids`` that has reported, with its
-        outcomes over the last 15 minutes (for ListWatchers)."""
+        outcomes over the last 15 minutes (for ListWatchers).
+
+        Best effort: without the database the connections are still worth listing, so
+        this answers nothing rather than fail the call.
+        """
         if not client_ids:
             return {}
         now = self._now()
-        clients = await self._store.clients(client_ids)
-        if not clients:
-            return {}
-        summed = sum_by_client(
-            await self._store.outcomes_since(
-                _window_start(now, WATCHER_WINDOW_SECONDS),
-                client_ids=[c.client_id for c in clients],
+        try:
+            clients = await self._store.clients(client_ids)
+            if not clients:
+                return {}
+            summed = sum_by_client(
+                await self._store.outcomes_since(
+                    _window_start(now, WATCHER_WINDOW_SECONDS),
+                    client_ids=[c.client_id for c in clients],
+                )
             )
-        )
+        except StorageUnavailable as error:
+            log.warning("ListWatchers without the fleet reports: %s", error.message)
+            return {}
         stages = list(StageType)
         return {
             c.client_id: ClientView(c, c.silent(now), client_stages(c, summed, stages))

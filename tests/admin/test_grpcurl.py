@@ -48,9 +48,9 @@ SHOWS = {
     "GetConfigHistory": '"entries"',
     "RollbackConfig": '"config"',
     "ListWatchers": '"head_revision"',
-    "ReportStatus": "{",  # {} for a new report, "duplicate": true for a retry
-    "GetFleetStatus": '"window_seconds"',
     "WatchConfig": '"snapshot"',
+    "ReportStatus": '"duplicate"',
+    "GetFleetStatus": '"revisions"',
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from stageconfig_server.db.database import Database
 from stageconfig_server.db.fleet_models import FleetClientRow, FleetOutcomeRow
@@ -44,6 +44,12 @@ revisions at once. Beyond it the client's oldest buckets go first."""
 
 class FleetReports(Database):
     """Reads and writes the fleet tables (implements ``fleet_service.FleetStore``)."""
+
+    def __init__(
+        self, engine: AsyncEngine, max_rows_per_client: int = MAX_OUTCOME_ROWS_PER_CLIENT
+    ) -> None:
+        super().__init__(engine)
+        self._max_rows = max_rows_per_client
 
     async def record(self, report: StatusReport, now: datetime, bucket: timedelta) -> bool:
         """Store ``report``; False (nothing changed) when its sequence was already counted.
@@ -141,17 +147,17 @@ class FleetReports(Database):
         return False
 
     async def _bound_client(self, conn: AsyncConnection, client_id: str) -> None:
-        """Drop the client's oldest buckets beyond ``MAX_OUTCOME_ROWS_PER_CLIENT``."""
+        """Drop the client's oldest buckets beyond its bound (``MAX_OUTCOME_ROWS_PER_CLIENT``)."""
         mine = _outcomes.c.client_id == client_id
         count = (await conn.execute(select(func.count()).where(mine))).scalar_one()
-        if count <= MAX_OUTCOME_ROWS_PER_CLIENT:
+        if count <= self._max_rows:
             return
         cutoff = (
             await conn.execute(
                 select(_outcomes.c.bucket_start)
                 .where(mine)
                 .order_by(_outcomes.c.bucket_start.desc())
-                .offset(MAX_OUTCOME_ROWS_PER_CLIENT)
+                .offset(self._max_rows)
                 .limit(1)
             )
         ).scalar_one()
