@@ -12,19 +12,26 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
+from types import MappingProxyType
 from typing import TypeVar
 
 from stageconfig._admin_types import (
     ChangeEvent,
     ConfigOverview,
     FieldChange,
+    FleetClient,
+    FleetStatus,
     HeartbeatEvent,
     HistoryEntry,
     HistoryPage,
     ModelList,
     RefreshResult,
+    RevisionFleetStatus,
     SnapshotEvent,
+    StageFleetStatus,
+    StageReport,
     StageView,
+    TaskOutcomes,
     UpdateResult,
     WatcherInfo,
     WatcherList,
@@ -148,23 +155,117 @@ def history_page_from_pb(
     return HistoryPage(entries=entries, next_page_token=answer.next_page_token), left_out
 
 
+def outcomes_from_pb(message: pb.TaskOutcomes) -> TaskOutcomes:
+    """One revision's task outcomes."""
+    return TaskOutcomes(
+        revision=message.revision,
+        succeeded=message.succeeded,
+        failed=message.failed,
+        retried=message.retried,
+        failures_by_cause=MappingProxyType(dict(message.failures_by_cause)),
+        duration_buckets=tuple(message.duration_buckets),
+    )
+
+
+def stage_report_from_pb(message: pb.StageReport) -> StageReport:
+    """One stage as a client reported it; raises UnrepresentableConfig for an unknown
+    stage."""
+    return StageReport(
+        stage_type=_known_stage(message.stage_type, message.revision),
+        revision=message.revision,
+        nack_revision=message.nack_revision,
+        nack_reason=message.nack_reason,
+        outcomes=tuple(map(outcomes_from_pb, message.outcomes)),
+    )
+
+
+def _stage_reports(messages: Iterable[pb.StageReport]) -> tuple[StageReport, ...]:
+    # A stage this client cannot name is left out of a client's list, as a watcher's
+    # unknown stage_types are: the rest of the client still shows.
+    return representable(messages, stage_report_from_pb)[0]
+
+
+def watcher_from_pb(w: pb.WatcherInfo) -> WatcherInfo:
+    """One watcher (stages this client does not know are left out of its lists)."""
+    return WatcherInfo(
+        client_id=w.client_id,
+        peer=w.peer,
+        actor=w.actor,
+        stage_types=tuple(s for s in map(stage_from_pb, w.stage_types) if s is not None),
+        connected_since=time_from_pb(w.connected_since, w.HasField("connected_since")),
+        last_revision=w.last_revision,
+        client_version=w.client_version,
+        applied_revision=w.applied_revision,
+        nack_revision=w.nack_revision,
+        nack_reason=w.nack_reason,
+        last_report_time=time_from_pb(w.last_report_time, w.HasField("last_report_time")),
+        stages=_stage_reports(w.stages),
+    )
+
+
 def watchers_from_pb(answer: pb.ListWatchersResponse) -> WatcherList:
-    """ListWatchers' answer (stages this client does not know are left out of each
-    watcher's list)."""
+    """ListWatchers' answer."""
     return WatcherList(
-        watchers=tuple(
-            WatcherInfo(
-                client_id=w.client_id,
-                peer=w.peer,
-                actor=w.actor,
-                stage_types=tuple(s for s in map(stage_from_pb, w.stage_types) if s is not None),
-                connected_since=time_from_pb(w.connected_since, w.HasField("connected_since")),
-                last_revision=w.last_revision,
-            )
-            for w in answer.watchers
-        ),
+        watchers=tuple(map(watcher_from_pb, answer.watchers)),
         head_revision=answer.head_revision,
     )
+
+
+def revision_fleet_from_pb(message: pb.RevisionFleetStatus) -> RevisionFleetStatus:
+    """One revision of one stage across the fleet."""
+    return RevisionFleetStatus(
+        revision=message.revision,
+        clients=message.clients,
+        nacked=message.nacked,
+        nack_reasons=tuple(message.nack_reasons),
+        succeeded=message.succeeded,
+        failed=message.failed,
+        retried=message.retried,
+        failure_rate=message.failure_rate,
+        failures_by_cause=MappingProxyType(dict(message.failures_by_cause)),
+        p50_duration_seconds=message.p50_duration_seconds,
+        p95_duration_seconds=message.p95_duration_seconds,
+    )
+
+
+def stage_fleet_from_pb(message: pb.StageFleetStatus) -> StageFleetStatus:
+    """One stage across the fleet; raises UnrepresentableConfig for an unknown stage."""
+    return StageFleetStatus(
+        stage_type=_known_stage(message.stage_type, message.revision),
+        revision=message.revision,
+        revisions=tuple(map(revision_fleet_from_pb, message.revisions)),
+        silent_clients=message.silent_clients,
+    )
+
+
+def fleet_client_from_pb(message: pb.FleetClient) -> FleetClient:
+    """One client that has reported (stages this client does not know left out)."""
+    return FleetClient(
+        client_id=message.client_id,
+        host=message.host,
+        pid=message.pid,
+        client_version=message.client_version,
+        applied_revision=message.applied_revision,
+        last_report_time=time_from_pb(
+            message.last_report_time, message.HasField("last_report_time")
+        ),
+        silent=message.silent,
+        stages=_stage_reports(message.stages),
+    )
+
+
+def fleet_status_from_pb(
+    answer: pb.GetFleetStatusResponse,
+) -> tuple[FleetStatus, tuple[UnrepresentableConfig, ...]]:
+    """GetFleetStatus' answer, and the stages left out as unknown."""
+    stages, left_out = representable(answer.stages, stage_fleet_from_pb)
+    status = FleetStatus(
+        stages=stages,
+        clients=tuple(map(fleet_client_from_pb, answer.clients)),
+        head_revision=answer.head_revision,
+        window_seconds=answer.window_seconds,
+    )
+    return status, left_out
 
 
 def update_result_from_pb(answer: pb.UpdateConfigResponse) -> UpdateResult:

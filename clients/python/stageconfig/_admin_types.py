@@ -8,8 +8,10 @@ it cannot name is kept as its number (``unknown_provider_kind``) so the stage st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 
 from stageconfig._types import (
     ChangeReason,
@@ -154,9 +156,47 @@ class HistoryPage:
     """Empty on the last page."""
 
 
+def _no_causes() -> Mapping[str, int]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcomes:
+    """The tasks a client ran with one stage at one revision (from its reports)."""
+
+    revision: int
+    """The stage's revision the tasks used."""
+    succeeded: int
+    failed: int
+    retried: int
+    """Tasks that failed and will be retried (counted apart from ``failed``)."""
+    failures_by_cause: Mapping[str, int] = field(default_factory=_no_causes)
+    """Failures by cause (an exception class name, a provider cause), as the worker
+    wrote it: show it with care."""
+    duration_buckets: tuple[int, ...] = ()
+    """Task durations as counts per bucket of the contract's 14 duration buckets; empty
+    when no duration was recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class StageReport:
+    """One stage as a client last reported it."""
+
+    stage_type: StageType
+    revision: int
+    """The revision of the stage's config the client uses (0: none)."""
+    nack_revision: int = 0
+    """The newest revision of this stage the client refused (0: none)."""
+    nack_reason: str = ""
+    """Why it refused it, as the worker wrote it."""
+    outcomes: tuple[TaskOutcomes, ...] = ()
+    """Task outcomes over the last window, one entry per revision."""
+
+
 @dataclass(frozen=True, slots=True)
 class WatcherInfo:
-    """One connected WatchConfig stream (ListWatchers)."""
+    """One connected WatchConfig stream (ListWatchers) and, when the client reports
+    (ReportStatus), what it applied and refused."""
 
     client_id: str
     peer: str
@@ -166,6 +206,20 @@ class WatcherInfo:
     connected_since: datetime | None
     last_revision: int
     """The newest revision the stream has been sent."""
+    client_version: str = ""
+    """The version the client sent with WatchConfig (empty: an older client)."""
+    applied_revision: int = 0
+    """The newest revision the client says it applied — not what it was sent (0: it has
+    not reported)."""
+    nack_revision: int = 0
+    """The newest revision it refused, any stage (0: none)."""
+    nack_reason: str = ""
+    """Why it refused ``nack_revision``, as the worker wrote it."""
+    last_report_time: datetime | None = None
+    """When its last report arrived (None: it never reported)."""
+    stages: tuple[StageReport, ...] = ()
+    """Each stage as it last reported it, with its task outcomes over the last 15
+    minutes (stages this client knows)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +253,94 @@ class HeartbeatEvent:
 
     head_revision: int
     server_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionFleetStatus:
+    """One revision of one stage across the fleet (GetFleetStatus)."""
+
+    revision: int
+    clients: int
+    """Clients holding this revision of the stage that still report (silent ones are
+    counted apart, in ``StageFleetStatus.silent_clients``)."""
+    nacked: int
+    """Clients whose newest refusal of the stage is this revision."""
+    nack_reasons: tuple[str, ...]
+    """Their distinct reasons (at most 8), as the workers wrote them."""
+    succeeded: int
+    failed: int
+    retried: int
+    failure_rate: float
+    """``failed / (succeeded + failed)`` within the window; 0 when no task finished."""
+    failures_by_cause: Mapping[str, int] = field(default_factory=_no_causes)
+    p50_duration_seconds: float = 0.0
+    """The upper bound of the duration bucket holding the median (0: no duration)."""
+    p95_duration_seconds: float = 0.0
+
+    @property
+    def finished(self) -> int:
+        """Tasks that succeeded or failed within the window."""
+        return self.succeeded + self.failed
+
+
+@dataclass(frozen=True, slots=True)
+class StageFleetStatus:
+    """One stage across the fleet."""
+
+    stage_type: StageType
+    revision: int
+    """The stage's current revision on the server (0: nothing stored)."""
+    revisions: tuple[RevisionFleetStatus, ...]
+    """Every revision some client holds, refused or ran tasks with, newest first."""
+    silent_clients: int
+    """Clients that reported this stage before but not within three report intervals:
+    they are not counted as holding any revision."""
+
+    @property
+    def reporting_clients(self) -> int:
+        """Clients that hold some revision of the stage and still report."""
+        return sum(r.clients for r in self.revisions)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetClient:
+    """One client that has reported."""
+
+    client_id: str
+    host: str
+    pid: int
+    client_version: str
+    applied_revision: int
+    last_report_time: datetime | None
+    silent: bool
+    """No report within three of its report intervals: it may be dead or cut off, so
+    nothing it said before is taken as current."""
+    stages: tuple[StageReport, ...]
+    """Each stage as it last reported it, with its outcomes over the window."""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetStatus:
+    """What the fleet runs (GetFleetStatus): per stage the revisions in use, NACKs and
+    task outcomes over ``window_seconds``, and every client that has reported."""
+
+    stages: tuple[StageFleetStatus, ...]
+    clients: tuple[FleetClient, ...]
+    head_revision: int
+    window_seconds: int
+
+    def stage(self, stage: StageType | str) -> StageFleetStatus:
+        """The fleet status of one stage (KeyError when the answer does not hold it)."""
+        wanted = StageType(stage)
+        for status in self.stages:
+            if status.stage_type is wanted:
+                return status
+        raise KeyError(wanted.value)
+
+    @property
+    def silent_clients(self) -> tuple[FleetClient, ...]:
+        """The clients that stopped reporting."""
+        return tuple(c for c in self.clients if c.silent)
 
 
 WatchEvent = SnapshotEvent | ChangeEvent | HeartbeatEvent

@@ -25,13 +25,13 @@ cannot name — with one WARNING per unknown value on the ``stageconfig.admin`` 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import grpc
 
 from stageconfig._admin_convert import (
+    fleet_status_from_pb,
     history_page_from_pb,
     masked_config_from_pb,
     model_list_from_pb,
@@ -39,27 +39,33 @@ from stageconfig._admin_convert import (
     refresh_result_from_pb,
     representable,
     update_result_from_pb,
-    watch_event_from_pb,
     watchers_from_pb,
 )
 from stageconfig._admin_types import (
     ChangeEvent,
     ConfigOverview,
     FieldChange,
+    FleetClient,
+    FleetStatus,
     HeartbeatEvent,
     HistoryEntry,
     HistoryPage,
     ModelList,
     RefreshResult,
+    RevisionFleetStatus,
     SnapshotEvent,
+    StageFleetStatus,
+    StageReport,
     StageView,
+    TaskOutcomes,
     UpdateResult,
     WatcherInfo,
     WatcherList,
     WatchEvent,
 )
+from stageconfig._admin_watch import LeftOutWarnings, WatchStream
 from stageconfig._channel import create_channel
-from stageconfig._convert import UnrepresentableConfig, provider_to_pb, stage_to_pb
+from stageconfig._convert import provider_to_pb, stage_to_pb
 from stageconfig._types import ProviderKind, StageConfig, StageType
 from stageconfig.errors import translate_rpc_error
 from stageconfig.tls import TlsConfig
@@ -67,80 +73,15 @@ from stageconfig_contract.facts import mask_key
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 
-log = logging.getLogger(__name__)
-
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 """Deadline of one unary call: above the server's provider timeout (10 s by default),
 which bounds UpdateConfig, RollbackConfig and refreshes."""
 
-
-class _LeftOutWarnings:
-    """Warns once per unknown value (field and number) what a newer server sent that this
-    client had to leave out; the admin tools keep working for everything else."""
-
-    def __init__(self) -> None:
-        self._warned: set[tuple[str, int]] = set()
-
-    def __call__(self, left_out: Iterable[UnrepresentableConfig]) -> None:
-        for unknown in left_out:
-            if (unknown.field, unknown.value) not in self._warned:
-                self._warned.add((unknown.field, unknown.value))
-                log.warning("left out: %s", unknown)
-
-
-class WatchStream(Iterator[WatchEvent]):
-    """A live WatchConfig stream: iterate it for events, ``cancel()`` to end it (from any
-    thread). Iteration ends when the stream is cancelled or its ``duration`` is over."""
-
-    def __init__(
-        self,
-        call: Any,
-        *,
-        ends_at_deadline: bool,
-        left_out: Callable[[Iterable[UnrepresentableConfig]], None] = lambda _: None,
-    ) -> None:
-        self._call = call
-        self._ends_at_deadline = ends_at_deadline
-        self._left_out = left_out
-        self._cancelled = False
-
-    def __iter__(self) -> WatchStream:
-        return self
-
-    def __next__(self) -> WatchEvent:
-        while True:
-            try:
-                message = next(self._call)
-            except grpc.RpcError as error:
-                code = error.code()
-                if self._cancelled and code == grpc.StatusCode.CANCELLED:
-                    raise StopIteration from None
-                if self._ends_at_deadline and code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise StopIteration from None
-                raise translate_rpc_error(error) from error
-            try:
-                event, left_out = watch_event_from_pb(message)
-            except UnrepresentableConfig as unknown:
-                # A change of a stage or provider kind this client cannot show: skip it,
-                # the stream and every other stage go on.
-                self._left_out((unknown,))
-                continue
-            self._left_out(left_out)
-            if event is not None:
-                return event
-
-    def cancel(self) -> None:
-        """End the stream; a blocked iteration stops."""
-        self._cancelled = True
-        self._call.cancel()
-
-    def __enter__(self) -> WatchStream:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.cancel()
+DEFAULT_FLEET_WINDOW = 900
+"""The window ``fleet_status`` counts task outcomes over by default: 15 minutes, the
+server's own default."""
 
 
 class AdminClient:
@@ -163,7 +104,7 @@ class AdminClient:
     ) -> None:
         self.target = target
         self.timeout = timeout
-        self._left_out = _LeftOutWarnings()
+        self._left_out = LeftOutWarnings()
         self._channel = create_channel(target, token=token, tls=tls)
         self._stub = pbg.StageConfigServiceStub(self._channel)
 
@@ -246,8 +187,31 @@ class AdminClient:
                 return
 
     def list_watchers(self) -> WatcherList:
-        """Every connected WatchConfig stream and the revision it holds."""
+        """Every connected WatchConfig stream, the revision it was sent and, from the
+        client's reports, the revision it applied, its newest refusal and when it last
+        reported."""
         return watchers_from_pb(self._call(self._stub.ListWatchers, pb.ListWatchersRequest()))
+
+    def fleet_status(
+        self, stage: StageType | str | None = None, window_seconds: int = DEFAULT_FLEET_WINDOW
+    ) -> FleetStatus:
+        """What the fleet runs: per stage, the revisions in use with how many clients
+        hold each, the NACKs with their reasons and the task outcomes over the last
+        ``window_seconds``, and every client that has reported — those that stopped
+        reporting marked ``silent``.
+
+        ``stage`` None: every stage. A window the server does not accept raises
+        InvalidArgumentError (``field == "window_seconds"``); one below 1 second raises
+        ValueError before any call (on the wire 0 would mean the server's default).
+        """
+        if window_seconds < 1:
+            raise ValueError(f"window_seconds must be at least 1, got {window_seconds}")
+        request = pb.GetFleetStatusRequest(window_seconds=window_seconds)
+        if stage is not None:
+            request.stage_type = stage_to_pb(stage)
+        status, left_out = fleet_status_from_pb(self._call(self._stub.GetFleetStatus, request))
+        self._left_out(left_out)
+        return status
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -345,18 +309,25 @@ class AdminClient:
 
 
 __all__ = [
+    "DEFAULT_FLEET_WINDOW",
     "DEFAULT_TIMEOUT_SECONDS",
     "AdminClient",
     "ChangeEvent",
     "ConfigOverview",
     "FieldChange",
+    "FleetClient",
+    "FleetStatus",
     "HeartbeatEvent",
     "HistoryEntry",
     "HistoryPage",
     "ModelList",
     "RefreshResult",
+    "RevisionFleetStatus",
     "SnapshotEvent",
+    "StageFleetStatus",
+    "StageReport",
     "StageView",
+    "TaskOutcomes",
     "UpdateResult",
     "WatchEvent",
     "WatchStream",

@@ -9,9 +9,10 @@ Routes::
     POST /admin/providers/refresh     RefreshModels for one stage
     GET  /admin/providers/{stage}/history   one stage's revisions, newest first
     POST /admin/providers/rollback    RollbackConfig with the page's expected_revision
+    GET  /admin/fleet                 what the workers run: revisions, NACKs, failure rates
 
 Modules: ``settings`` (WebSettings), ``pages`` (what every handler shares), ``login``,
-``providers`` and ``history`` (the handlers), ``forms`` (the stage forms' view models),
+``providers``, ``history`` and ``fleet`` (the handlers), ``forms`` (the stage forms' view models),
 ``display`` (names, ages and times as people write them), ``sessions`` (cookies, CSRF),
 ``security`` (response headers). Keys appear only masked; a new key is
 typed into a password field and is never rendered back, not even after an error.
@@ -28,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from stageconfig_web.fleet import FleetPages
 from stageconfig_web.forms import StageForm
 from stageconfig_web.history import HistoryPages
 from stageconfig_web.login import LoginPages
@@ -41,6 +43,7 @@ def create_app(settings: WebSettings) -> Starlette:
     """The ASGI app of the admin page."""
     web = AdminWeb(settings)
     login, providers, history = LoginPages(web), ProviderPages(web), HistoryPages(web)
+    fleet = FleetPages(web)
 
     async def index(_request: Request) -> Response:
         return web.redirect("/admin/providers")
@@ -61,6 +64,7 @@ def create_app(settings: WebSettings) -> Starlette:
             Route("/admin/providers/refresh", providers.refresh, methods=["POST"]),
             Route("/admin/providers/rollback", history.rollback, methods=["POST"]),
             Route("/admin/providers/{stage}/history", history.history, methods=["GET"]),
+            Route("/admin/fleet", fleet.fleet, methods=["GET"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         lifespan=lifespan,

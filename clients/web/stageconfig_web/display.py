@@ -61,3 +61,12 @@ def age(value: datetime | None, now: datetime | None = None) -> str:
 def when(value: datetime | None) -> str:
     """A UTC time to the minute (``2026-12-01 09:42 UTC``), ``-`` for none."""
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "-"
+
+
+def report_age(value: datetime | None, now: datetime | None = None) -> str:
+    """How long ago a client last reported, to the second below a minute (``4 s ago``):
+    with report intervals of seconds, "just now" could hide a client going silent."""
+    if value is None:
+        return "never"
+    seconds = max(0, int(((now or datetime.now(UTC)) - value).total_seconds()))
+    return f"{seconds} s ago" if seconds < 60 else age(value, now)

@@ -17,7 +17,14 @@ from starlette.templating import Jinja2Templates
 
 from stageconfig import PermissionDeniedError, UnauthenticatedError
 from stageconfig.admin import AdminClient
-from stageconfig_web.display import age, field_label, provider_label, stage_label, when
+from stageconfig_web.display import (
+    age,
+    field_label,
+    provider_label,
+    report_age,
+    stage_label,
+    when,
+)
 from stageconfig_web.sessions import COOKIE_NAME, Flash, Session, SessionStore
 from stageconfig_web.settings import WebSettings
 
@@ -43,6 +50,7 @@ class AdminWeb:
             undefined=jinja2.StrictUndefined,
         )
         env.filters["age"] = age
+        env.filters["report_age"] = report_age
         env.filters["when"] = when
         env.filters["provider_label"] = provider_label
         env.filters["stage_label"] = stage_label

@@ -8,7 +8,8 @@
     stageconfigctl history [STAGE] [--limit N]    the revision log, newest first (--wide)
     stageconfigctl rollback POEM 12               restore revision 12 as a new revision
     stageconfigctl watch [STAGE…] [--timeout S]   live changes, one line each
-    stageconfigctl watchers                       connected WatchConfig streams
+    stageconfigctl watchers                       connected streams: sent, applied, NACK
+    stageconfigctl fleet [STAGE] [--window 15m]   revisions in use, NACKs, failure rates
 
 Keys are only ever shown masked. ``set`` keeps the stored key unless one is given, and
 reads a new one without echo (``--prompt-key``) or from stdin (``--key-stdin``); it takes
@@ -23,6 +24,7 @@ Exit codes: 0 done; 1 the server refused (invalid argument, not found, key rejec
 130 interrupted.
 
 Modules: ``arguments`` (the parser), ``commands`` (one function per command),
+``fleet`` (``fleet`` and ``watchers``: what workers applied, refused and ran),
 ``output`` (tables, lines, JSON), ``exits`` (exit codes and error lines),
 ``server_flags`` (--target and the TLS flags, shared with the web page). Only public
 names of ``stageconfig`` are used.

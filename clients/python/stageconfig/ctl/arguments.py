@@ -22,9 +22,9 @@ from stageconfig.ctl.commands import (
     cmd_set,
     cmd_status,
     cmd_watch,
-    cmd_watchers,
 )
 from stageconfig.ctl.exits import PROG, TOKEN_ENV, Exit, UsageError
+from stageconfig.ctl.fleet import cmd_fleet, cmd_watchers, parse_window
 from stageconfig.ctl.server_flags import add_server_flags
 from stageconfig_contract import __version__
 
@@ -171,5 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--heartbeats", action="store_true", help="print heartbeats too")
     watch.add_argument("--client-id", default="", help="name shown by `watchers`")
 
-    command("watchers", cmd_watchers, "connected WatchConfig streams")
+    command(
+        "watchers",
+        cmd_watchers,
+        "connected WatchConfig streams: revision sent, revision applied, NACK, last report",
+    )
+
+    fleet = command(
+        "fleet",
+        cmd_fleet,
+        "what the fleet runs: per stage the revisions in use, NACKs, failure rates, silent clients",
+    )
+    fleet.add_argument("stage", type=_stage, nargs="?", metavar="STAGE")
+    fleet.add_argument(
+        "--window",
+        type=parse_window,
+        metavar="WINDOW",
+        help="count task outcomes over this window: 90s, 15m, 1h, 1d (default 15m)",
+    )
     return parser

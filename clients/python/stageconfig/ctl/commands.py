@@ -232,28 +232,3 @@ def cmd_watch(client: AdminClient, args: argparse.Namespace, out: TextIO) -> Exi
                 out.write(event_line(event) + "\n")
                 out.flush()  # one line per event, also into a pipe
     return Exit.OK
-
-
-def cmd_watchers(client: AdminClient, args: argparse.Namespace, out: TextIO) -> Exit:
-    """Every connected WatchConfig stream."""
-    listing = client.list_watchers()
-    if args.json:
-        print_json(listing, out)
-        return Exit.OK
-    table(
-        ["CLIENT", "ACTOR", "PEER", "STAGES", "CONNECTED", "REVISION"],
-        (
-            [
-                w.client_id,
-                w.actor,
-                w.peer,
-                ",".join(s.value for s in w.stage_types),
-                when(w.connected_since),
-                str(w.last_revision),
-            ]
-            for w in listing.watchers
-        ),
-        out,
-    )
-    out.write(f"{len(listing.watchers)} watcher(s), head revision {listing.head_revision}\n")
-    return Exit.OK
