@@ -41,6 +41,8 @@ def test_front_door_walkthrough(tmp_path: Path, fake_providers: FakeProviders) -
         history = run_ctl(server.target, "history", "VOICE", token=None)
         assert history.code == 0, history.stderr
         assert "AQVN-your-key" not in status.stdout + history.stdout
+        fleet = run_ctl(server.target, "fleet", token=None)
+        assert fleet.code == 0, fleet.stderr
 
         (code,) = re.findall(r"```python\n(.*?)```", _section("readme-client"), re.S)
         code = code.replace(DOCS_TARGET, server.target)
