@@ -100,7 +100,8 @@ async def test_invalid_utf8_in_a_string_field_names_the_field(
     client_id = pb.WatchConfigRequest.DESCRIPTOR.fields_by_name["client_id"].number
     code, error = await raw_call(channel, "WatchConfig", _length_delimited(client_id, INVALID_UTF8))
     assert code is grpc.StatusCode.INVALID_ARGUMENT
-    assert error is not None and field_of(error) == "client_id"
+    assert error is not None
+    assert field_of(error) == "client_id"
     comment = pb.UpdateConfigRequest.DESCRIPTOR.fields_by_name["comment"].number
     valid = pb.UpdateConfigRequest(
         stage_type=pb.STAGE_TYPE_VOICE, provider_kind=pb.PROVIDER_KIND_SPEECHKIT, api_key="k"
@@ -112,10 +113,12 @@ async def test_invalid_utf8_in_a_string_field_names_the_field(
         bearer(ADMIN_SECRET),
     )
     assert code is grpc.StatusCode.INVALID_ARGUMENT
-    assert error is not None and field_of(error) == "comment"
+    assert error is not None
+    assert field_of(error) == "comment"
     assert "UpdateConfigRequest" in (error.details() or "")
     refusals = [r for r in caplog.records if "is not a valid" in r.getMessage()]
-    assert refusals and all(r.levelno == logging.INFO for r in refusals)
+    assert refusals
+    assert all(r.levelno == logging.INFO for r in refusals)
     assert all(r.exc_info is None for r in caplog.records)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -166,7 +169,8 @@ async def test_a_page_token_whose_number_does_not_fit_is_invalid_argument(
     request = pb.GetConfigHistoryRequest(page_token=token).SerializeToString()
     code, error = await raw_call(channel, "GetConfigHistory", request, bearer(ADMIN_SECRET))
     assert code is grpc.StatusCode.INVALID_ARGUMENT
-    assert error is not None and field_of(error) == "page_token"
+    assert error is not None
+    assert field_of(error) == "page_token"
 
 
 async def test_the_largest_revision_is_still_a_valid_page_token(channel: grpc.aio.Channel) -> None:
@@ -200,7 +204,8 @@ async def test_client_id_is_at_most_128_printable_characters(
         assert code is grpc.StatusCode.OK
     else:
         assert code is grpc.StatusCode.INVALID_ARGUMENT
-        assert error is not None and field_of(error) == "client_id"
+        assert error is not None
+        assert field_of(error) == "client_id"
 
 
 def _valid_requests() -> dict[str, list[bytes]]:
