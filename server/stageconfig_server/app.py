@@ -32,8 +32,10 @@ from stageconfig_server.providers.base import ProviderAdapter
 from stageconfig_server.providers.registry import build_adapters
 from stageconfig_server.replication import PostgresChangeFeed
 from stageconfig_server.rpc.instrumentation import method_instrumentation
+from stageconfig_server.rpc.refusals import RefusalLog
 from stageconfig_server.rpc.server import NOT_SERVING, connection_age_options, create_server
 from stageconfig_server.rpc.servicer import StageConfigServicer
+from stageconfig_server.rpc.stream_limits import StreamLimits
 from stageconfig_server.rpc.transport import load_security
 from stageconfig_server.rpc.watch_encoding import ProtoWatchEncoder
 from stageconfig_server.service import ConfigService
@@ -148,7 +150,8 @@ class StageConfigApp:
         Refuses (UnsafeConfiguration) before touching the database when the tokens or
         TLS settings are malformed, or the address is exposed without them.
         """
-        security = load_security(settings)
+        refusals = RefusalLog(logging.getLogger("stageconfig_server.rpc.refusals"))
+        security = load_security(settings, refusals)
         engine, repository, cipher = await open_storage(settings, clock)
         feed: PostgresChangeFeed | None = None
         database_health: DatabaseHealth | None = None
@@ -175,7 +178,7 @@ class StageConfigApp:
                 feed = PostgresChangeFeed(service, settings.database_url)
                 await feed.start()
             fleet = build_fleet(service, engine, clock)
-            metrics = Metrics(service, broadcaster, fleet)
+            metrics = Metrics(service, broadcaster, fleet, refusals=refusals)
             servicer = StageConfigServicer(service, broadcaster, security.caller_of, fleet)
             server, port, health_servicer = create_server(
                 servicer,
@@ -185,6 +188,13 @@ class StageConfigApp:
                 # call runs none of them.
                 interceptors=[*security.interceptors, *interceptors],
                 instrument=method_instrumentation(metrics),
+                refusals=refusals,
+                stream_limits=StreamLimits(
+                    security.caller_of,
+                    refusals,
+                    per_peer=settings.max_streams_per_peer,
+                    per_token=settings.max_streams_per_token,
+                ),
                 options=[
                     *connection_age_options(
                         settings.max_connection_age_seconds,

@@ -9,6 +9,7 @@ to gRPC status codes in one table.
       PermissionDenied     the caller's role may not do this
       Unauthenticated      no or unknown token
       StorageUnavailable   the database cannot be reached / written
+      ResourceExhausted    the caller holds too much (streams per peer / token)
       SecretMismatch       ADMIN_SECRET_KEY cannot decrypt the stored data (start-up)
       UnsafeConfiguration  tokens/TLS malformed, or an exposure without them (start-up)
 """
@@ -63,6 +64,10 @@ class Unauthenticated(StageConfigError):
 
 class StorageUnavailable(StageConfigError):
     """The database could not be read or written; retry later."""
+
+
+class ResourceExhausted(StageConfigError):
+    """The caller already holds as much as it may (e.g. open streams); retry later."""
 
 
 class SecretMismatch(StageConfigError):

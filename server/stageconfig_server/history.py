@@ -14,6 +14,9 @@ from stageconfig_server.store import ConfigStore
 
 MAX_HISTORY_PAGE = 100
 DEFAULT_HISTORY_PAGE = 20
+MAX_REVISION = 2**63 - 1
+"""Revisions are SQL BIGINTs: a token naming a larger one was not issued here."""
+_MAX_PAGE_TOKEN_LENGTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +48,20 @@ def _encode_page_token(revision: int) -> str:
 
 
 def _decode_page_token(token: str) -> int:
+    """The revision a page token names; InvalidArgument on ``page_token`` for anything
+    this server could not have issued (bad encoding, a number that does not fit)."""
     try:
+        if len(token) > _MAX_PAGE_TOKEN_LENGTH:
+            raise ValueError("too long")
         padded = token + "=" * (-len(token) % 4)
-        text = base64.urlsafe_b64decode(padded.encode()).decode()
+        text = base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii")
         prefix, _, number = text.partition(":")
-        if prefix != "before" or not number.isdigit():
-            raise ValueError(text)
-        return int(number)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        # isdecimal + ASCII: int() also takes other scripts' digits and underscores.
+        if prefix != "before" or not (number.isascii() and number.isdecimal()):
+            raise ValueError("not a page token")
+        revision = int(number)
+        if not 0 < revision <= MAX_REVISION:
+            raise ValueError("out of range")
+        return revision
+    except (ValueError, binascii.Error, UnicodeError) as exc:
         raise InvalidArgument("page_token", "is not a token this server issued") from exc

@@ -16,6 +16,9 @@ module only owns them.
     stageconfig_rpc_streams_total{method,code}     counter (streams ended, by status)
     stageconfig_sync_results_total{provider,status} counter
     stageconfig_models_cache_age_seconds{stage}    gauge
+    stageconfig_watchers_dropped_total             counter (slow readers dropped)
+    stageconfig_refusals_total{kind}               counter (refused calls, by kind;
+                                                   their log lines are rate-limited)
     stageconfig_fleet_clients{stage,revision}      gauge: reporting clients holding it
     stageconfig_fleet_nacks{stage,revision}        gauge: reporting clients refusing it
     stageconfig_fleet_silent_clients{stage}        gauge: clients gone silent
@@ -30,12 +33,12 @@ counters count what this replica received: sum them. No client id is ever a labe
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from stageconfig_server.broadcast import Broadcaster
@@ -47,6 +50,39 @@ from stageconfig_server.service import ConfigService, RefreshOutcome
 log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class RefusalCounts(Protocol):
+    """Where refused calls are counted (the transport's ``RefusalLog``)."""
+
+    def counts(self) -> Mapping[str, int]:
+        """Refusals so far, by kind."""
+        ...
+
+
+class _CountsCollector(Collector):
+    """Counters kept elsewhere (drops by the broadcaster, refusals by the transport),
+    read at scrape time."""
+
+    def __init__(self, broadcaster: Broadcaster, refusals: RefusalCounts | None) -> None:
+        self._broadcaster = broadcaster
+        self._refusals = refusals
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "stageconfig_watchers_dropped",
+            "WatchConfig streams dropped because a write took longer than the send timeout.",
+            value=self._broadcaster.watchers_dropped,
+        )
+        if self._refusals is not None:
+            refused = CounterMetricFamily(
+                "stageconfig_refusals",
+                "Calls refused (auth, undecodable request, stream limit), by kind.",
+                labels=["kind"],
+            )
+            for kind, count in sorted(self._refusals.counts().items()):
+                refused.add_metric([kind], count)
+            yield refused
 
 
 class _StateCollector(Collector):
@@ -129,10 +165,16 @@ class Metrics:
     """The app's metrics: a registry, the recorders, and the optional HTTP endpoint."""
 
     def __init__(
-        self, service: ConfigService, broadcaster: Broadcaster, fleet: FleetService | None = None
+        self,
+        service: ConfigService,
+        broadcaster: Broadcaster,
+        fleet: FleetService | None = None,
+        *,
+        refusals: RefusalCounts | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_StateCollector(service, broadcaster))
+        self.registry.register(_CountsCollector(broadcaster, refusals))
         self.rpc_duration = Histogram(
             "stageconfig_rpc_duration_seconds",
             "Unary RPC latency by method and status code.",

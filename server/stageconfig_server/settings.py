@@ -131,6 +131,16 @@ class Settings(BaseSettings):
     )
     """How long calls on an aged connection may continue before they are cancelled."""
 
+    max_streams_per_peer: int = Field(64, ge=0, validation_alias="STAGECONFIG_MAX_STREAMS_PER_PEER")
+    """Open WatchConfig streams one client connection may hold; beyond it a new stream
+    gets RESOURCE_EXHAUSTED. 0 turns the limit off."""
+
+    max_streams_per_token: int = Field(
+        10_000, ge=0, validation_alias="STAGECONFIG_MAX_STREAMS_PER_TOKEN"
+    )
+    """Open WatchConfig streams all callers of one token name may hold together (size it
+    to the fleet: every worker usually shares one token). 0 turns the limit off."""
+
     metrics_address: str | None = Field(None, validation_alias="STAGECONFIG_METRICS_ADDRESS")
     """host:port of the Prometheus endpoint; off when unset."""
 

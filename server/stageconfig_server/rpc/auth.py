@@ -14,6 +14,10 @@ The interceptor decides before the request is even parsed:
 - anything else → passed through untouched, so an unknown method still answers
   UNIMPLEMENTED (grpcurl relies on that to fall back from reflection v1 to v1alpha).
 
+Refusals are logged through the rate-limited ``RefusalLog`` (``rpc/refusals.py``): at
+most one WARNING per kind every few seconds, every refusal counted in the metrics, so
+a caller looping on a wrong token cannot flood the log.
+
 The servicer learns who is calling through ``TokenTable.caller_of(context)``, which
 reads the same ``authorization`` metadata again: no per-call state is kept.
 """
@@ -41,6 +45,7 @@ from stageconfig_server.errors import (
     UnsafeConfiguration,
 )
 from stageconfig_server.rpc.identity import Caller, Role
+from stageconfig_server.rpc.refusals import RefusalLog
 from stageconfig_server.rpc.server import SERVICE_NAME
 from stageconfig_server.rpc.status import abort_with_error, code_for
 
@@ -259,11 +264,18 @@ else:  # the runtime class is not generic; grpc-stubs' is
 class AuthInterceptor(_ServerInterceptor):
     """Admits or rejects every call (unary and streaming) by token and role."""
 
-    def __init__(self, tokens: TokenTable, *, reflection_requires_token: bool = False) -> None:
+    def __init__(
+        self,
+        tokens: TokenTable,
+        *,
+        reflection_requires_token: bool = False,
+        refusals: RefusalLog | None = None,
+    ) -> None:
         if not tokens:
             raise ValueError("AuthInterceptor needs at least one token")
         self._tokens = tokens
         self._reflection_requires_token = reflection_requires_token
+        self._refusals = refusals if refusals is not None else RefusalLog(log)
 
     def required_roles(self, method: str) -> frozenset[Role] | None:
         """The roles that may call ``method``; None when it is open to everyone."""
@@ -297,7 +309,7 @@ class AuthInterceptor(_ServerInterceptor):
         rejection = self._check(handler_call_details, method, required)
         if rejection is None:
             return handler
-        return _rejecting_handler(handler, method, rejection)
+        return _rejecting_handler(handler, method, rejection, self._refusals)
 
     def _check(
         self, details: grpc.HandlerCallDetails, method: str, required: frozenset[Role]
@@ -325,12 +337,21 @@ class AuthInterceptor(_ServerInterceptor):
 
 
 def _rejecting_handler(
-    handler: grpc.RpcMethodHandler[Any, Any], method: str, rejection: _Rejection
+    handler: grpc.RpcMethodHandler[Any, Any],
+    method: str,
+    rejection: _Rejection,
+    refusals: RefusalLog,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     # grpc.aio dispatches on the handler's streaming flags, so the replacement keeps
     # them; no request deserializer: an unauthenticated request is never parsed.
+    kind = (
+        "unauthenticated" if isinstance(rejection.error, Unauthenticated) else "permission_denied"
+    )
+
     async def reject(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        log.warning(
+        refusals.refused(
+            kind,
+            logging.WARNING,
             "rejected %s from %s: %s (%s)",
             method,
             context.peer(),

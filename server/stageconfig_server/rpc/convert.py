@@ -5,6 +5,7 @@ An unspecified or unknown enum value becomes InvalidArgument naming the field.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -66,7 +67,11 @@ def provider_from_pb(value: int, field: str = "provider_kind") -> ProviderKind:
     return _required(_PB_TO_PROVIDER, pb.ProviderKind.Name, value, field)
 
 
-MAX_CLIENT_ID_LENGTH = 256
+MAX_CLIENT_ID_LENGTH = 128
+"""client_id: at most this many printable characters. Refused (not sanitized) beyond:
+the id is what an operator greps for in ListWatchers and the fleet view, so silently
+rewriting it would make a worker unfindable; a client sending control characters or a
+novel is broken or hostile and should hear so at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +106,23 @@ def watch_request_from_pb(request: pb.WatchConfigRequest) -> WatchRequest:
     resume = request.resume_revision if request.HasField("resume_revision") else None
     if resume is not None and resume < 0:
         raise InvalidArgument("resume_revision", "must not be negative")
-    if len(request.client_id) > MAX_CLIENT_ID_LENGTH:
-        raise InvalidArgument("client_id", f"must be at most {MAX_CLIENT_ID_LENGTH} characters")
+    client_id = request.client_id
+    if len(client_id) > MAX_CLIENT_ID_LENGTH or not _printable(client_id):
+        raise InvalidArgument(
+            "client_id",
+            f"must be at most {MAX_CLIENT_ID_LENGTH} printable characters "
+            "(no control, format or separator characters other than a space)",
+        )
     return WatchRequest(stages, resume, request.client_id)
+
+
+def _printable(text: str) -> bool:
+    """No control (Cc), format (Cf: bidi overrides, zero-width), separator other than a
+    plain space (Zl, Zp, Zs), surrogate or unassigned characters."""
+    return all(ch == " " or unicodedata.category(ch) not in _UNPRINTABLE_CATEGORIES for ch in text)
+
+
+_UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
 
 
 def stage_to_pb(stage: StageType) -> pb.StageType.ValueType:

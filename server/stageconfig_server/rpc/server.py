@@ -2,10 +2,15 @@
 
 ``create_server`` binds (port 0 allowed) and returns the server, the bound port and
 its health (``rpc/health.ServingHealth``), so tests run real servers on free ports.
+
+Every method's request deserializer is guarded (``rpc/decoding.py``: bytes that do not
+decode get INVALID_ARGUMENT, not UNKNOWN), and streaming methods are held to the
+per-peer and per-token stream limits (``rpc/stream_limits.py``) when given.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,9 +19,14 @@ from google.protobuf import symbol_database
 from grpc_reflection.v1alpha import reflection
 
 from stageconfig_contract.v1 import stage_config_pb2 as pb
+from stageconfig_server.rpc.decoding import guarded_deserializer, reject_undecodable
 from stageconfig_server.rpc.health import HEALTH_SERVICE_NAME, NOT_SERVING, SERVING, ServingHealth
 from stageconfig_server.rpc.instrumentation import Instrument
+from stageconfig_server.rpc.refusals import RefusalLog
 from stageconfig_server.rpc.servicer import StageConfigServicer
+from stageconfig_server.rpc.stream_limits import StreamLimits
+
+_refusal_logger = logging.getLogger("stageconfig_server.rpc.refusals")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StageConfigService"].full_name
 
@@ -54,11 +64,17 @@ def _identity(data: bytes) -> bytes:
 
 
 def service_handler(
-    servicer: StageConfigServicer, instrument: Instrument | None = None
+    servicer: StageConfigServicer,
+    instrument: Instrument | None = None,
+    *,
+    refusals: RefusalLog | None = None,
+    stream_limits: StreamLimits | None = None,
 ) -> grpc.GenericRpcHandler[Any, Any]:
     """The StageConfigService handlers, built from the proto's descriptor.
 
-    ``instrument`` (``rpc/instrumentation.py``) wraps each method once, here.
+    ``instrument`` (``rpc/instrumentation.py``) wraps each method once, here, outermost
+    (so refused calls are measured too); inside it, undecodable requests are refused
+    (logged through ``refusals``), then streams are held to ``stream_limits``.
 
     WatchConfig's responses are serialized by the broadcaster (once per change for all
     watchers), and GetActiveConfig's by the servicer (once per config and role, see
@@ -66,22 +82,27 @@ def service_handler(
     """
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     db = symbol_database.Default()
+    log_refusals = refusals if refusals is not None else RefusalLog(_refusal_logger)
     for method in pb.DESCRIPTOR.services_by_name["StageConfigService"].methods:
         request_cls: Any = db.GetSymbol(method.input_type.full_name)
         response_cls: Any = db.GetSymbol(method.output_type.full_name)
         behaviour = getattr(servicer, method.name)
+        if method.server_streaming and stream_limits is not None:
+            behaviour = stream_limits.limit(behaviour, method.name)
+        behaviour = reject_undecodable(behaviour, log_refusals, method.name)
         if instrument is not None:
             behaviour = instrument(method.name, behaviour, method.server_streaming)
+        deserializer = guarded_deserializer(request_cls)
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 behaviour,
-                request_deserializer=request_cls.FromString,
+                request_deserializer=deserializer,
                 response_serializer=_identity,
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
                 behaviour,
-                request_deserializer=request_cls.FromString,
+                request_deserializer=deserializer,
                 response_serializer=(
                     _identity
                     if method.name in PRE_ENCODED_UNARY
@@ -99,6 +120,8 @@ def create_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     options: Sequence[tuple[str, Any]] = (),
     instrument: Instrument | None = None,
+    refusals: RefusalLog | None = None,
+    stream_limits: StreamLimits | None = None,
 ) -> tuple[grpc.aio.Server, int, ServingHealth]:
     """A server with the service, health and reflection, bound to ``address``.
 
@@ -108,7 +131,9 @@ def create_server(
     server = grpc.aio.server(
         interceptors=list(interceptors), options=[*KEEPALIVE_OPTIONS, *options]
     )
-    server.add_generic_rpc_handlers((service_handler(servicer, instrument),))
+    server.add_generic_rpc_handlers(
+        (service_handler(servicer, instrument, refusals=refusals, stream_limits=stream_limits),)
+    )
     health = ServingHealth(("", SERVICE_NAME))
     health.add_to(server)
     reflection.enable_server_reflection(

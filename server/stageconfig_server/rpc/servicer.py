@@ -23,10 +23,13 @@ from stageconfig_server.fleet_aggregate import ClientView
 from stageconfig_server.fleet_service import FleetService
 from stageconfig_server.rpc import convert, fleet_convert
 from stageconfig_server.rpc.identity import ANONYMOUS, Caller
+from stageconfig_server.rpc.refusals import RefusalLog
 from stageconfig_server.rpc.status import internal_status, status_for
 from stageconfig_server.service import ConfigService
 
 log = logging.getLogger(__name__)
+_DROPS = RefusalLog(log)
+"""Rate-limits the slow-watcher drop line (the drops are counted by the broadcaster)."""
 
 T = TypeVar("T")
 
@@ -260,6 +263,12 @@ class StageConfigServicer:
         except StageConfigError as error:
             await abort_with(context, status_for(error))
             return
+        # Initial metadata on its own, before the first message: if that message then
+        # stalls behind the client's flow-control window, the drop below sends only a
+        # status. (Left to the first write, grpc.aio would send the metadata again with
+        # the status, and core refuses that batch: GRPC_CALL_ERROR_TOO_MANY_OPERATIONS,
+        # an ERROR traceback, and no status at all.)
+        await context.send_initial_metadata(())
         stream = self._broadcaster.watch(
             stages=watch.stages,
             resume_revision=watch.resume_revision,
@@ -283,16 +292,21 @@ class StageConfigServicer:
             else:
                 return
         # A write did not complete in time: the watcher is already unregistered (no more
-        # memory held for it); tell the client to resume elsewhere or later.
+        # memory held for it but the one stalled message); tell the client to resume.
         self._broadcaster.record_drop()
-        log.warning(
-            "dropping watcher %s (%s): a write took over %g s; it will resume",
-            request.client_id,
+        _DROPS.refused(
+            "watcher_dropped",
+            logging.WARNING,
+            "dropping watcher %r (%s): a write took over %g s; it will resume",
+            watch.client_id,
             context.peer(),
             timeout,
         )
-        # The status queues behind the unread messages, so sending it can block like
-        # the write did; it still reaches the client when it reads or reconnects.
+        # grpc.aio cannot withdraw the stalled write, so the status queues behind it:
+        # the client reads it right after the messages already sent (a reader that
+        # resumes gets UNAVAILABLE at once). Waiting for it is bounded; a client that
+        # never reads again keeps only this call until it disconnects or the
+        # connection reaches STAGECONFIG_MAX_CONNECTION_AGE_SECONDS (+ grace).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 context.abort(

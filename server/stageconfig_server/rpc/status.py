@@ -32,6 +32,7 @@ from stageconfig_server.errors import (
     KeyRejected,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     RevisionConflict,
     SecretMismatch,
     StageConfigError,
@@ -56,6 +57,7 @@ STATUS_BY_ERROR: tuple[tuple[type[StageConfigError], grpc.StatusCode], ...] = (
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (SecretMismatch, grpc.StatusCode.INTERNAL),
 )
 """Error class → gRPC code; the first match wins."""

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from stageconfig_server.errors import UnsafeConfiguration
 from stageconfig_server.rpc.auth import AuthInterceptor, TokenTable
 from stageconfig_server.rpc.identity import ANONYMOUS, Caller
+from stageconfig_server.rpc.refusals import RefusalLog
 from stageconfig_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -151,8 +152,9 @@ class ServerSecurity:
     """The servicer's caller resolver: the token's name and roles, or ANONYMOUS."""
 
 
-def load_security(settings: Settings) -> ServerSecurity:
-    """Tokens, TLS and the exposure rules from ``settings``.
+def load_security(settings: Settings, refusals: RefusalLog | None = None) -> ServerSecurity:
+    """Tokens, TLS and the exposure rules from ``settings``; the auth interceptor logs
+    (and counts) its refusals through ``refusals``.
 
     Raises UnsafeConfiguration for malformed settings or an unsafe exposure; logs a
     warning for every risk it accepts (auth off on loopback, STAGECONFIG_INSECURE).
@@ -192,7 +194,11 @@ def load_security(settings: Settings) -> ServerSecurity:
     caller_of: CallerResolver = _anonymous
     if tokens:
         interceptors = (
-            AuthInterceptor(tokens, reflection_requires_token=settings.reflection_requires_token),
+            AuthInterceptor(
+                tokens,
+                reflection_requires_token=settings.reflection_requires_token,
+                refusals=refusals,
+            ),
         )
         caller_of = tokens.caller_of
     return ServerSecurity(

@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from stageconfig.admin import AdminClient
 from stageconfig.ctl.arguments import build_parser
 from stageconfig.ctl.exits import PROG, Exit, UsageError, error_details, error_exit, fail
+from stageconfig.ctl.output import safe_output
 from stageconfig.ctl.server_flags import tls_from_flags
 from stageconfig.errors import RPCError
 
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _warnings_to_stderr()
     try:
         with _client(args) as client:
-            result: Exit = args.handler(client, args, sys.stdout)
+            result: Exit = args.handler(client, args, safe_output(sys.stdout))
             return int(result)
     except UsageError as error:
         return int(fail(Exit.USAGE, str(error), as_json))

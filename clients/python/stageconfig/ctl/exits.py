@@ -4,11 +4,11 @@ the one line on stderr that explains it."""
 from __future__ import annotations
 
 import enum
-import json
 import sys
 from collections.abc import Mapping
 from typing import Any
 
+from stageconfig.ctl.output import json_text, printable
 from stageconfig.errors import (
     ConflictError,
     DeadlineExceededError,
@@ -80,7 +80,8 @@ def fail(code: Exit, message: str, as_json: bool, extra: Mapping[str, Any] | Non
     return its exit code."""
     if as_json:
         payload = {"error": {"exit_code": int(code), "message": message, **(extra or {})}}
-        sys.stderr.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        sys.stderr.write(json_text(payload) + "\n")
     else:
-        sys.stderr.write(f"{PROG}: {' '.join(message.split())}\n")  # always one line
+        # Always one line, and never a control character: messages carry server text.
+        sys.stderr.write(f"{PROG}: {printable(' '.join(message.split()))}\n")
     return code

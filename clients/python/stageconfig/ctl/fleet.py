@@ -15,7 +15,6 @@ import argparse
 import json
 import math
 import re
-import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TextIO
@@ -29,6 +28,7 @@ from stageconfig.admin import (
     StageReport,
     WatcherInfo,
 )
+from stageconfig.ctl import output
 from stageconfig.ctl.exits import Exit, fail
 from stageconfig.ctl.output import age, jsonable, short, table, terminal_width, when
 from stageconfig.errors import RPCError, StatusCode
@@ -74,15 +74,9 @@ def window_text(seconds: int) -> str:
 
 
 def printable(text: str, limit: int | None = None) -> str:
-    """``text`` safe for a terminal: control, format and separator characters (escape
-    sequences, carriage returns, bidi overrides) written as ``\\x1b``/``\\u202e``;
-    cut to ``limit`` with ``…``."""
-    escaped = "".join(
-        (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
-        if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
-        else c
-        for c in text
-    )
+    """``text`` safe for a terminal (``output.printable``: escape sequences, carriage
+    returns, bidi overrides written as ``\\x1b``/``\\u202e``), cut to ``limit`` with ``…``."""
+    escaped = output.printable(text)
     return escaped if limit is None else short(escaped, limit)
 
 

@@ -1,6 +1,16 @@
 """How ``stageconfigctl`` shows things: JSON values, aligned tables, times and ages, and
 one-line summaries of configs and watch events. Keys arrive masked; nothing here
-unmasks."""
+unmasks.
+
+What the server sends is not trusted to be printable: model names come from providers,
+reasons and comments from admins, client ids from workers. ``printable`` escapes every
+control character (C0 such as ESC and BEL, DEL, C1), bidi override and other format
+character, and line/paragraph separator as ``\\xNN`` / ``\\uNNNN``, so nothing a server
+relays can move the cursor, recolour, retitle or reorder an admin's terminal.
+``SafeOutput`` applies it to every line written (each printer, present and future,
+writes through it: ``main`` hands it to the commands); ``print_json`` escapes the same
+characters as JSON ``\\u`` escapes, so ``--json`` output stays valid JSON.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +18,69 @@ import enum
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from stageconfig import ConfigSource, StageConfig
 from stageconfig.admin import ChangeEvent, SnapshotEvent, StageView, WatchEvent
+
+
+def _unprintable(ch: str) -> bool:
+    return unicodedata.category(ch) in _UNPRINTABLE_CATEGORIES
+
+
+_UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+"""Control (C0, DEL, C1), format (bidi overrides, zero-width), surrogate, private-use,
+line and paragraph separators."""
+
+
+def _escape(code: int) -> str:
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _json_escape(code: int) -> str:
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # JSON spells characters beyond the BMP as a surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def _replace_unprintable(text: str, escape: Callable[[int], str]) -> str:
+    if text.isprintable():  # the common case, in C: no Cc, Cf, Zl, Zp at all
+        return text
+    return "".join(escape(ord(ch)) if _unprintable(ch) else ch for ch in text)
+
+
+def printable(text: str) -> str:
+    """``text`` with every unprintable character escaped (``\\x1b``, ``\\u202e``)."""
+    return _replace_unprintable(text, _escape)
+
+
+class SafeOutput:
+    """A text stream that writes ``printable`` text: line breaks pass, nothing else that
+    could drive a terminal does. Everything else is delegated to the wrapped stream."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        """Write ``text`` with every character but ``\\n`` made printable."""
+        self._out.write("\n".join(printable(part) for part in text.split("\n")))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._out, name)
+
+
+def safe_output(out: TextIO) -> TextIO:
+    """``out`` wrapped in ``SafeOutput`` (typed as the stream the printers expect)."""
+    wrapped: Any = SafeOutput(out)
+    return wrapped  # type: ignore[no-any-return]
 
 
 def jsonable(value: Any) -> Any:
@@ -33,9 +99,20 @@ def jsonable(value: Any) -> Any:
 
 
 def print_json(value: Any, out: TextIO) -> None:
-    """One JSON document on one line, flushed (``watch --json`` is read line by line)."""
-    out.write(json.dumps(jsonable(value), ensure_ascii=False) + "\n")
+    """One JSON document on one line, flushed (``watch --json`` is read line by line).
+
+    Unprintable characters become JSON ``\\uNNNN`` escapes (json escapes C0 itself;
+    DEL, C1 and format characters it would leave raw): still the same JSON value.
+    """
+    out.write(json_text(value) + "\n")
     out.flush()
+
+
+def json_text(value: Any) -> str:
+    """``value`` as one line of JSON with every unprintable character escaped."""
+    text = json.dumps(jsonable(value), ensure_ascii=False)
+    # Outside strings JSON has only ASCII punctuation, so every match is inside one.
+    return _replace_unprintable(text, _json_escape)
 
 
 def table(
