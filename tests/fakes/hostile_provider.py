@@ -194,10 +194,10 @@ def _handler(hostile: HostileProvider, *, main: bool) -> type[BaseHTTPRequestHan
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: the tests read ``main_requests``
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             headers = {k.lower(): v for k, v in self.headers.items()}
             hostile.record(main, self.path, headers)
             if not main:

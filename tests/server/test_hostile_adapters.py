@@ -101,7 +101,8 @@ async def test_ids_with_control_or_foreign_characters_are_refused(
     hostile.behave("models", models=[*_names(kind, 2), f"{stem}x{bad}"])
     failure = await _refused(hostile, kind)
     assert "characters a model id cannot use" in failure.message
-    assert "\x1b" not in failure.message and "\x07" not in failure.message
+    assert "\x1b" not in failure.message
+    assert "\x07" not in failure.message
 
 
 @pytest.mark.parametrize("kind", LISTING_KINDS)
