@@ -67,6 +67,7 @@ class HostileProvider:
         self._behaviour = "ok"
         self._models: tuple[str, ...] = ()
         self._echo = ""
+        self._bodies: dict[bool, bytes] = {}
         self.main_requests: list[tuple[str, dict[str, str]]] = []
         """(path, headers) of every request the provider received."""
         self.elsewhere_requests: list[tuple[str, dict[str, str]]] = []
@@ -100,8 +101,20 @@ class HostileProvider:
 
     def behave(self, behaviour: str, *, models: Sequence[str] = (), echo: str = "") -> None:
         """Answer every later request with ``behaviour`` (see the module docstring)."""
+        if behaviour == "huge_id":
+            models = ["gpt-" + "x" * (HUGE_ID_CHARS - 4)]
+        # Rendered here, once: a 100,000-model body built per request would hold this
+        # process's GIL (the server under test shares it) and skew the latency figures.
+        bodies = {
+            gemini: json.dumps(
+                _listing(ProviderKind.GEMINI if gemini else ProviderKind.OPENAI, models),
+                separators=(",", ":"),
+            ).encode()
+            for gemini in (False, True)
+        }
         with self._lock:
             self._behaviour, self._models, self._echo = behaviour, tuple(models), echo
+            self._bodies = bodies
 
     def base_url(self, kind: ProviderKind) -> str:
         """The base URL the server's adapter for ``kind`` is given."""
@@ -129,6 +142,11 @@ class HostileProvider:
         """The current behaviour, models and echo."""
         with self._lock:
             return self._behaviour, self._models, self._echo
+
+    def listing_body(self, kind: ProviderKind) -> bytes:
+        """The pre-rendered listing of ``models`` / ``huge_id`` in ``kind``'s format."""
+        with self._lock:
+            return self._bodies[kind is ProviderKind.GEMINI]
 
     def record(self, main: bool, path: str, headers: dict[str, str]) -> None:
         """Remember one request."""
@@ -216,10 +234,8 @@ def _handler(hostile: HostileProvider, *, main: bool) -> type[BaseHTTPRequestHan
                 self.end_headers()
             elif behaviour == "echo":
                 self._json(*_echo_error(kind, f"Unknown api key '{echo}'"))
-            elif behaviour == "models":
-                self._json(200, _listing(kind, models))
-            elif behaviour == "huge_id":
-                self._json(200, _listing(kind, ["gpt-" + "x" * (HUGE_ID_CHARS - 4)]))
+            elif behaviour in ("models", "huge_id"):
+                self._stream(hostile.listing_body(kind))
             elif behaviour == "huge_body":
                 self._until_closed(b"{" + b" " * (64 * 1024 * 1024) + b"}")
             elif behaviour == "drip":

@@ -33,7 +33,7 @@ provider that offers 100,000 models is not one to trust with the rest either).""
 MAX_MODEL_ID_CHARS = 256
 """The admin limit on a model id (``validation.MAX_MODEL_LENGTH``) applies to providers."""
 
-MAX_ANSWER_BYTES = 2 * 1024 * 1024
+MAX_ANSWER_BYTES = 1024 * 1024
 """The most bytes read from one provider answer: real listings are under 100 KB
 (OpenAI ≈ 10 KB, a Gemini page ≈ 60 KB)."""
 
