@@ -226,7 +226,7 @@ def _handler(hostile: HostileProvider, *, main: bool) -> type[BaseHTTPRequestHan
             if kind is None:
                 self._json(404, {"error": {"message": "not found"}})
                 return
-            behaviour, models, echo = hostile.state()
+            behaviour, _models, echo = hostile.state()
             if behaviour == "redirect":
                 self.send_response(302)
                 self.send_header("Location", hostile.elsewhere_origin + self.path)
