@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stageconfig import ClientState, ConfigClient, StageType
+from stageconfig import ClientState, ConfigClient, StageType, StateChange
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.app import StageConfigApp
@@ -271,6 +271,8 @@ async def test_a_hostile_answer_leaves_the_loop_responsive_and_workers_ready(
     client.start()
     try:
         await asyncio.to_thread(client.wait_ready, 10)
+        transitions: list[StateChange] = []
+        client.on_state(transitions.append)
         hostile.behave(behaviour, models=[f"gpt-{i:06d}" for i in range(count)])
         stop = asyncio.Event()
         measuring = asyncio.create_task(_latencies(stub, stop))
@@ -290,6 +292,7 @@ async def test_a_hostile_answer_leaves_the_loop_responsive_and_workers_ready(
         assert p99 < 0.5
         # The worker stayed READY on the last good config throughout.
         assert client.state is ClientState.READY
+        assert transitions == []  # never left READY
         assert client.get(StageType.POEM).model == good.model
     finally:
         await asyncio.to_thread(client.close)

@@ -32,6 +32,7 @@ import asyncio
 import json
 import re
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import httpx
@@ -54,6 +55,10 @@ from stageconfig_server.providers.guard import (
 from stageconfig_server.redaction import excerpt
 
 T = TypeVar("T")
+
+_PROVIDER_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stageconfig-provider")
+"""The SDK listings' own threads: a provider that hangs until the timeout holds one of
+these, never the loop's default executor (which asyncio's DNS lookups use)."""
 
 KEY_CHECK_MAX_BYTES = 64 * 1024
 """A key check's answer is a few hundred bytes of JSON, read on the event loop: bounded
@@ -146,7 +151,7 @@ class AdapterBase:
         """Run a blocking SDK call (request, parse, model objects) in a worker thread, so
         a large answer costs that thread, not the event loop. The guard's deadline ends
         a dripping answer even after the awaiting side gave up."""
-        return await asyncio.to_thread(call)
+        return await asyncio.get_running_loop().run_in_executor(_PROVIDER_THREADS, call)
 
     def transport_cause(self, exc: BaseException) -> BaseException:
         """The exception whose type names what failed in a transport error."""

@@ -63,8 +63,8 @@ class BadModelList(GuardRefusal):
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
-    # Loading the CA bundle takes ~50 ms; one context serves every provider call.
+def shared_tls_context() -> ssl.SSLContext:
+    """The one TLS context of every provider call (loading the CA bundle takes ~50 ms)."""
     return ssl.create_default_context()
 
 
@@ -152,7 +152,7 @@ class GuardedTransport(httpx.BaseTransport):
         self, base_url: str, *, timeout_seconds: float, max_bytes: int = MAX_ANSWER_BYTES
     ) -> None:
         self._guard = _Guard(base_url, max_bytes, timeout_seconds)
-        self._inner = httpx.HTTPTransport(verify=_tls_context())
+        self._inner = httpx.HTTPTransport(verify=shared_tls_context())
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Refuse another origin; pass the rest on with a capped body."""
@@ -183,7 +183,7 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
         self, base_url: str, *, timeout_seconds: float, max_bytes: int = MAX_ANSWER_BYTES
     ) -> None:
         self._guard = _Guard(base_url, max_bytes, timeout_seconds)
-        self._inner = httpx.AsyncHTTPTransport(verify=_tls_context())
+        self._inner = httpx.AsyncHTTPTransport(verify=shared_tls_context())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Refuse another origin; pass the rest on with a capped body."""
@@ -242,4 +242,5 @@ __all__ = [
     "GuardedTransport",
     "checked_models",
     "origin",
+    "shared_tls_context",
 ]
