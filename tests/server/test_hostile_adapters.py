@@ -43,9 +43,9 @@ def _reset(hostile: HostileProvider) -> None:
 
 
 async def _refused(
-    hostile: HostileProvider, kind: ProviderKind, timeout: float = GENEROUS
+    hostile: HostileProvider, kind: ProviderKind, adapter_timeout: float = GENEROUS
 ) -> ProviderFailure:
-    adapter = build_adapters(hostile.base_urls(), timeout_seconds=timeout)[kind]
+    adapter = build_adapters(hostile.base_urls(), timeout_seconds=adapter_timeout)[kind]
     with pytest.raises(ProviderFailure) as caught:
         await adapter.list_models(CREDENTIALS)
     failure = caught.value
