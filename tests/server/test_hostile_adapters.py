@@ -146,3 +146,17 @@ async def test_a_dripping_answer_ends_within_the_timeout(
     failure = await _refused(hostile, kind, TIMEOUT)
     assert failure.cause in (StatusCause.NETWORK, StatusCause.UPSTREAM)
     assert time.monotonic() - started < TIMEOUT + 3
+
+
+async def test_the_environments_proxy_is_used_through_the_guard(
+    hostile: HostileProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The "other origin" plays an HTTP proxy: the request reaches it in absolute form.
+    monkeypatch.setenv("HTTP_PROXY", hostile.elsewhere_origin)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    adapter = build_adapters(hostile.base_urls(), timeout_seconds=GENEROUS)[ProviderKind.OPENAI]
+    assert await adapter.list_models(CREDENTIALS) == list(GOOD_MODELS)
+    ((path, _headers),) = hostile.elsewhere_requests
+    assert path == hostile.base_url(ProviderKind.OPENAI) + "/models"
+    assert hostile.main_requests == []

@@ -145,6 +145,7 @@ class AdapterBase:
             transport=GuardedTransport(self.base_url, timeout_seconds=self.timeout_seconds),
             timeout=httpx.Timeout(self.timeout_seconds),
             follow_redirects=True,
+            trust_env=False,  # the guard applies the environment's proxy itself
         )
 
     async def off_loop(self, call: Callable[[], T]) -> T:
@@ -196,6 +197,7 @@ class AdapterBase:
                 transport=transport,
                 timeout=httpx.Timeout(self.timeout_seconds),
                 follow_redirects=True,
+                trust_env=False,  # the guard applies the environment's proxy itself
             ) as client:
                 return await client.get(url, headers=dict(headers), params=params)
         except GuardRefusal:

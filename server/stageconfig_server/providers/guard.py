@@ -22,6 +22,7 @@ import functools
 import re
 import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterable, Iterator
 
 import httpx
@@ -78,6 +79,16 @@ def _safe_origin(url: httpx.URL) -> str:
     # The origin comes from the provider's Location header: bounded, printable only.
     shown = "".join(ch for ch in origin(url) if ch.isprintable())
     return shown[:100]
+
+
+def env_proxy(base_url: str) -> str | None:
+    """The proxy the standard environment (``HTTPS_PROXY``, ``NO_PROXY``…) names for
+    ``base_url``'s origin, or None. The guarded clients do not let httpx read the
+    environment itself: its proxy transports would bypass the guard."""
+    url = httpx.URL(base_url)
+    if url.host and urllib.request.proxy_bypass(url.host):
+        return None
+    return urllib.request.getproxies().get(url.scheme) or None
 
 
 class _Cap:
@@ -152,7 +163,7 @@ class GuardedTransport(httpx.BaseTransport):
         self, base_url: str, *, timeout_seconds: float, max_bytes: int = MAX_ANSWER_BYTES
     ) -> None:
         self._guard = _Guard(base_url, max_bytes, timeout_seconds)
-        self._inner = httpx.HTTPTransport(verify=shared_tls_context())
+        self._inner = httpx.HTTPTransport(verify=shared_tls_context(), proxy=env_proxy(base_url))
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Refuse another origin; pass the rest on with a capped body."""
@@ -183,7 +194,9 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
         self, base_url: str, *, timeout_seconds: float, max_bytes: int = MAX_ANSWER_BYTES
     ) -> None:
         self._guard = _Guard(base_url, max_bytes, timeout_seconds)
-        self._inner = httpx.AsyncHTTPTransport(verify=shared_tls_context())
+        self._inner = httpx.AsyncHTTPTransport(
+            verify=shared_tls_context(), proxy=env_proxy(base_url)
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Refuse another origin; pass the rest on with a capped body."""
@@ -241,6 +254,7 @@ __all__ = [
     "GuardRefusal",
     "GuardedTransport",
     "checked_models",
+    "env_proxy",
     "origin",
     "shared_tls_context",
 ]
