@@ -49,7 +49,15 @@ def hostile() -> Iterator[HostileProvider]:
 @pytest.fixture
 async def app(db_path: Path, hostile: HostileProvider) -> AsyncIterator[StageConfigApp]:
     hostile.behave("ok")
-    started = await start_app(db_path, None, STAGECONFIG_TOKENS=TOKENS, **hostile.env())
+    # A generous provider timeout: on a loaded machine the 15,000-entry parse (in its
+    # thread) may take seconds, and the point is the refusal's reason, not its speed.
+    started = await start_app(
+        db_path,
+        None,
+        STAGECONFIG_TOKENS=TOKENS,
+        STAGECONFIG_PROVIDER_TIMEOUT_SECONDS="10",
+        **hostile.env(),
+    )
     try:
         yield started
     finally:
