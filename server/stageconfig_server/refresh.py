@@ -6,11 +6,19 @@ turns WARNING, and an admin event says so; a failed call keeps the last good cac
 model; a refresh that finds nothing new moves only the cache's time (no revision, so
 no worker wakes up). The stored key is reused as the view holds it: nothing is read
 back from the database.
+
+Provider calls are coalesced per stage: while one is in flight, every other refresh of
+that stage (ListModels, RefreshModels, the sync) shares its outcome instead of calling
+again. On-demand refreshes (``refresh_on_demand``, ListModels with ``refresh``) are also
+rate-limited: within ``min_interval_seconds`` of the stage's last provider call they get
+the cached list, and the answer says how it was served (``Served``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,6 +68,22 @@ class RefreshOutcome:
 
 RefreshListener = Callable[[ProviderKind, RefreshOutcome], None]
 
+MIN_REFRESH_INTERVAL_SECONDS = 30.0
+"""At most one on-demand provider call per stage in this many seconds."""
+
+
+class Served(enum.StrEnum):
+    """How an on-demand refresh was answered (the transport tells the caller)."""
+
+    REFRESHED = "refreshed"
+    """This call asked the provider."""
+    JOINED = "joined"
+    """A refresh of the stage was in flight; this call shared its outcome."""
+    CACHED = "cached"
+    """The stage's provider was asked moments ago; this call got the cached list."""
+    NOT_ALLOWED = "cached-for-workers"
+    """The caller may not force a refresh; it got the cached list."""
+
 
 class ModelRefresher:
     """Refreshes model caches through the view."""
@@ -76,6 +100,11 @@ class ModelRefresher:
         self._events = events
         self._clock = clock
         self._listeners: list[RefreshListener] = []
+        self._in_flight: dict[StageType, asyncio.Task[RefreshOutcome]] = {}
+        self._last_call: dict[StageType, float] = {}
+        self.min_interval_seconds = MIN_REFRESH_INTERVAL_SECONDS
+        """On-demand refreshes of a stage within this long of its last provider call
+        are answered from the cache."""
 
     def add_listener(self, listener: RefreshListener) -> None:
         """Call ``listener(provider, outcome)`` after every stage refresh (for metrics)."""
@@ -90,14 +119,47 @@ class ModelRefresher:
         if stage is not None and self._view.stored(stage) is None:
             raise NotFound(f"no config is stored for stage {stage.value}: nothing to refresh")
         stages = [stage] if stage is not None else self._view.stored_stages()
-        outcomes = list(await asyncio.gather(*(self._refresh_stage(s) for s in stages)))
-        for outcome in outcomes:
-            config = self._view.stored(outcome.stage_type)
-            if config is None:
-                continue
+        return list(await asyncio.gather(*(self._coalesced(s)[0] for s in stages)))
+
+    async def refresh_on_demand(self, stage: StageType) -> Served:
+        """Refresh one stage unless a refresh is in flight (then share it) or its
+        provider was asked within ``min_interval_seconds`` (then serve the cache);
+        NotFound when nothing is stored. Says how the call was served."""
+        if self._view.stored(stage) is None:
+            raise NotFound(f"no config is stored for stage {stage.value}: nothing to refresh")
+        last = self._last_call.get(stage)
+        if stage not in self._in_flight and (
+            last is not None and time.monotonic() - last < self.min_interval_seconds
+        ):
+            return Served.CACHED
+        waiting, joined = self._coalesced(stage)
+        await waiting
+        return Served.JOINED if joined else Served.REFRESHED
+
+    def _coalesced(self, stage: StageType) -> tuple[asyncio.Future[RefreshOutcome], bool]:
+        """The stage's refresh in flight (joined: True) or a new one. Shielded: a caller
+        that gives up does not cancel the call the others wait for."""
+        task = self._in_flight.get(stage)
+        if task is not None:
+            return asyncio.shield(task), True
+        task = asyncio.get_running_loop().create_task(self._call_and_tell(stage))
+        self._in_flight[stage] = task
+        self._last_call[stage] = time.monotonic()
+
+        def finished(_task: asyncio.Task[RefreshOutcome]) -> None:
+            self._in_flight.pop(stage, None)
+            self._last_call[stage] = time.monotonic()
+
+        task.add_done_callback(finished)
+        return asyncio.shield(task), False
+
+    async def _call_and_tell(self, stage: StageType) -> RefreshOutcome:
+        outcome = await self._refresh_stage(stage)
+        config = self._view.stored(stage)
+        if config is not None:
             for listener in self._listeners:
                 listener(config.provider_kind, outcome)
-        return outcomes
+        return outcome
 
     async def _refresh_stage(self, stage: StageType) -> RefreshOutcome:
         before = self._view.stored(stage)

@@ -30,6 +30,7 @@ from stageconfig_server.refresh import (
     ModelRefresher,
     RefreshListener,
     RefreshOutcome,
+    Served,
 )
 from stageconfig_server.settings import LegacySettings
 from stageconfig_server.store import ConfigStore
@@ -116,10 +117,23 @@ class ConfigService:
         return self._view.list_configs()
 
     async def list_models(self, stage: StageType, refresh: bool = False) -> ModelsView:
-        """The stage's cached models; ``refresh`` asks the provider first."""
+        """The stage's cached models; ``refresh`` asks the provider first (coalesced and
+        rate-limited: ``list_models_served``)."""
+        view, _served = await self.list_models_served(stage, refresh=refresh)
+        return view
+
+    async def list_models_served(
+        self, stage: StageType, *, refresh: bool, may_refresh: bool = True
+    ) -> tuple[ModelsView, Served | None]:
+        """The stage's models and, when ``refresh`` was asked, how it was served: a
+        caller that may not force a refresh (``may_refresh`` False) gets the cache."""
+        served: Served | None = None
         if refresh:
-            await self._refresher.refresh(stage)
-        return self._view.models(stage)
+            if may_refresh:
+                served = await self._refresher.refresh_on_demand(stage)
+            else:
+                served = Served.NOT_ALLOWED
+        return self._view.models(stage), served
 
     async def history(
         self, stage: StageType | None, page_size: int, page_token: str
@@ -155,6 +169,7 @@ __all__ = [
     "HistoryPage",
     "ModelsView",
     "RefreshOutcome",
+    "Served",
     "StageView",
     "UpdateRequest",
     "UpdateResult",

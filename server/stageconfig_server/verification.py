@@ -21,7 +21,7 @@ from stageconfig_server.domain import (
     StatusCause,
 )
 from stageconfig_server.providers.base import ProviderAdapter, ProviderCredentials, ProviderFailure
-from stageconfig_server.redaction import redact
+from stageconfig_server.redaction import redact, redact_variants
 
 _OUTER_BOUND_MARGIN_SECONDS = 2.0
 
@@ -108,7 +108,10 @@ class ProviderCheck:
                 timeout=self._timeout + _OUTER_BOUND_MARGIN_SECONDS,
             )
         except ProviderFailure as failure:
-            return Verdict(None, failure.status, failure.cause, redact(failure.message, api_key))
+            # The adapters already built an excerpt; this catches an adapter that did not
+            # (the key exact, then in its altered forms: redaction.key_variants).
+            reason = redact_variants(redact(failure.message, api_key), api_key)
+            return Verdict(None, failure.status, failure.cause, reason)
         except TimeoutError:
             return Verdict(
                 None,

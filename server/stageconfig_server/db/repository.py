@@ -23,6 +23,7 @@ from stageconfig_server.db.models import (
 )
 from stageconfig_server.db.records import ConfigWrite, LogEntry, StoredConfig, StoredKey
 from stageconfig_server.db.rows import (
+    MODELS_AT,
     LogRow,
     config_columns,
     config_from_columns,
@@ -30,6 +31,7 @@ from stageconfig_server.db.rows import (
     history_from_row,
     key_from_row,
     log_from_row,
+    models_stored_at,
     stored_from_write,
 )
 from stageconfig_server.domain import HistoryEntry, ProviderKind, StageType
@@ -130,7 +132,8 @@ class Repository(JobRuns):
                 comment=write.comment,
                 created_at=now,
             )
-            await conn.execute(insert(_log).values(**LogRow(change, stored).columns()))
+            models_at = await self._same_models_at(conn, current, stored)
+            await conn.execute(insert(_log).values(**LogRow(change, stored, models_at).columns()))
             if conn.dialect.name == "postgresql":
                 # Delivered at commit, never before: a replica that hears it can read it.
                 await conn.execute(
@@ -138,6 +141,18 @@ class Repository(JobRuns):
                     {"channel": CHANGE_CHANNEL, "payload": str(revision)},
                 )
         return stored, LogEntry(change, stored)
+
+    async def _same_models_at(
+        self, conn: AsyncConnection, current: StoredConfig | None, stored: StoredConfig
+    ) -> int | None:
+        """The revision whose log state holds ``stored``'s model list when it equals the
+        current one (the log then references it), else None (the list is stored)."""
+        if current is None or tuple(current.models_cache) != tuple(stored.models_cache):
+            return None
+        state = (
+            await conn.execute(select(_log.c.state).where(_log.c.revision == current.revision))
+        ).scalar()
+        return models_stored_at(current.revision, state)
 
     async def _key_of(
         self, conn: AsyncConnection, write: ConfigWrite, now: datetime
@@ -229,7 +244,16 @@ class Repository(JobRuns):
                 select(_keys.c.id, _keys.c.api_key_encrypted).where(_keys.c.id.in_(key_ids))
             )
             ciphertexts = {k.id: k.api_key_encrypted for k in key_rows}
-        return [log_from_row(r, ciphertexts) for r in rows]
+        model_lists = {
+            r.revision: r.state["models_cache"] for r in rows if "models_cache" in r.state
+        }
+        refs = {r.state.get(MODELS_AT) for r in rows} - {None} - set(model_lists)
+        if refs:
+            list_rows = await conn.execute(
+                select(_log.c.revision, _log.c.state).where(_log.c.revision.in_(refs))
+            )
+            model_lists |= {r.revision: r.state.get("models_cache") or [] for r in list_rows}
+        return [log_from_row(r, ciphertexts, model_lists) for r in rows]
 
     async def log_since(
         self, revision: int, limit: int | None = None, upto: int | None = None

@@ -5,6 +5,12 @@ as the ``state`` JSON of each ``revision_log`` row (minus the ciphertext, which 
 references through ``api_key_id``, and the revision, which is the log row's own).
 ``config_columns`` and ``config_from_columns`` serve both, so a new column is added in
 one place.
+
+The log stores a stage's model list only when it changed: a revision whose list equals
+the one before names the revision that stored it (``models_cache_at``) instead, so a
+status that flaps, or a refresh that finds the same models, adds a few hundred bytes to
+the log rather than the whole list (up to 1,000 ids of 256 characters). Older rows that
+carry the list inline read as before.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from stageconfig_server.domain import (
 )
 
 _NOT_IN_LOG_STATE = ("api_key_encrypted", "revision")
+
+MODELS_AT = "models_cache_at"
+"""The log state's reference to the revision whose state holds the same model list."""
 
 
 def utc(value: datetime | str | None) -> datetime | None:
@@ -79,13 +88,29 @@ def config_from_columns(stage: StageType, values: Mapping[Any, Any]) -> StoredCo
     )
 
 
-def log_state(config: StoredConfig) -> dict[str, Any]:
-    """The log's JSON copy of a config: its columns without ciphertext and revision."""
-    return {
+def log_state(config: StoredConfig, models_at: int | None = None) -> dict[str, Any]:
+    """The log's JSON copy of a config: its columns without ciphertext and revision, and
+    without the model list when ``models_at`` names a revision that stored the same."""
+    state = {
         name: value.isoformat() if isinstance(value, datetime) else value
         for name, value in config_columns(config).items()
         if name not in _NOT_IN_LOG_STATE
     }
+    if models_at is not None:
+        del state["models_cache"]
+        state[MODELS_AT] = models_at
+    return state
+
+
+def models_stored_at(revision: int, state: Mapping[str, Any] | None) -> int | None:
+    """Which revision's log state holds the list that ``state`` (the log state of
+    ``revision``) has: ``revision`` itself, the one it references, or None (no state)."""
+    if state is None:
+        return None
+    if "models_cache" in state:
+        return revision
+    ref = state.get(MODELS_AT)
+    return ref if isinstance(ref, int) else None
 
 
 def stored_from_write(
@@ -116,6 +141,8 @@ class LogRow:
 
     change: HistoryEntry
     state: StoredConfig
+    models_at: int | None = None
+    """The revision whose state already holds this state's model list (None: store it)."""
 
     def columns(self) -> dict[str, Any]:
         """The row to insert."""
@@ -127,7 +154,7 @@ class LogRow:
             "reason": change.reason.value,
             "diff": [{"field": d.field, "old": d.old, "new": d.new} for d in change.diff],
             "comment": change.comment,
-            "state": log_state(self.state),
+            "state": log_state(self.state, self.models_at),
             "created_at": change.created_at,
         }
 
@@ -145,13 +172,22 @@ def history_from_row(row: Any) -> HistoryEntry:
     )
 
 
-def log_from_row(row: Any, ciphertexts: Mapping[int, str]) -> LogEntry:
-    """A ``revision_log`` row with its state; ``ciphertexts`` holds the referenced keys'."""
+def log_from_row(
+    row: Any, ciphertexts: Mapping[int, str], model_lists: Mapping[int, list[str]]
+) -> LogEntry:
+    """A ``revision_log`` row with its state; ``ciphertexts`` holds the referenced keys',
+    ``model_lists`` the referenced revisions' model lists."""
     key_id = row.state.get("api_key_id")
+    models_at = row.state.get(MODELS_AT)
     state = config_from_columns(
         StageType(row.stage_type),
         {
             **row.state,
+            "models_cache": (
+                model_lists.get(models_at, [])
+                if "models_cache" not in row.state and isinstance(models_at, int)
+                else row.state.get("models_cache")
+            ),
             "revision": row.revision,
             "api_key_encrypted": ciphertexts.get(key_id, "") if key_id is not None else "",
         },

@@ -9,8 +9,16 @@ bounds the whole listing by the timeout, and turns every exception into a
     TimeoutError, ``timeout_errors``         ERROR (NETWORK) "no answer within …"
     ``transport_errors``                     ERROR (NETWORK) "connection to … failed"
     ``unreadable_errors``                    ERROR (UPSTREAM) "unreadable answer"
+    ``guard.GuardRefusal`` (also as a cause)  ERROR (UPSTREAM) "redirected to another
+                                             origin" / "answer larger than …" / "more
+                                             than 1000 models offered" / "model #3 …"
     anything else                            ERROR (UPSTREAM) "unexpected …"
     an empty list                            ERROR (UPSTREAM) "no usable model"
+
+Every HTTP request goes through a ``guard`` transport (one origin, a capped body), the
+SDK-based adapters run their SDK's synchronous client in a worker thread (``off_loop``)
+so parsing a large answer never blocks the event loop, and every list is checked by
+``guard.checked_models`` against ``model_id_pattern`` before it is returned.
 
 A concrete adapter says only what differs: its kind, name and real endpoint, which of
 its SDK's exceptions mean what, and ``fetch_models``. The key-check adapters (Suno,
@@ -22,7 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import httpx
 
@@ -34,6 +45,24 @@ from stageconfig_server.providers.base import (
     provider_failure,
     require_key,
 )
+from stageconfig_server.providers.guard import (
+    DEFAULT_MODEL_ID,
+    AsyncGuardedTransport,
+    GuardedTransport,
+    GuardRefusal,
+    checked_models,
+)
+from stageconfig_server.redaction import excerpt
+
+T = TypeVar("T")
+
+_PROVIDER_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stageconfig-provider")
+"""The SDK listings' own threads: a provider that hangs until the timeout holds one of
+these, never the loop's default executor (which asyncio's DNS lookups use)."""
+
+KEY_CHECK_MAX_BYTES = 64 * 1024
+"""A key check's answer is a few hundred bytes of JSON, read on the event loop: bounded
+far below the listing cap."""
 
 ExceptionTypes = tuple[type[BaseException], ...]
 
@@ -56,6 +85,8 @@ class AdapterBase:
     """The SDK's "could not connect / the connection broke" exceptions."""
     unreadable_errors: ExceptionTypes = ()
     """The SDK's "the answer could not be parsed" exceptions."""
+    model_id_pattern: re.Pattern[str] = DEFAULT_MODEL_ID
+    """What this provider's model ids look like; any other id refuses the whole list."""
 
     def __init__(
         self, base_url: str | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
@@ -70,7 +101,6 @@ class AdapterBase:
         without a request when no key is set.
         """
         api_key = require_key(credentials, provider=self.provider)
-        timeouts: ExceptionTypes = (TimeoutError, *self.timeout_errors)
         try:
             # The SDKs' timeouts bound each phase; this bounds the whole call, so a
             # server that trickles bytes cannot hold a key check open forever.
@@ -78,25 +108,51 @@ class AdapterBase:
                 models = await self.fetch_models(api_key, credentials.options)
         except ProviderFailure:
             raise
-        except timeouts as exc:
-            raise self._timed_out(api_key) from exc
-        except self.transport_errors as exc:
-            raise self._unreachable(api_key, self.base_url, self.transport_cause(exc)) from exc
-        except self.unreadable_errors as exc:
-            raise self._upstream(api_key, f"unreadable answer: {type(exc).__name__}") from exc
         except Exception as exc:
-            # The contract is "ProviderFailure, never anything else": an exception an SDK
-            # did not wrap never reaches the service.
-            raise self._upstream(api_key, f"unexpected {type(exc).__name__}") from exc
-        unique = list(dict.fromkeys(models))
+            refusal = _guard_refusal(exc)
+            if refusal is None:
+                raise self._classified(api_key, exc) from exc
+            raise self._upstream(api_key, refusal.detail) from exc
+        try:
+            unique = checked_models(models, pattern=self.model_id_pattern)
+        except GuardRefusal as refusal:
+            raise self._upstream(api_key, refusal.detail) from refusal
         if not unique:
             raise self._upstream(api_key, "provider offers no usable model")
         return unique
+
+    def _classified(self, api_key: str, exc: Exception) -> ProviderFailure:
+        """The failure an exception that is not a guard refusal stands for."""
+        if isinstance(exc, (TimeoutError, *self.timeout_errors)):
+            return self._timed_out(api_key)
+        if isinstance(exc, self.transport_errors):
+            return self._unreachable(api_key, self.base_url, self.transport_cause(exc))
+        if isinstance(exc, self.unreadable_errors):
+            return self._upstream(api_key, f"unreadable answer: {type(exc).__name__}")
+        # The contract is "ProviderFailure, never anything else": an exception an SDK
+        # did not wrap never reaches the service.
+        return self._upstream(api_key, f"unexpected {type(exc).__name__}")
 
     async def fetch_models(self, api_key: str, options: Mapping[str, str]) -> list[str]:
         """Ask the provider (``api_key`` is set and stripped); raise ProviderFailure for
         what the provider said, and let transport exceptions out for the ladder."""
         raise NotImplementedError
+
+    def sync_http_client(self) -> httpx.Client:
+        """An httpx client for an SDK: only this adapter's origin, capped answers,
+        same-origin redirects followed (another origin is refused by the guard)."""
+        return httpx.Client(
+            transport=GuardedTransport(self.base_url, timeout_seconds=self.timeout_seconds),
+            timeout=httpx.Timeout(self.timeout_seconds),
+            follow_redirects=True,
+            trust_env=False,  # the guard applies the environment's proxy itself
+        )
+
+    async def off_loop(self, call: Callable[[], T]) -> T:
+        """Run a blocking SDK call (request, parse, model objects) in a worker thread, so
+        a large answer costs that thread, not the event loop. The guard's deadline ends
+        a dripping answer even after the awaiting side gave up."""
+        return await asyncio.get_running_loop().run_in_executor(_PROVIDER_THREADS, call)
 
     def transport_cause(self, exc: BaseException) -> BaseException:
         """The exception whose type names what failed in a transport error."""
@@ -134,8 +190,18 @@ class AdapterBase:
         each provider reads its own body."""
         url = self.base_url + path
         try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_seconds)) as client:
+            transport = AsyncGuardedTransport(
+                self.base_url, timeout_seconds=self.timeout_seconds, max_bytes=KEY_CHECK_MAX_BYTES
+            )
+            async with httpx.AsyncClient(
+                transport=transport,
+                timeout=httpx.Timeout(self.timeout_seconds),
+                follow_redirects=True,
+                trust_env=False,  # the guard applies the environment's proxy itself
+            ) as client:
                 return await client.get(url, headers=dict(headers), params=params)
+        except GuardRefusal:
+            raise
         except httpx.TimeoutException as exc:
             raise self._timed_out(api_key) from exc
         except httpx.HTTPError as exc:
@@ -199,10 +265,14 @@ class AdapterBase:
 def http_detail(http_status: int, said: str = "", *, qualifier: str = "") -> str:
     """``HTTP 401: <what the provider said>`` — what the admin sees in parentheses.
 
+    What the provider said is kept only as ``redaction.excerpt`` (bounded, invisible
+    characters removed, long token-like runs masked): it may carry the key.
+
     ``qualifier`` follows the code (``HTTP 400 FAILED_PRECONDITION``, ``HTTP 200, code
     455``).
     """
     shown = f"HTTP {http_status}{qualifier}"
+    said = excerpt(said)
     return f"{shown}: {said}" if said else shown
 
 
@@ -212,6 +282,18 @@ def json_or_none(response: httpx.Response) -> object:
         return response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
+
+
+def _guard_refusal(exc: BaseException) -> GuardRefusal | None:
+    """The guard's refusal behind ``exc`` (SDKs wrap transport exceptions), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, GuardRefusal):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _origin(url: str) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
-from stageconfig_server.redaction import redact
+from stageconfig_server.redaction import MAX_EXCERPT_CHARS, redact, redact_variants, visible
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 """Bound on one listing call; a provider slower than this is an ERROR (NETWORK)."""
@@ -86,7 +86,7 @@ _CAUSE_SENTENCES: Mapping[StatusCause, str] = {
     StatusCause.NETWORK: "{provider} could not be reached",
 }
 
-_MAX_DETAIL_CHARS = 300
+_MAX_DETAIL_CHARS = MAX_EXCERPT_CHARS
 """Provider messages can be long (HTML error pages); an admin needs the gist only."""
 
 
@@ -102,11 +102,12 @@ def provider_failure(
     """Build a ProviderFailure whose message is one sentence an admin can act on.
 
     ``detail`` (what the provider said, an HTTP code, an exception name) is appended
-    in parentheses; the key is redacted *before* truncation so that a cut can never
-    leave a prefix of the key behind.
+    in parentheses; invisible characters are removed and the key in any altered form
+    (``redaction.key_variants``) is redacted *before* truncation, so that a cut can
+    never leave a prefix of the key behind.
     """
     message = _CAUSE_SENTENCES[cause].format(provider=provider)
-    detail = " ".join(redact(detail, api_key).split())
+    detail = redact_variants(visible(redact(detail, api_key)), api_key)
     if len(detail) > _MAX_DETAIL_CHARS:
         detail = detail[: _MAX_DETAIL_CHARS - 1] + "…"
     if detail:

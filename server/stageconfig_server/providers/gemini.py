@@ -10,6 +10,7 @@ Base URL convention: the host root *without* an API version
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 import httpx
@@ -20,6 +21,7 @@ from google.genai import errors, types
 from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
 from stageconfig_server.providers.adapter import AdapterBase, http_detail
 from stageconfig_server.providers.base import classify_http_status
+from stageconfig_server.providers.guard import MAX_MODELS, BadModelList, shared_tls_context
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 """The real endpoint, without an API version."""
@@ -35,6 +37,10 @@ PAGE_SIZE = 1000
 PROVIDER = "Gemini"
 
 _GENERATE_CONTENT = "generateContent"
+_STATUS_NAME = re.compile(r"[A-Z_]{1,40}")
+
+GEMINI_MODEL_ID = re.compile(r"[a-z0-9][a-z0-9.-]*")
+"""Gemini model names after ``models/``: ``gemini-2.5-flash``, ``gemma-3-27b-it``."""
 _MODEL_PREFIX = "models/"
 
 
@@ -90,9 +96,11 @@ def classify_gemini_error(exc: errors.APIError) -> tuple[ConfigStatus, StatusCau
 
 
 def _error_detail(exc: errors.APIError) -> str:
-    return http_detail(
-        exc.code, exc.message or "", qualifier=f" {exc.status}" if exc.status else ""
+    # Google's status is an enum name (INVALID_ARGUMENT); anything else is not shown.
+    status = (
+        exc.status if isinstance(exc.status, str) and _STATUS_NAME.fullmatch(exc.status) else ""
     )
+    return http_detail(exc.code, exc.message or "", qualifier=f" {status}" if status else "")
 
 
 class GeminiAdapter(AdapterBase):
@@ -108,6 +116,7 @@ class GeminiAdapter(AdapterBase):
     # UnknownApiResponseError (body not JSON) and pydantic's ValidationError (JSON of
     # the wrong shape) are both ValueErrors.
     unreadable_errors = (ValueError,)
+    model_id_pattern = GEMINI_MODEL_ID
 
     async def fetch_models(self, api_key: str, options: Mapping[str, str]) -> list[str]:
         """Bare model names (``gemini-2.5-flash``); an API error as ProviderFailure."""
@@ -120,8 +129,14 @@ class GeminiAdapter(AdapterBase):
             ) from exc
 
     async def _list_names(self, api_key: str) -> list[str]:
+        # The SDK's synchronous client in a worker thread, through the guarded
+        # transport: one origin, capped pages, parsing off the event loop.
+        return await self.off_loop(lambda: self._list_blocking(api_key))
+
+    def _list_blocking(self, api_key: str) -> list[str]:
         # vertexai=False: GOOGLE_GENAI_USE_VERTEXAI in the environment must not turn
         # a Gemini key check into a Vertex AI call. No retry_options: one attempt.
+        http_client = self.sync_http_client()
         client = genai.Client(
             vertexai=False,
             api_key=api_key,
@@ -129,21 +144,29 @@ class GeminiAdapter(AdapterBase):
                 base_url=self.base_url,
                 api_version=API_VERSION,
                 timeout=max(1, round(self.timeout_seconds * 1000)),  # milliseconds
+                httpx_client=http_client,
+                # Never used (the listing is synchronous), but given so the SDK builds
+                # no TLS contexts of its own: ~50 ms each, per call.
+                httpx_async_client=httpx.AsyncClient(verify=shared_tls_context()),
+                async_client_args={"ssl": shared_tls_context()},
             ),
         )
         try:
             # The pager fetches later pages lazily through the client, so `client`
-            # stays referenced (and open) until the iteration ends.
-            pager = await client.aio.models.list(config=types.ListModelsConfig(page_size=PAGE_SIZE))
+            # stays referenced (and open) until the iteration ends; it stops as soon
+            # as the listing offers more than MAX_MODELS entries, however many pages.
+            pager = client.models.list(config=types.ListModelsConfig(page_size=PAGE_SIZE))
             names: list[str] = []
-            async for model in pager:
+            for seen, model in enumerate(pager, start=1):
+                if seen > MAX_MODELS:
+                    raise BadModelList(f"more than {MAX_MODELS} models offered; none were stored")
                 name = model.name or ""
                 if _GENERATE_CONTENT in (model.supported_actions or []) and name:
                     names.append(name.removeprefix(_MODEL_PREFIX))
             return names
         finally:
-            await client.aio.aclose()
             client.close()
+            http_client.close()
 
 
 __all__ = ["API_VERSION", "DEFAULT_BASE_URL", "GeminiAdapter", "classify_gemini_error"]

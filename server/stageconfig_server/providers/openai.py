@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any, cast
 
 import openai
 from openai.types import Model
@@ -18,6 +19,7 @@ from openai.types import Model
 from stageconfig_server.domain import ConfigStatus, ProviderKind, StatusCause
 from stageconfig_server.providers.adapter import AdapterBase, http_detail
 from stageconfig_server.providers.base import classify_http_status
+from stageconfig_server.providers.guard import MAX_MODELS, BadModelList
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 """The real endpoint, ``/v1`` included (the SDK's own convention)."""
@@ -81,16 +83,14 @@ class OpenAICompatibleAdapter(AdapterBase):
         return exc.__cause__ or exc
 
     async def list_compatible_models(self, api_key: str, project: str | None = None) -> list[Model]:
-        """Every model the listing offers; an HTTP error as ProviderFailure."""
-        client = openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=self.base_url,
-            project=project,
-            max_retries=0,
-            timeout=self.timeout_seconds,
-        )
+        """Every model the listing offers; an HTTP error as ProviderFailure.
+
+        The SDK's synchronous client runs in a worker thread (``off_loop``) through the
+        guarded transport: one origin, a capped body, parsing off the event loop; more
+        than ``guard.MAX_MODELS`` entries refuse the list before any is looked at.
+        """
         try:
-            return [model async for model in client.models.list()]
+            models = await self.off_loop(lambda: self._list_blocking(api_key, project))
         except openai.APIStatusError as exc:
             status, cause = self.classify_error(exc)
             raise self.failure(
@@ -100,8 +100,22 @@ class OpenAICompatibleAdapter(AdapterBase):
                 detail=error_detail(exc),
                 http_status=exc.status_code,
             ) from exc
-        finally:
-            await client.close()
+        if len(models) > MAX_MODELS:
+            raise BadModelList(f"more than {MAX_MODELS} models offered; none were stored")
+        return models
+
+    def _list_blocking(self, api_key: str, project: str | None) -> list[Model]:
+        with openai.OpenAI(
+            api_key=api_key,
+            base_url=self.base_url,
+            project=project,
+            max_retries=0,
+            timeout=self.timeout_seconds,
+            # openai 3.x types its client as httpx2 but takes a legacy httpx client too
+            # (its own is_legacy_httpx_sync_client check); the guard is an httpx one.
+            http_client=cast(Any, self.sync_http_client()),
+        ) as client:
+            return list(client.models.list())
 
 
 class OpenAIAdapter(OpenAICompatibleAdapter):

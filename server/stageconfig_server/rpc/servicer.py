@@ -22,7 +22,7 @@ from stageconfig_server.errors import StageConfigError
 from stageconfig_server.fleet_aggregate import ClientView
 from stageconfig_server.fleet_service import FleetService
 from stageconfig_server.rpc import convert, fleet_convert
-from stageconfig_server.rpc.identity import ANONYMOUS, Caller
+from stageconfig_server.rpc.identity import ANONYMOUS, Caller, Role
 from stageconfig_server.rpc.refusals import RefusalLog
 from stageconfig_server.rpc.status import internal_status, status_for
 from stageconfig_server.service import ConfigService
@@ -32,6 +32,10 @@ _DROPS = RefusalLog(log)
 """Rate-limits the slow-watcher drop line (the drops are counted by the broadcaster)."""
 
 T = TypeVar("T")
+
+REFRESH_METADATA = "stageconfig-refresh"
+"""Trailing metadata of a ListModels refresh=true answer: refreshed, joined (shared a
+refresh in flight), cached (the provider was asked moments ago) or cached-for-workers."""
 
 CallerResolver = Callable[[grpc.aio.ServicerContext[Any, Any]], Caller]
 
@@ -125,11 +129,24 @@ class StageConfigServicer:
     async def ListModels(  # noqa: N802
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListModelsResponse:
-        """The stage's cached models (refresh=true asks the provider first)."""
+        """The stage's cached models (refresh=true asks the provider first).
+
+        Refreshes are coalesced and rate-limited per stage, and only admins may force
+        one (a worker's refresh=true is answered from the cache: workers need the
+        selected model, which the cache always has, not a call spending the stored
+        key). The trailing metadata ``REFRESH_METADATA`` says how a refresh=true call
+        was served (``refresh.Served``).
+        """
+        caller = self._caller_of(context)
 
         async def run() -> pb.ListModelsResponse:
             stage = convert.stage_from_pb(request.stage_type)
-            return convert.models_to_pb(await self._service.list_models(stage, request.refresh))
+            view, served = await self._service.list_models_served(
+                stage, refresh=request.refresh, may_refresh=Role.ADMIN in caller.roles
+            )
+            if served is not None:
+                context.set_trailing_metadata(((REFRESH_METADATA, served.value),))
+            return convert.models_to_pb(view)
 
         return await _answer(context, run())
 
