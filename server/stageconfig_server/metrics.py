@@ -129,7 +129,11 @@ class Metrics:
     """The app's metrics: a registry, the recorders, and the optional HTTP endpoint."""
 
     def __init__(
-        self, service: ConfigService, broadcaster: Broadcaster, fleet: FleetService | None = None
+        self,
+        service: ConfigService,
+        broadcaster: Broadcaster,
+        *,
+        fleet: FleetService | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_StateCollector(service, broadcaster))
