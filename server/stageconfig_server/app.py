@@ -178,8 +178,8 @@ class StageConfigApp:
                 feed = PostgresChangeFeed(service, settings.database_url)
                 await feed.start()
             fleet = build_fleet(service, engine, clock)
-            metrics = Metrics(service, broadcaster, fleet, refusals=refusals)
-            servicer = StageConfigServicer(service, broadcaster, security.caller_of, fleet)
+            metrics = Metrics(service, broadcaster, fleet=fleet, refusals=refusals)
+            servicer = StageConfigServicer(service, broadcaster, security.caller_of, fleet=fleet)
             server, port, health_servicer = create_server(
                 servicer,
                 settings.address,

@@ -51,6 +51,9 @@ MAX_COUNT = 2**53
 MAX_REPORT_BYTES = 256 * 1024
 """Largest encoded ReportStatusRequest. The field bounds above keep a valid report
 well below it (4 stages x 16 outcomes x 32 causes ≈ 170 KiB at worst)."""
+OTHER_CAUSE = "(other causes)"
+"""Where causes beyond the bound of a stored bucket are counted (reports summed into one
+minute may name more than 32 causes between them)."""
 SILENT_AFTER_INTERVALS = 3
 """A client is silent after this many of its report intervals without a report."""
 
@@ -274,10 +277,6 @@ def merge_outcomes(a: Outcomes, b: Outcomes, max_causes: int | None = None) -> O
         failures_by_cause=causes,
         duration_buckets=_sum_buckets(a.duration_buckets, b.duration_buckets),
     )
-
-
-OTHER_CAUSE = "(other causes)"
-"""Where causes beyond the bound of a stored bucket are counted."""
 
 
 def _sum_buckets(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:

@@ -168,8 +168,8 @@ class Metrics:
         self,
         service: ConfigService,
         broadcaster: Broadcaster,
-        fleet: FleetService | None = None,
         *,
+        fleet: FleetService | None = None,
         refusals: RefusalCounts | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)

@@ -9,10 +9,12 @@ import sqlite3
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_server.app import StageConfigApp
 from tests.server.test_core_rpcs import VOICE_UPDATE
 
 Stub = pbg.StageConfigServiceStub
@@ -278,5 +280,37 @@ async def test_list_watchers_shows_what_the_watcher_reported(stub: Stub) -> None
         assert stage.revision == old
         (outcomes,) = stage.outcomes
         assert (outcomes.revision, outcomes.succeeded, outcomes.failed) == (old, 2, 1)
+    finally:
+        call.cancel()
+
+
+def _spoil(db_path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    db_path.write_bytes(b"not a database" * 512)
+
+
+async def test_without_the_database_list_watchers_still_lists_and_reports_are_unavailable(
+    stub: Stub, app: StageConfigApp, db_path: Path
+) -> None:
+    revision = await voice_revision(stub)
+    call = stub.WatchConfig(pb.WatchConfigRequest(client_id="outage"))
+    await call.read()
+    try:
+        await stub.ReportStatus(report("outage", 1, revision, succeeded=1))
+        # Swap the database file for garbage under the server: every new connection fails.
+        await app.engine.dispose()
+        await asyncio.to_thread(_spoil, db_path)
+        await app.engine.dispose()
+
+        listed = await stub.ListWatchers(pb.ListWatchersRequest())
+        assert [w.client_id for w in listed.watchers] == ["outage"]
+        assert listed.watchers[0].applied_revision == 0  # no reports without the database
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ReportStatus(report("outage", 2, revision, succeeded=1))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetFleetStatus(pb.GetFleetStatusRequest())
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         call.cancel()

@@ -18,7 +18,7 @@ from stageconfig_server.db.engine import create_engine
 from stageconfig_server.db.fleet import FleetReports
 from stageconfig_server.db.migrate import upgrade_to_head
 from stageconfig_server.domain import StageType
-from stageconfig_server.fleet import Outcomes, StageReport, StageState, StatusReport
+from stageconfig_server.fleet import OTHER_CAUSE, Outcomes, StageReport, StageState, StatusReport
 from tests.fakes.provider_server import FakeProviders
 from tests.server.test_fleet import report, voice_revision
 from tests.server.test_metrics import sample
@@ -61,6 +61,25 @@ async def test_reports_within_a_minute_share_a_bucket(store: FleetReports) -> No
     assert (first.succeeded, first.failed) == (5, 2)
     assert dict(first.failures_by_cause) == {"Timeout": 1, "RateLimit": 1}
     assert await store.outcomes_since(T0 + MINUTE) == [b for b in buckets if b.start > T0]
+
+
+async def test_a_bucket_keeps_at_most_32_causes_and_loses_no_failure(
+    store: FleetReports,
+) -> None:
+    def many(sequence: int, prefix: str) -> StatusReport:
+        causes = {f"{prefix}{i}": i + 1 for i in range(32)}
+        outcome = Outcomes(revision=0, failed=sum(causes.values()), failures_by_cause=causes)
+        stage = StageReport(StageState(StageType.VOICE), (outcome,))
+        return StatusReport(client_id="noisy", sequence=sequence, stages=(stage,))
+
+    await store.record(many(1, "A"), T0, MINUTE)
+    await store.record(many(2, "B"), T0, MINUTE)
+    (bucket,) = await store.outcomes_since(T0)
+    causes = bucket.outcomes.failures_by_cause
+    assert len(causes) == 32
+    assert sum(causes.values()) == bucket.outcomes.failed == 2 * sum(range(1, 33))
+    assert causes[OTHER_CAUSE] > 0
+    assert causes["A31"] == causes["B31"] == 32  # the most frequent keep their names
 
 
 async def test_each_clients_buckets_are_bounded_oldest_first(store: FleetReports) -> None:

@@ -71,6 +71,7 @@ class StageConfigServicer:
         service: ConfigService,
         broadcaster: Broadcaster,
         caller_of: CallerResolver = _anonymous,
+        *,
         fleet: FleetService | None = None,
     ) -> None:
         self._service = service
