@@ -20,10 +20,12 @@ from stageconfig_server.admin_events import LogAndWebhookEvents
 from stageconfig_server.broadcast import Broadcaster
 from stageconfig_server.crypto import KeyCipher
 from stageconfig_server.db.engine import create_engine, is_sqlite
+from stageconfig_server.db.fleet import FleetReports
 from stageconfig_server.db.migrate import upgrade_to_head
 from stageconfig_server.db.repository import Repository
 from stageconfig_server.domain import ProviderKind
 from stageconfig_server.errors import SecretMismatch
+from stageconfig_server.fleet_service import FleetService
 from stageconfig_server.health import DatabaseHealth
 from stageconfig_server.metrics import Metrics
 from stageconfig_server.providers.base import ProviderAdapter
@@ -95,6 +97,21 @@ def build_service(
     )
 
 
+def build_fleet(
+    service: ConfigService, engine: AsyncEngine, clock: Callable[[], datetime] | None = None
+) -> FleetService:
+    """Fleet truth over the shared database: every replica reads the same reports."""
+    return FleetService(
+        FleetReports(engine),
+        head_revision=lambda: service.head_revision,
+        catch_up=service.catch_up,
+        stage_revisions=lambda: {
+            v.stage_type: v.config.revision for v in service.list_configs() if v.config
+        },
+        clock=clock,
+    )
+
+
 @dataclass
 class StageConfigApp:
     """A started server and everything it owns."""
@@ -110,6 +127,7 @@ class StageConfigApp:
     metrics: Metrics
     feed: PostgresChangeFeed | None = None
     database_health: DatabaseHealth | None = None
+    fleet: FleetService | None = None
 
     @classmethod
     async def start(
@@ -153,8 +171,9 @@ class StageConfigApp:
                 # Other replicas write to the same database: follow their changes.
                 feed = PostgresChangeFeed(service, settings.database_url)
                 await feed.start()
-            metrics = Metrics(service, broadcaster)
-            servicer = StageConfigServicer(service, broadcaster, security.caller_of)
+            fleet = build_fleet(service, engine, clock)
+            metrics = Metrics(service, broadcaster, fleet)
+            servicer = StageConfigServicer(service, broadcaster, security.caller_of, fleet)
             server, port, health_servicer = create_server(
                 servicer,
                 settings.address,
@@ -191,6 +210,7 @@ class StageConfigApp:
             )
             if run_sync:
                 await sync.start()
+            fleet.start()
         except BaseException:
             if database_health is not None:
                 await database_health.stop()
@@ -211,6 +231,7 @@ class StageConfigApp:
             metrics,
             feed,
             database_health,
+            fleet,
         )
 
     @property
@@ -227,6 +248,8 @@ class StageConfigApp:
         if self.database_health is not None:
             await self.database_health.stop()
         self.sync.stop()
+        if self.fleet is not None:
+            await self.fleet.stop()
         if self.feed is not None:
             await self.feed.stop()
         self.metrics.stop()

@@ -16,6 +16,15 @@ module only owns them.
     stageconfig_rpc_streams_total{method,code}     counter (streams ended, by status)
     stageconfig_sync_results_total{provider,status} counter
     stageconfig_models_cache_age_seconds{stage}    gauge
+    stageconfig_fleet_clients{stage,revision}      gauge: reporting clients holding it
+    stageconfig_fleet_nacks{stage,revision}        gauge: reporting clients refusing it
+    stageconfig_fleet_silent_clients{stage}        gauge: clients gone silent
+    stageconfig_fleet_task_outcomes_total{stage,revision,result} counter
+    stageconfig_fleet_reports_total{result}        counter: counted / duplicate
+
+The fleet gauges come from the shared database (refreshed every 15 s), so every
+replica shows the whole fleet: take the max across replicas, not the sum. The fleet
+counters count what this replica received: sum them. No client id is ever a label.
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ from prometheus_client.registry import Collector
 
 from stageconfig_server.broadcast import Broadcaster
 from stageconfig_server.domain import ProviderKind
+from stageconfig_server.fleet import StatusReport
+from stageconfig_server.fleet_service import FleetService
 from stageconfig_server.service import ConfigService, RefreshOutcome
 
 log = logging.getLogger(__name__)
@@ -78,10 +89,48 @@ class _StateCollector(Collector):
         yield ages
 
 
+class _FleetCollector(Collector):
+    """Reads the fleet service's latest default-window view at scrape time."""
+
+    def __init__(self, fleet: FleetService) -> None:
+        self._fleet = fleet
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        clients = GaugeMetricFamily(
+            "stageconfig_fleet_clients",
+            "Reporting clients whose config of the stage is at the revision.",
+            labels=["stage", "revision"],
+        )
+        nacks = GaugeMetricFamily(
+            "stageconfig_fleet_nacks",
+            "Reporting clients whose newest refusal of the stage is the revision.",
+            labels=["stage", "revision"],
+        )
+        silent = GaugeMetricFamily(
+            "stageconfig_fleet_silent_clients",
+            "Clients that reported the stage before but not within three intervals.",
+            labels=["stage"],
+        )
+        view = self._fleet.latest
+        for stage in view.stages if view is not None else ():
+            silent.add_metric([stage.stage_type.value], stage.silent_clients)
+            for revision in stage.revisions:
+                labels = [stage.stage_type.value, str(revision.revision)]
+                if revision.clients:
+                    clients.add_metric(labels, revision.clients)
+                if revision.nacked:
+                    nacks.add_metric(labels, revision.nacked)
+        yield clients
+        yield nacks
+        yield silent
+
+
 class Metrics:
     """The app's metrics: a registry, the recorders, and the optional HTTP endpoint."""
 
-    def __init__(self, service: ConfigService, broadcaster: Broadcaster) -> None:
+    def __init__(
+        self, service: ConfigService, broadcaster: Broadcaster, fleet: FleetService | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_StateCollector(service, broadcaster))
         self.rpc_duration = Histogram(
@@ -109,6 +158,21 @@ class Metrics:
             ["provider", "status"],
             registry=self.registry,
         )
+        self.task_outcomes = Counter(
+            "stageconfig_fleet_task_outcomes",
+            "Task outcomes workers reported to this replica, by stage, revision and result.",
+            ["stage", "revision", "result"],
+            registry=self.registry,
+        )
+        self.reports = Counter(
+            "stageconfig_fleet_reports",
+            "ReportStatus calls stored (counted) or recognised as retries (duplicate).",
+            ["result"],
+            registry=self.registry,
+        )
+        if fleet is not None:
+            self.registry.register(_FleetCollector(fleet))
+            fleet.add_listener(self._record_report)
         self._http: Any = None
         self.port: int | None = None
         """The bound port of the HTTP endpoint, once serving."""
@@ -117,6 +181,17 @@ class Metrics:
 
     def _record_refresh(self, provider: ProviderKind, outcome: RefreshOutcome) -> None:
         self.sync_results.labels(provider.value, outcome.status.value).inc()
+
+    def _record_report(self, report: StatusReport, counted: bool) -> None:
+        self.reports.labels("counted" if counted else "duplicate").inc()
+        if not counted:
+            return
+        for stage in report.stages:
+            for outcome in stage.outcomes:
+                labels = (stage.state.stage_type.value, str(outcome.revision))
+                for result in ("succeeded", "failed", "retried"):
+                    if count := getattr(outcome, result):
+                        self.task_outcomes.labels(*labels, result).inc(count)
 
     def serve(self, address: str) -> int:
         """Expose /metrics on ``host:port``; returns the bound port."""

@@ -49,6 +49,8 @@ SHOWS = {
     "RollbackConfig": '"config"',
     "ListWatchers": '"head_revision"',
     "WatchConfig": '"snapshot"',
+    "ReportStatus": '"duplicate"',
+    "GetFleetStatus": '"revisions"',
 }
 
 

@@ -86,9 +86,22 @@ CALLS: dict[str, Call] = {
         pb.RollbackConfigRequest(stage_type=POEM, to_revision=1), metadata=m, timeout=10
     ),
     "ListWatchers": lambda s, m: s.ListWatchers(pb.ListWatchersRequest(), metadata=m, timeout=10),
+    "ReportStatus": lambda s, m: s.ReportStatus(
+        pb.ReportStatusRequest(
+            client_id="roles-test",
+            sequence=1,
+            stages=[pb.StageReport(stage_type=POEM, revision=1)],
+        ),
+        metadata=m,
+        timeout=10,
+    ),
+    "GetFleetStatus": lambda s, m: s.GetFleetStatus(
+        pb.GetFleetStatusRequest(), metadata=m, timeout=10
+    ),
 }
 
-WORKER_ONLY = {"GetActiveConfig"}
+# Reports describe a worker's own state: an admin token may not send one.
+WORKER_ONLY = {"GetActiveConfig", "ReportStatus"}
 EITHER = {"WatchConfig", "ListModels"}
 
 EXPECTED: dict[str, dict[str, grpc.StatusCode]] = {

@@ -19,7 +19,9 @@ from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_server.broadcast import Broadcaster
 from stageconfig_server.domain import StageConfig, StageType
 from stageconfig_server.errors import StageConfigError
-from stageconfig_server.rpc import convert
+from stageconfig_server.fleet_aggregate import ClientView
+from stageconfig_server.fleet_service import FleetService
+from stageconfig_server.rpc import convert, fleet_convert
 from stageconfig_server.rpc.identity import ANONYMOUS, Caller
 from stageconfig_server.rpc.status import internal_status, status_for
 from stageconfig_server.service import ConfigService
@@ -62,10 +64,12 @@ class StageConfigServicer:
         service: ConfigService,
         broadcaster: Broadcaster,
         caller_of: CallerResolver = _anonymous,
+        fleet: FleetService | None = None,
     ) -> None:
         self._service = service
         self._broadcaster = broadcaster
         self._caller_of = caller_of
+        self._fleet = fleet
         self._active_encoded: dict[tuple[StageType, bool], tuple[StageConfig, bytes]] = {}
 
     async def GetActiveConfig(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -186,7 +190,8 @@ class StageConfigServicer:
     async def ListWatchers(  # noqa: N802
         self, request: pb.ListWatchersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListWatchersResponse:
-        """Every connected WatchConfig stream."""
+        """Every connected WatchConfig stream, with what its client last reported."""
+        reports = await _answer(context, self._reports_of_watchers())
         watchers = []
         for w in sorted(self._broadcaster.watchers, key=lambda w: w.connected_since):
             info = pb.WatcherInfo(
@@ -198,22 +203,47 @@ class StageConfigServicer:
             )
             if (ts := convert.timestamp(w.connected_since)) is not None:
                 info.connected_since.CopyFrom(ts)
+            if (report := reports.get(w.client_id)) is not None:
+                fleet_convert.fill_watcher(info, report)
             watchers.append(info)
         return pb.ListWatchersResponse(watchers=watchers, head_revision=self._service.head_revision)
+
+    async def _reports_of_watchers(self) -> dict[str, ClientView]:
+        """The fleet reports of the connected watchers' client ids (issue 14)."""
+        if self._fleet is None:
+            return {}
+        return await self._fleet.client_views({w.client_id for w in self._broadcaster.watchers})
 
     async def ReportStatus(  # noqa: N802
         self, request: pb.ReportStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ReportStatusResponse:
-        """A worker's report (issue 14): not served by this version yet."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ReportStatus is not served yet")
-        raise AssertionError("unreachable")
+        """A worker's report: stored once per (client_id, sequence)."""
+        fleet = await self._fleet_or_abort(context)
+
+        async def run() -> pb.ReportStatusResponse:
+            counted = await fleet.report(fleet_convert.report_from_pb(request))
+            return pb.ReportStatusResponse(duplicate=not counted)
+
+        return await _answer(context, run())
 
     async def GetFleetStatus(  # noqa: N802
         self, request: pb.GetFleetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetFleetStatusResponse:
-        """The fleet's reports per stage and revision (issue 14): not served yet."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetFleetStatus is not served yet")
-        raise AssertionError("unreachable")
+        """The fleet's reports per stage and revision over a window."""
+        fleet = await self._fleet_or_abort(context)
+
+        async def run() -> pb.GetFleetStatusResponse:
+            stage = convert.optional_stage_from_pb(request.stage_type)
+            status = await fleet.status(stage, request.window_seconds)
+            return fleet_convert.fleet_status_to_pb(status)
+
+        return await _answer(context, run())
+
+    async def _fleet_or_abort(self, context: grpc.aio.ServicerContext[Any, Any]) -> FleetService:
+        if self._fleet is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fleet reports are not served here")
+            raise AssertionError("unreachable")
+        return self._fleet
 
     async def WatchConfig(  # noqa: N802
         self, request: pb.WatchConfigRequest, context: grpc.aio.ServicerContext[Any, Any]
