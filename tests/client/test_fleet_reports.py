@@ -233,6 +233,7 @@ def test_outcomes_pile_up_bounded_while_the_server_is_away(
     with make_client(target) as client:
         client.wait_ready(10)
         wait_until(lambda: servicer.counted(), 2, "the first report")
+        servicer.fail_next = 3  # away for the next three attempts
         # 70 distinct revisions of one stage (a worker that saw many changes while the
         # server was away): the 6 oldest entries go, their tasks counted as dropped.
         for revision in range(1, 71):
@@ -241,11 +242,18 @@ def test_outcomes_pile_up_bounded_while_the_server_is_away(
         assert client.outcomes_dropped == 12
 
         servicer.send(change(5, config(pb.STAGE_TYPE_VOICE, pb.PROVIDER_KIND_SPEECHKIT, 5, "y")))
-        wait_until(lambda: servicer.tasks_counted(pb.STAGE_TYPE_POEM) != (0, 0, 0), 2, "sent")
-        report = servicer.counted()[-1]
-        outcomes = servicer.stage(report, pb.STAGE_TYPE_POEM).outcomes
+        # One report carries at most 16 revisions of a stage (the server refuses more):
+        # the 64 left go out in four reports, one right after the other.
+        wait_until(
+            lambda: servicer.tasks_counted(pb.STAGE_TYPE_POEM) == (64, 64, 0), 10, "all sent"
+        )
+        assert servicer.fail_next == 0
+        reports = [r for r in servicer.counted() if servicer.stage(r, pb.STAGE_TYPE_POEM).outcomes]
+        assert [len(servicer.stage(r, pb.STAGE_TYPE_POEM).outcomes) for r in reports] == [16] * 4
+        outcomes = [o for r in reports for o in servicer.stage(r, pb.STAGE_TYPE_POEM).outcomes]
         assert [o.revision for o in outcomes] == list(range(7, 71))
         assert dict(outcomes[0].failures_by_cause) == {"x" * 64: 1}  # cut to 64 characters
+        assert client.outcomes_dropped == 12
 
 
 def test_causes_are_bounded_per_revision(recorder: tuple[ReportRecorder, str]) -> None:

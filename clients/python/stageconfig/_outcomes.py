@@ -24,6 +24,9 @@ from stageconfig_contract.facts import DURATION_BUCKET_BOUNDS_SECONDS, DURATION_
 
 MAX_ENTRIES = 64
 """Distinct (stage, revision) entries held unsent; the oldest goes first."""
+PER_STAGE_IN_A_REPORT = 16
+"""Entries (revisions) of one stage one report may carry: the server refuses more. The
+rest waits for the next report, sent at once."""
 MAX_CAUSES = 32
 """Distinct failure causes per entry (the contract's bound)."""
 MAX_CAUSE_LENGTH = 64
@@ -128,11 +131,17 @@ class OutcomeLedger:
                 entry = self._entries[key] = Outcomes(stage, revision)
             entry.add(ok, retried, cause, duration_seconds)
 
-    def drain(self) -> list[Outcomes]:
-        """Every entry held, oldest first; the ledger is empty afterwards."""
+    def drain(self, per_stage: int = PER_STAGE_IN_A_REPORT) -> list[Outcomes]:
+        """The oldest entries held, at most ``per_stage`` of each stage; they leave the
+        ledger (what is left waits for the next report)."""
+        taken: list[Outcomes] = []
+        counts: dict[StageType, int] = {}
         with self._lock:
-            entries, self._entries = list(self._entries.values()), {}
-        return entries
+            for key, entry in list(self._entries.items()):
+                if counts.get(entry.stage, 0) < per_stage:
+                    counts[entry.stage] = counts.get(entry.stage, 0) + 1
+                    taken.append(self._entries.pop(key))
+        return taken
 
     def discard(self, entries: list[Outcomes]) -> None:
         """Count ``entries`` as dropped (a report the server refused for good)."""

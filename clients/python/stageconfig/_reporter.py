@@ -106,6 +106,7 @@ class Reporter:
         self._pending: pb.ReportStatusRequest | None = None
         self._pending_outcomes: list[Outcomes] = []
         self._changed = False
+        self._overflow = False
         self._refusal_logged: set[int] = set()
         self.sent = 0
         """Reports the server acknowledged (duplicates included)."""
@@ -143,8 +144,10 @@ class Reporter:
                 due = time.monotonic() + backoff.next_delay()
                 continue
             backoff.reset()
-            # A change that came while a retry was pending: its own report, at once.
-            due = time.monotonic() + (0.0 if self._changed else self.interval)
+            # A change that came while a report was pending, or outcomes beyond what one
+            # report may carry: the next report at once.
+            more = self._changed or (self._overflow and outcome == _SENT)
+            due = time.monotonic() + (0.0 if more else self.interval)
         if self._pending is not None or len(self._ledger):
             self._flush()
 
@@ -167,6 +170,8 @@ class Reporter:
             return False
         self._changed = False
         outcomes = self._ledger.drain()
+        # Outcomes left behind: more than one report may carry; the next follows at once.
+        self._overflow = len(self._ledger) > 0
         by_stage: dict[StageType, list[Outcomes]] = {}
         for entry in outcomes:
             by_stage.setdefault(entry.stage, []).append(entry)
