@@ -11,7 +11,8 @@ second, plain ConfigClient in the test process. Every client reports every secon
 - tasks failing with a new config show up as that revision's failure rate within one
   report interval; retried tasks are counted apart;
 - the server frozen mid-report (SIGSTOP, so reports time out and are retried with their
-  sequence) counts every task exactly once;
+  sequence) counts every task exactly once; so does an acknowledgement lost after the
+  server counted the report (a proxy drops the answers): the retry is a duplicate;
 - a killed worker turns silent, not healthy.
 """
 
@@ -21,6 +22,7 @@ import os
 import signal
 import socket
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +36,14 @@ from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.domain import ProviderKind
 from tests.fakes.provider_server import FakeProviders
-from tests.integration.support import REDIS_URL, CeleryWorker, TaskClient, unique_queue
+from tests.integration.lossy_proxy import LossyProxy
+from tests.integration.support import (
+    REDIS_URL,
+    CeleryWorker,
+    TaskClient,
+    free_port,
+    unique_queue,
+)
 from tests.support.servers import ServerProcess, server_env
 
 pytestmark = pytest.mark.slow
@@ -52,6 +61,7 @@ class Fleet:
     worker: CeleryWorker
     tasks: TaskClient
     plain: ConfigClient
+    metrics_port: int
     pids: set[int]
 
     @property
@@ -85,6 +95,16 @@ class Fleet:
         response = self.stub.GetFleetStatus(pb.GetFleetStatusRequest(), timeout=10)
         return {c.client_id: c for c in response.clients}
 
+    def reports_total(self, result: str) -> float:
+        """The server's ``stageconfig_fleet_reports_total{result=…}``."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+        for line in text.splitlines():
+            if line.startswith(f'stageconfig_fleet_reports_total{{result="{result}"}}'):
+                return float(line.split()[-1])
+        return 0.0
+
     def run_all(self, name: str, count: int, **kwargs: Any) -> list[Any]:
         """``count`` tasks at once; their results (an exception for a failed one)."""
         pending = [
@@ -108,7 +128,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     tmp = tmp_path_factory.mktemp("fleet")
     fake = FakeProviders().start()
     fake.set_models(ProviderKind.OPENAI, MODELS)
-    server = ServerProcess(server_env(tmp / "stageconfig.db", fake)).start()
+    metrics_port = free_port()
+    server = ServerProcess(
+        server_env(
+            tmp / "stageconfig.db",
+            fake,
+            STAGECONFIG_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
+        )
+    ).start()
     channel = grpc.insecure_channel(server.target)
     stub = pbg.StageConfigServiceStub(channel)
     env = {
@@ -127,7 +154,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         client_id="plain-client",
         timing=TimingOptions(report_interval_seconds=REPORT_INTERVAL, backoff_max_seconds=1),
     )
-    made = Fleet(server, stub, worker, tasks, plain, set())
+    made = Fleet(server, stub, worker, tasks, plain, metrics_port, set())
     try:
         made.set_poem("gpt-a")
         plain.start()
@@ -231,6 +258,7 @@ def test_reports_retried_while_the_server_is_frozen_are_counted_once(fleet: Flee
     revision = fleet.set_poem("gpt-d")
     wait_for(lambda: fleet.plain.applied_revision == revision, 5, "the plain client applies")
     fleet.run_all("probe.work", 4)
+    duplicates = fleet.reports_total("duplicate")
     assert fleet.server.proc is not None
     fleet.server.proc.send_signal(signal.SIGSTOP)  # reports in flight time out, are retried
     try:
@@ -249,6 +277,43 @@ def test_reports_retried_while_the_server_is_frozen_are_counted_once(fleet: Flee
     status = fleet.revision_status(revision)
     assert status is not None
     assert (status.succeeded, status.failed) == (14, 0)
+    retried = fleet.reports_total("duplicate") - duplicates
+    print(f"\n{retried:g} reports recognised as retries of counted ones while frozen")
+
+
+def test_a_lost_acknowledgement_is_retried_and_counted_once(fleet: Fleet) -> None:
+    proxy = LossyProxy(fleet.server.target)
+    client = ConfigClient(
+        proxy.target,
+        client_id="lossy-client",
+        timing=TimingOptions(report_interval_seconds=REPORT_INTERVAL, backoff_max_seconds=1),
+    )
+    try:
+        client.wait_ready(10)
+        wait_for(lambda: client.reports_sent > 0, 5, "the lossy client reports")
+        duplicates = fleet.reports_total("duplicate")
+        sent = client.reports_sent
+
+        def succeeded() -> int:
+            stages = {s.stage_type: s for s in fleet.clients()["lossy-client"].stages}
+            return sum(o.succeeded for o in stages[pb.STAGE_TYPE_POEM].outcomes)
+
+        proxy.drop_answers = True
+        for _ in range(5):
+            client.record_outcome("POEM", ok=True, duration_seconds=0.3)
+        # The server counts the report; its answer never arrives.
+        wait_for(lambda: succeeded() == 5, 5, "the report counted")
+        assert client.reports_sent == sent
+        wait_for(lambda: fleet.reports_total("duplicate") > duplicates, 5, "a retry")
+        proxy.drop_answers = False
+        proxy.cut()  # the client reconnects and retries the report with its sequence
+        wait_for(lambda: client.reports_sent > sent, 10, "the retry acknowledged")
+        time.sleep(2 * REPORT_INTERVAL)  # a few keepalives more
+        assert succeeded() == 5
+        assert client.outcomes_dropped == 0
+    finally:
+        client.close()
+        proxy.close()
 
 
 def test_a_killed_worker_turns_silent(fleet: Fleet) -> None:
