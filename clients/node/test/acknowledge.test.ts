@@ -4,7 +4,8 @@
  * first snapshot and every change at once, a keepalive goes out every interval, a
  * config the client cannot represent is NACKed (and holds `appliedRevision` back), a
  * report the server did not answer is retried with the same sequence, and both
- * WatchConfig and ReportStatus carry the package version.
+ * WatchConfig and ReportStatus carry the package version. Against the real Python
+ * server, ListWatchers shows the revision the watcher acknowledged.
  */
 
 import assert from "node:assert/strict";
@@ -12,11 +13,20 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
-import { ConfigSource, ConfigStatus, ProviderKind, StageType } from "../src/gen/stageconfig/v1/stage_config_pb.js";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+
+import {
+  ConfigSource,
+  ConfigStatus,
+  ProviderKind,
+  StageConfigService,
+  StageType,
+} from "../src/gen/stageconfig/v1/stage_config_pb.js";
 import { StageConfigClient, type ConfigWatcher } from "../src/index.js";
 import { CLIENT_VERSION } from "../src/version.js";
 import { NewerServer, type ConfigMessage, type WatchMessage } from "./support/newer-server.js";
-import { REPO_ROOT } from "./support/server.js";
+import { PythonServer, REPO_ROOT, Scratch, updateFromPython } from "./support/server.js";
 
 const UNKNOWN = 99;
 const DEADLINE_MS = 10_000;
@@ -148,5 +158,55 @@ describe("acknowledgements (ReportStatus)", () => {
     for (const revisions of bySequence.values()) assert.equal(new Set(revisions).size, 1);
     const sequences = server.reports.map((r) => r.sequence);
     for (let i = 1; i < sequences.length; i += 1) assert.ok(sequences[i]! >= sequences[i - 1]!);
+  });
+});
+
+describe("acknowledgements seen by the real server", () => {
+  const scratch = new Scratch();
+  let server: PythonServer;
+  let client: StageConfigClient;
+
+  before(async () => {
+    server = await PythonServer.start({ dataDir: scratch.path });
+    client = new StageConfigClient({ target: server.target });
+  });
+
+  after(async () => {
+    await client?.close();
+    await server?.stop();
+    scratch.dispose();
+  });
+
+  test("ListWatchers shows the revision the watcher applied, and its version", async () => {
+    const first = await updateFromPython(
+      { target: server.target },
+      { stage: "VOICE", provider: "SPEECHKIT", apiKey: "AQVN-node-ack-key-0001", model: "alena" },
+    );
+    const watcher = client.watchConfig({ clientId: "node-acknowledger", reportIntervalMs: 1_000 });
+    await watcher.waitReady(DEADLINE_MS);
+    const admin = createClient(StageConfigService, createGrpcTransport({ baseUrl: `http://${server.target}` }));
+    const applied = async (): Promise<bigint | undefined> => {
+      const response = await admin.listWatchers({});
+      return response.watchers.find((w) => w.clientId === "node-acknowledger")?.appliedRevision;
+    };
+    let seen: bigint | undefined;
+    const poll = async (want: number): Promise<void> => {
+      const started = Date.now();
+      while ((seen = await applied()) !== BigInt(want)) {
+        if (Date.now() - started > 2_000) throw new Error(`applied_revision ${seen}, not ${want}, after 2 s`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    await poll(first);
+
+    const second = await updateFromPython(
+      { target: server.target },
+      { stage: "VOICE", provider: "SPEECHKIT", apiKey: "AQVN-node-ack-key-0002", model: "jane" },
+    );
+    await poll(second); // within 2 s of the change
+    const fleet = await admin.getFleetStatus({});
+    const mine = fleet.clients.find((c) => c.clientId === "node-acknowledger");
+    assert.equal(mine?.clientVersion, CLIENT_VERSION);
+    assert.equal(mine?.silent, false);
   });
 });
