@@ -320,6 +320,7 @@ class ConfigClient(FleetMethods):
         if threads is None:
             return
         self._liveness.wake()
+        self._fleet.reporter.interrupt()
         self._watcher.cancel()
         self._tracker.refresh()
         self._lifecycle.join(threads)

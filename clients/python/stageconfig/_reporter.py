@@ -121,6 +121,10 @@ class Reporter:
         self._changed = True
         self._wake.set()
 
+    def interrupt(self) -> None:
+        """Cut the thread's wait short (``close()``: the stop event is set)."""
+        self._wake.set()
+
     # -- the thread --------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
