@@ -330,4 +330,6 @@ def test_a_killed_worker_turns_silent(fleet: Fleet) -> None:
     wait_for(silent, 10 * REPORT_INTERVAL, "the killed children shown silent")
     clients = fleet.clients()
     assert not clients["plain-client"].silent
-    assert fleet.poem_status().silent_clients == 2
+    # The children, and any client an earlier test closed (it stopped reporting too).
+    assert fleet.poem_status().silent_clients == sum(c.silent for c in clients.values())
+    assert fleet.poem_status().silent_clients >= 2
