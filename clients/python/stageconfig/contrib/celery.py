@@ -246,8 +246,17 @@ def _on_task_failure(
 ) -> None:
     for record in reversed(_running.stack):
         if record.task_id == (task_id or ""):
-            record.cause = type(exception).__name__ if exception is not None else None
+            record.cause = _cause(exception)
             return
+
+
+def _cause(exception: BaseException | None) -> str | None:
+    """The exception's class name — the original one when Celery wrapped an exception it
+    cannot pickle (``UnpickleableExceptionWrapper.exc_cls_name``)."""
+    if exception is None:
+        return None
+    wrapped = getattr(exception, "exc_cls_name", None)
+    return wrapped if isinstance(wrapped, str) and wrapped else type(exception).__name__
 
 
 def _on_task_postrun(task_id: str | None = None, state: str | None = None, **_: Any) -> None:
