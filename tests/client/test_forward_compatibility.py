@@ -88,8 +88,10 @@ def test_unknown_values_keep_the_stream_the_state_and_the_other_stages(
     client.wait_ready(10)
 
     # The snapshot: POEM and VOICE are served; SONG's provider is unknown, so SONG stays
-    # unconfigured in this client.
-    assert client.applied_revision == 4
+    # unconfigured in this client — refused (NACKed), which holds applied_revision below
+    # the refused revision 2 while the stream is at 4.
+    assert client.snapshot().revision == 4
+    assert client.applied_revision == 1
     assert client.get(StageType.POEM).provider_kind is ProviderKind.GEMINI
     assert client.get(StageType.VOICE).model == "alena"
     with pytest.raises(StageNotConfiguredError):
@@ -98,18 +100,18 @@ def test_unknown_values_keep_the_stream_the_state_and_the_other_stages(
     # A change to a provider this client does not know: POEM keeps its last config,
     # the revision still advances (a resume does not replay it forever).
     servicer.send(change(5, POEM_UNKNOWN))
-    wait_until(lambda: client.applied_revision == 5, 5, "revision 5 applied")
+    wait_until(lambda: client.snapshot().revision == 5, 5, "revision 5 reached")
     assert client.get(StageType.POEM) == client.snapshot().configs[StageType.POEM]
     assert client.get(StageType.POEM).model == "gemini-2.5-flash"
 
     # A stage this client does not know, then a kind of message it does not know.
     servicer.send(change(6, config(UNKNOWN, pb.PROVIDER_KIND_OPENAI, 6, "gpt-5")))
     servicer.send(unknown_event())
-    wait_until(lambda: client.applied_revision == 6, 5, "revision 6 applied")
+    wait_until(lambda: client.snapshot().revision == 6, 5, "revision 6 reached")
 
     # Unknown status, cause, source and reason: read as UNSPECIFIED, the change applies.
     servicer.send(change(7, VOICE_UNKNOWN_ENUMS, reason=UNKNOWN))
-    wait_until(lambda: client.applied_revision == 7, 5, "revision 7 applied")
+    wait_until(lambda: client.snapshot().revision == 7, 5, "revision 7 reached")
     voice = client.get(StageType.VOICE)
     assert (voice.model, voice.revision) == ("zahar", 7)
     assert voice.status is ConfigStatus.UNSPECIFIED
@@ -128,10 +130,12 @@ def test_unknown_values_keep_the_stream_the_state_and_the_other_stages(
 
     # A good change for the same stage applies as usual.
     servicer.send(change(8, config(pb.STAGE_TYPE_POEM, pb.PROVIDER_KIND_OPENAI, 8, "gpt-4o")))
-    wait_until(lambda: client.applied_revision == 8, 5, "revision 8 applied")
+    wait_until(lambda: client.snapshot().revision == 8, 5, "revision 8 reached")
     poem = client.get(StageType.POEM)
     assert (poem.provider_kind, poem.model, poem.revision) == (ProviderKind.OPENAI, "gpt-4o", 8)
     assert client.get(StageType.VOICE).model == "zahar"
+    # SONG's config at revision 2 is still one this client cannot use: still refused.
+    assert client.applied_revision == 1
 
     assert client.state is ClientState.READY
     assert [(s.previous, s.state) for s in states] == [(ClientState.CONNECTING, ClientState.READY)]
@@ -157,7 +161,7 @@ def test_current_config_in_celery_serves_the_last_readable_config(
         assert contrib.current_config(StageType.POEM).model == "gemini-2.5-flash"
         servicer.send(change(5, POEM_UNKNOWN))
         client = contrib.current_client()
-        wait_until(lambda: client.applied_revision == 5, 5, "revision 5 applied")
+        wait_until(lambda: client.snapshot().revision == 5, 5, "revision 5 reached")
         assert contrib.current_config(StageType.POEM).model == "gemini-2.5-flash"
         with pytest.raises(StageNotConfiguredError):
             contrib.current_config(StageType.SONG)

@@ -4,6 +4,10 @@
 every pool process busy and each one answers) and the time it ran; ``probe.events``
 returns every config change this process applied, with the wall-clock time it applied
 it (the propagation measurement reads that).
+
+Fleet truth: every process refuses (a validator) any config whose model contains
+``refused``; ``probe.work`` reads a stage's config and fails with ``ModelUnavailable``
+when its model contains ``failing``; ``probe.flaky`` is retried once, then succeeds.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from typing import Any
 from celery import signals
 from celery_app import app, stage_report
 
-from stageconfig import ConfigChangeEvent, StageType
-from stageconfig.contrib.celery import current_client
+from stageconfig import ConfigChangeEvent, StageConfig, StageType
+from stageconfig.contrib.celery import current_client, current_config
 
 _events: list[dict[str, Any]] = []
 _recording_in = 0
@@ -33,12 +37,22 @@ def _record(event: ConfigChangeEvent) -> None:
     )
 
 
+class ModelUnavailable(RuntimeError):
+    """What ``probe.work`` raises with a ``failing-`` model (its cause in the reports)."""
+
+
+def _refuse_models(config: StageConfig) -> None:
+    if "refused" in config.model:
+        raise ValueError(f"model {config.model} is not allowed on this worker")
+
+
 def _ensure_recorder() -> None:
     global _recording_in
     if _recording_in == os.getpid():
         return
     _recording_in = os.getpid()
     client = current_client()
+    client.add_validator(_refuse_models)
     client.on_change(_record)
     if client.applied_revision:  # already held before the listener was added
         snapshot = client.snapshot()
@@ -79,3 +93,26 @@ def events(hold: float = 0.0) -> dict[str, Any]:
         "applied_revision": client.applied_revision,
         "state": client.state.value,
     }
+
+
+@app.task(name="probe.work")
+def work(stage: str = "POEM", hold: float = 0.0) -> dict[str, Any]:
+    """A task that uses ``stage``'s config: fails when its model contains ``failing``,
+    else answers which model and revision it used."""
+    _ensure_recorder()
+    config = current_config(StageType(stage))
+    if hold:
+        time.sleep(hold)
+    if "failing" in config.model:
+        raise ModelUnavailable(f"{config.model} answers nothing")
+    return {"pid": os.getpid(), "model": config.model, "revision": config.revision}
+
+
+@app.task(name="probe.flaky", bind=True, max_retries=1, default_retry_delay=0)
+def flaky(self: Any, stage: str = "POEM") -> dict[str, Any]:
+    """Reads ``stage``'s config, asks to be retried once, then succeeds."""
+    _ensure_recorder()
+    config = current_config(StageType(stage))
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    return {"pid": os.getpid(), "revision": config.revision}

@@ -12,7 +12,9 @@
  * A newer server may send a config this client cannot represent (a provider kind or a
  * stage it does not know): that stage keeps the last config it had (or stays absent),
  * one process warning says so, the revision still advances, and everything else —
- * the stream, the state, the other stages — carries on.
+ * the stream, the state, the other stages — carries on. Such a config is refused: the
+ * watcher's reports (`reporter.ts`) NACK it, and {@link ConfigWatcher.appliedRevision}
+ * stays below it until a newer config of that stage applies.
  *
  * States:
  *
@@ -40,7 +42,9 @@ import {
 } from "./errors.js";
 import type { StageConfigService, WatchConfigResponse } from "./gen/stageconfig/v1/stage_config_pb.js";
 import { STAGE_TYPES, StageConfig, type ChangeReason, type StageType } from "./types.js";
+import { StatusReporter, appliedRevision, type Refusal } from "./reporter.js";
 import { UnknownValueWarnings } from "./unknown-values.js";
+import { CLIENT_VERSION } from "./version.js";
 
 /** Where a watcher is: see the state diagram in this module's doc. */
 export type WatcherState = "connecting" | "ready" | "stale" | "fatal" | "closed";
@@ -85,6 +89,13 @@ export interface WatchOptions {
    * reconnect. Keep it above the server's heartbeat period (10 s by default). Default 30 000.
    */
   readonly idleTimeoutMs?: number;
+  /**
+   * How often the watcher reports to the server (ReportStatus) what it applied and what
+   * it refused, even with nothing new (a keepalive: the server calls a client silent
+   * after three intervals without one). A report also follows every applied revision
+   * at once. Default 30 000.
+   */
+  readonly reportIntervalMs?: number;
 }
 
 const FATAL_CODES: ReadonlySet<StatusCode> = new Set<StatusCode>([
@@ -140,6 +151,8 @@ export class ConfigWatcher {
   private readonly idleTimeoutMs: number;
   private readonly backoff: Backoff;
   private readonly unknownValues = new UnknownValueWarnings();
+  private readonly refusals = new Map<StageType, Refusal>();
+  private readonly reporter: StatusReporter;
 
   /**
    * @internal Use `StageConfigClient.watchConfig()`. `resetConnection` drops the HTTP/2
@@ -157,6 +170,13 @@ export class ConfigWatcher {
     this.clientId = options.clientId ?? `${hostname()}/${process.pid}`;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
     this.backoff = new Backoff(options.backoff);
+    const reportIntervalMs = options.reportIntervalMs ?? 30_000;
+    if (!(reportIntervalMs > 0)) throw new RangeError("reportIntervalMs must be positive");
+    this.reporter = new StatusReporter(rpc, this.clientId, this.stages, reportIntervalMs, () =>
+      this.hasData
+        ? { position: this.current.revision, configs: this.current.configs, refusals: this.refusals }
+        : undefined,
+    );
     this.loop = this.run();
   }
 
@@ -170,9 +190,24 @@ export class ConfigWatcher {
     return this.error;
   }
 
-  /** The revision of the held copy (0 before the first snapshot). */
+  /** The revision of the held copy (0 before the first snapshot): how far the stream went. */
   get revision(): number {
     return this.current.revision;
+  }
+
+  /**
+   * The newest revision this watcher applied, as its reports tell the server: its
+   * {@link revision}, held below a revision it refused (a config it cannot represent)
+   * until a newer config of that stage applies.
+   */
+  get appliedRevision(): number {
+    if (!this.hasData) return 0;
+    return appliedRevision({ position: this.current.revision, configs: this.current.configs, refusals: this.refusals });
+  }
+
+  /** Reports the server acknowledged (ReportStatus). */
+  get reportsSent(): number {
+    return this.reporter.sent;
   }
 
   /** The whole held copy, immutable. */
@@ -242,6 +277,7 @@ export class ConfigWatcher {
 
   /** Stops the stream and the reconnects; resolves when the background loop is done. */
   async close(): Promise<void> {
+    this.reporter.close();
     if (!this.closing.signal.aborted) {
       this.closing.abort(new ClientClosedError("the watcher was closed"));
     }
@@ -267,6 +303,7 @@ export class ConfigWatcher {
     const before = this.current;
     this.current = next;
     this.hasData = true;
+    if (next.revision !== before.revision) this.reporter.wake();
     const full: ConfigChangeEvent = Object.freeze({ ...event, changed: changedStages(before, next), snapshot: next });
     for (const listener of [...this.changeListeners]) {
       try {
@@ -307,6 +344,7 @@ export class ConfigWatcher {
           // Nothing the client can show changed, but the revision was applied: resume after it.
           this.keepLast(config);
           this.current = Object.freeze({ revision, configs: this.current.configs });
+          this.reporter.wake();
           return false;
         }
         if (revision <= this.current.revision || !(config instanceof StageConfig)) return false;
@@ -337,6 +375,9 @@ export class ConfigWatcher {
     if (config.stage !== undefined && !this.stages.includes(config.stage)) return undefined;
     const kept = config.stage === undefined ? undefined : this.current.configs.get(config.stage);
     this.unknownValues.report(config, kept);
+    if (config.stage !== undefined && config.revision > (this.refusals.get(config.stage)?.revision ?? 0)) {
+      this.refusals.set(config.stage, { revision: config.revision, reason: config.toString() });
+    }
     return kept;
   }
 
@@ -362,6 +403,7 @@ export class ConfigWatcher {
           {
             stageTypes: this.stages.map(stageToPb),
             clientId: this.clientId,
+            clientVersion: CLIENT_VERSION,
             ...(this.hasData && { resumeRevision: BigInt(this.current.revision) }),
           },
           { signal: attempt.signal },

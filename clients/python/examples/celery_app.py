@@ -50,7 +50,9 @@ setup_stageconfig(
     token=os.environ.get("STAGECONFIG_TOKEN") or None,
     cache_path=os.environ.get("STAGECONFIG_CACHE_PATH") or None,
     timing=TimingOptions(
-        backoff_max_seconds=float(os.environ.get("STAGECONFIG_BACKOFF_MAX_SECONDS", "30"))
+        backoff_max_seconds=float(os.environ.get("STAGECONFIG_BACKOFF_MAX_SECONDS", "30")),
+        # How often each process reports what it applied and how its tasks went.
+        report_interval_seconds=float(os.environ.get("STAGECONFIG_REPORT_INTERVAL_SECONDS", "30")),
     ),
 )
 

@@ -5,19 +5,22 @@ This is the public facade; the work happens in the rooms behind it: ``_watcher``
 stream, reconnects, failover, the connection probe), ``_liveness`` (heartbeats and the
 STALE decision), ``_messages`` (what each message does to the held config), ``_store``
 (the snapshot, swapped whole), ``_state`` and ``_events`` (states and listeners),
-``_cache_file`` (the last-known-good file) and ``_lifecycle`` (threads, fork, close).
+``_cache_file`` (the last-known-good file), ``_fleet`` (validators, task outcomes and
+the status reports) and ``_lifecycle`` (threads, fork, close).
 
 Threads: a daemon *watch* thread runs the stream on the synchronous grpc API (blocking
-iteration; ``call.cancel()`` from another thread ends it), and a daemon *watchdog*
-thread turns silence into STALE and cancels a stream that has gone quiet so it is
-re-established. Every wait is on a ``threading.Event`` or the state ``Condition``, so
-``close()`` interrupts all of them at once.
+iteration; ``call.cancel()`` from another thread ends it), a daemon *watchdog* thread
+turns silence into STALE and cancels a stream that has gone quiet so it is
+re-established, and a daemon *report* thread sends the status reports (``_reporter``).
+Every wait is on a ``threading.Event`` or the state ``Condition``, so ``close()``
+interrupts all of them at once.
 
 Fork safety: no grpc object exists before ``start()`` (grpc itself is imported lazily
-by the watch thread). After ``fork()`` the child resets its locks, abandons what the
-parent had open (grpc objects created before a fork must not be used or closed in the
-child), keeps the config it inherited, and starts a new channel and threads lazily on
-its next call — so a client created (or even started) before Celery's prefork pool
+by the watch and report threads). After ``fork()`` the child resets its locks, abandons
+what the parent had open (grpc objects created before a fork must not be used or closed
+in the child), keeps the config and validators it inherited (the parent's unsent task
+outcomes stay the parent's), and starts a new channel and threads lazily on its next
+call — so a client created (or even started) before Celery's prefork pool
 forks still works in every child. Creating the client only after the fork, as
 ``stageconfig.contrib.celery`` does, needs no grpc fork support at all.
 """
@@ -38,6 +41,7 @@ from stageconfig._events import (
     Listeners,
     StateListener,
 )
+from stageconfig._fleet import Fleet, FleetMethods
 from stageconfig._lifecycle import Lifecycle
 from stageconfig._liveness import Liveness
 from stageconfig._options import TimingOptions
@@ -62,7 +66,7 @@ def _split_targets(target: str | Sequence[str]) -> tuple[str, ...]:
     return targets
 
 
-class ConfigClient:
+class ConfigClient(FleetMethods):
     """Watches the stageconfig server and serves every stage's config from memory.
 
     ::
@@ -88,8 +92,8 @@ class ConfigClient:
             the clear.
         client_id: the name ListWatchers shows (default ``hostname/pid``).
         tls: a ``TlsConfig`` for TLS / mTLS; None: plaintext.
-        timing: heartbeats, staleness, reconnect backoff and connect timeouts
-            (``TimingOptions``; the defaults suit production).
+        timing: heartbeats, staleness, reconnect backoff, connect timeouts and the
+            report interval (``TimingOptions``; the defaults suit production).
         channel_options: extra grpc channel options.
 
     ``get`` and ``snapshot`` keep serving the last config held in every state but
@@ -126,6 +130,12 @@ class ConfigClient:
         self._store = SnapshotStore(self._stages)
         self._listeners = Listeners()
         self._liveness = Liveness(timing)
+        self._fleet = Fleet(
+            self._store,
+            client_id=lambda: self.client_id,
+            channel=lambda: self._watcher.channel(),
+            interval=timing.report_interval_seconds,
+        )
         self._watcher = Watcher(
             targets,
             token=token,
@@ -136,6 +146,7 @@ class ConfigClient:
             watch_all=not stages,
             client_id=lambda: self.client_id,
             store=self._store,
+            gate=self._fleet.gate,
             liveness=self._liveness,
             refresh_state=lambda: self._tracker.refresh(),
             on_update=self._on_update,
@@ -144,6 +155,7 @@ class ConfigClient:
             lambda: self.target,
             self._watcher.run,
             lambda stop: self._liveness.run_watchdog(stop, self._is_ready, self._tick),
+            self._fleet.reporter.run,
             self._forget_process,
         )
         self._tracker = StateTracker(
@@ -157,6 +169,7 @@ class ConfigClient:
         self._listeners.reset_after_fork()
         self._liveness.reset_after_fork()
         self._tracker.reset_after_fork()
+        self._fleet.reset_after_fork()
         return abandoned
 
     # -- public API ------------------------------------------------------------------------
@@ -208,11 +221,6 @@ class ConfigClient:
     def last_error(self) -> StageConfigError | None:
         """The last connection error (the fatal one in FATAL), or None."""
         return self._watcher.fatal or self._watcher.last_error
-
-    @property
-    def applied_revision(self) -> int:
-        """The server revision the held config is current at (0: none held)."""
-        return self._revision_or_none() or 0
 
     @property
     def staleness_seconds(self) -> float:
@@ -312,6 +320,7 @@ class ConfigClient:
         if threads is None:
             return
         self._liveness.wake()
+        self._fleet.reporter.interrupt()
         self._watcher.cancel()
         self._tracker.refresh()
         self._lifecycle.join(threads)
@@ -345,7 +354,9 @@ class ConfigClient:
             self._listeners.publish_change(update)
 
     def _on_update(self, update: StoreUpdate) -> None:
-        """A stream message moved the store: tell the listeners, rewrite the file."""
+        """A stream message moved the store: tell the listeners, rewrite the file, report."""
+        if update.revision_moved:
+            self._fleet.reporter.wake()
         self._listeners.publish_change(update)
         if update.revision_moved and self._cache is not None:
             self._cache.save(update.snapshot)

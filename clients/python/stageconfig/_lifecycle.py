@@ -1,9 +1,10 @@
 """The threads of one ConfigClient and their life across ``start()``, ``fork()`` and
 ``close()``.
 
-Two daemon threads per started client: *watch* (``_watcher``: the stream) and
-*watchdog* (``_liveness``: silence into STALE). Both wait on ``threading.Event``s, so
-``close()`` interrupts them at once.
+Three daemon threads per started client: *watch* (``_watcher``: the stream),
+*watchdog* (``_liveness``: silence into STALE) and *report* (``_reporter``: status
+reports to the server). All wait on ``threading.Event``s, so ``close()`` interrupts them
+at once.
 
 This is where the fork-safety promise of ``stageconfig._client`` is kept: an
 ``os.register_at_fork`` hook (and a pid check, for forks that bypass it) gives every
@@ -39,7 +40,8 @@ os.register_at_fork(after_in_child=_reset_in_child)
 class Lifecycle:
     """Whether a client was started or closed, and its threads in this process.
 
-    ``watch`` and ``watchdog`` are the two threads' bodies (they get the stop event);
+    ``watch``, ``watchdog`` and ``report`` are the threads' bodies (they get the stop
+    event);
     ``forget_process`` resets everything else of the client that must not cross a
     fork and returns the grpc objects it abandoned.
     """
@@ -49,10 +51,11 @@ class Lifecycle:
         name: Callable[[], str],
         watch: Callable[[threading.Event], None],
         watchdog: Callable[[threading.Event], None],
+        report: Callable[[threading.Event], None],
         forget_process: Callable[[], object],
     ) -> None:
         self._name = name
-        self._bodies = (("watch", watch), ("watchdog", watchdog))
+        self._bodies = (("watch", watch), ("watchdog", watchdog), ("report", report))
         self._forget_process = forget_process
         self.started = False
         self.closed = False

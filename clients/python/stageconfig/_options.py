@@ -1,5 +1,5 @@
 """``TimingOptions``: how a ConfigClient paces itself — heartbeats, staleness, reconnect
-backoff and connection timeouts — in one frozen, validated object."""
+backoff, connection timeouts and status reports — in one frozen, validated object."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ DEFAULT_CONNECT_TIMEOUT_SECONDS = 30.0
 (and, with one target, how often it says so in the log)."""
 DEFAULT_FAILOVER_CONNECT_TIMEOUT_SECONDS = 3.0
 """The same bound when several targets are given: leave a dead replica quickly."""
+DEFAULT_REPORT_INTERVAL_SECONDS = 30.0
+"""How often a client reports its status (ReportStatus) when nothing else prompts it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,11 @@ class TimingOptions:
     """How long an unreachable server is waited for (the channel keeps retrying
     meanwhile, so a returning server is used at once) before the next target is tried;
     None: 3 s with several targets, 30 s with one."""
+    report_interval_seconds: float = DEFAULT_REPORT_INTERVAL_SECONDS
+    """How often the client reports its status to the server (ReportStatus): what it
+    applied, what it refused and its task outcomes. A report also follows every applied
+    revision within a second; the periodic one is sent even with nothing new (a
+    keepalive: the server calls a client silent after three intervals without one)."""
 
     def __post_init__(self) -> None:
         if self.heartbeat_seconds is not None and self.heartbeat_seconds <= 0:
@@ -55,6 +62,8 @@ class TimingOptions:
             raise ValueError("backoff needs 0 < backoff_initial_seconds <= backoff_max_seconds")
         if self.connect_timeout_seconds is not None and self.connect_timeout_seconds <= 0:
             raise ValueError("connect_timeout_seconds must be positive")
+        if self.report_interval_seconds <= 0:
+            raise ValueError("report_interval_seconds must be positive")
 
     def connect_timeout_for(self, targets: int) -> float:
         """The connect timeout in use with this many targets."""

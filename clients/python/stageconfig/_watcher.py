@@ -28,6 +28,7 @@ from stageconfig._messages import MessageApplier
 from stageconfig._options import TimingOptions
 from stageconfig._store import SnapshotStore, StoreUpdate
 from stageconfig._types import StageType
+from stageconfig._validation import Gate
 from stageconfig.errors import (
     RPCError,
     StageConfigError,
@@ -36,6 +37,7 @@ from stageconfig.errors import (
     translate_rpc_error,
 )
 from stageconfig.tls import TlsConfig
+from stageconfig_contract import __version__
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 
 if TYPE_CHECKING:
@@ -86,6 +88,7 @@ class Watcher:
         watch_all: bool,
         client_id: Callable[[], str],
         store: SnapshotStore,
+        gate: Gate,
         liveness: Liveness,
         refresh_state: Callable[[], None],
         on_update: Callable[[StoreUpdate], None],
@@ -101,7 +104,7 @@ class Watcher:
         self._watch_all = watch_all
         self._client_id = client_id
         self._store = store
-        self._applier = MessageApplier(store)
+        self._applier = MessageApplier(store, gate)
         self._liveness = liveness
         self._refresh_state = refresh_state
         self._on_update = on_update
@@ -278,6 +281,10 @@ class Watcher:
     def _previous_target(self) -> str:
         return self._targets[(self._target_index - 1) % len(self._targets)]
 
+    def channel(self) -> grpc.Channel:
+        """The channel to the server watched now (the reporter's unary calls share it)."""
+        return self._ensure_channel()
+
     def _ensure_channel(self) -> grpc.Channel:
         from stageconfig._channel import create_channel
 
@@ -313,7 +320,7 @@ class Watcher:
         return None
 
     def _request(self) -> pb.WatchConfigRequest:
-        request = pb.WatchConfigRequest(client_id=self._client_id())
+        request = pb.WatchConfigRequest(client_id=self._client_id(), client_version=__version__)
         if not self._watch_all:  # an empty list means every stage
             request.stage_types.extend(stage_to_pb(s) for s in sorted(self._stages))
         resume = self._resume_revision()

@@ -126,3 +126,27 @@ def mask_key(api_key: str) -> str:
     dash = api_key.find("-")
     prefix = api_key[: dash + 1] if 0 < dash <= 5 else ""
     return f"{prefix}…{api_key[-4:]}"
+
+
+DURATION_BUCKET_BOUNDS_SECONDS: tuple[float, ...] = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+)
+"""The upper bounds of ``TaskOutcomes.duration_buckets`` (the proto's comment): bucket
+``i`` counts task durations up to ``DURATION_BUCKET_BOUNDS_SECONDS[i]`` seconds, and one
+bucket more (the 14th) counts the longer ones. Clients fill the buckets and the server
+reads percentiles from them with the same bounds."""
+
+DURATION_BUCKETS = len(DURATION_BUCKET_BOUNDS_SECONDS) + 1
+"""How many duration buckets a TaskOutcomes carries (14)."""

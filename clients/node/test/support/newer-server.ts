@@ -6,17 +6,21 @@
  *
  * WatchConfig streams get {@link NewerServer.opening} first, then whatever the test
  * {@link NewerServer.send}s, until {@link NewerServer.endStreams}. GetActiveConfig and
- * ListModels answer with what the test sets; every other method is UNIMPLEMENTED.
+ * ListModels answer with what the test sets; ReportStatus records every report (and
+ * fails the next {@link NewerServer.failReports} with UNAVAILABLE); every other method
+ * is UNIMPLEMENTED.
  */
 
 import { createServer, type Http2Server, type ServerHttp2Session } from "node:http2";
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 
 import {
   StageConfigService,
   type ListModelsResponseSchema,
+  type ReportStatusRequest,
   type StageConfigSchema,
   type WatchConfigRequest,
   type WatchConfigResponseSchema,
@@ -74,6 +78,10 @@ export class NewerServer {
   activeConfig: ConfigMessage | undefined;
   /** ListModels' answer. */
   modelList: MessageInitShape<typeof ListModelsResponseSchema> = {};
+  /** Every ReportStatus request, in the order they arrived (failed ones included). */
+  readonly reports: ReportStatusRequest[] = [];
+  /** How many of the next reports to fail with UNAVAILABLE. */
+  failReports = 0;
 
   private readonly streams = new Set<OpenStream>();
   private readonly watchListeners = new Set<() => void>();
@@ -97,6 +105,14 @@ export class NewerServer {
           getActiveConfig: () => ({ config: newer.activeConfig }),
           listModels: () => newer.modelList,
           watchConfig: (request, context) => newer.watch(request, context.signal),
+          reportStatus: (request) => {
+            newer.reports.push(request);
+            if (newer.failReports > 0) {
+              newer.failReports -= 1;
+              throw new ConnectError("away", Code.Unavailable);
+            }
+            return { duplicate: false };
+          },
         }),
     });
     const server = createServer(handler);

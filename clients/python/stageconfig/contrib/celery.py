@@ -30,6 +30,14 @@ Where the client starts, per pool:
   also sends ``worker_process_init``; starting twice is a no-op).
 - anywhere else (a script, a test, eager tasks): ``current_config`` starts it lazily.
 
+Every task is recorded for the client's status reports, in whatever pool: the stages it
+read through ``current_config`` (and the revision it read of each), whether it succeeded,
+failed (the cause is the exception's class name) or was retried, and how long it ran
+(``task_prerun`` / ``task_failure`` / ``task_postrun``, which run in the process that
+runs the task — a prefork child too). A task that read no config is not attributed to
+any stage. Pass ``record_tasks=False`` to record outcomes yourself
+(``current_client().record_outcome``).
+
 The Celery package is required (``pip install stageconfig[celery]``).
 """
 
@@ -38,6 +46,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,9 +73,28 @@ class _Setup:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _TaskRecord:
+    """What one running task read and how it ended (for its outcome)."""
+
+    task_id: str
+    started: float
+    revisions: dict[StageType, int] = field(default_factory=dict)
+    """Each stage the task read, with the revision it read first."""
+    cause: str | None = None
+
+
+class _Running(threading.local):
+    """The tasks running on this thread, innermost last (an eager task may run another)."""
+
+    def __init__(self) -> None:
+        self.stack: list[_TaskRecord] = []
+
+
 _setup: _Setup | None = None
 _client: ConfigClient | None = None
 _lock = threading.Lock()
+_running = _Running()
 
 
 def _new_lock_in_child() -> None:
@@ -88,6 +116,7 @@ def setup_stageconfig(
     tls: TlsConfig | None = None,
     timing: TimingOptions | None = None,
     ready_timeout: float = DEFAULT_READY_TIMEOUT_SECONDS,
+    record_tasks: bool = True,
     **client_options: Any,
 ) -> None:
     """Give every worker process of ``app`` a ConfigClient of ``target`` (one server,
@@ -96,8 +125,10 @@ def setup_stageconfig(
     Returns at once and creates nothing yet: the client starts in the worker process
     (see the module docstring for where, per pool). ``ready_timeout`` bounds how long
     ``current_config`` waits for the first config when the process has none yet;
-    ``tls`` (a ``TlsConfig``), ``timing`` (``TimingOptions``) and ``client_options``
-    (``cache_key``, ``client_id``, ``channel_options``) go to ConfigClient.
+    ``record_tasks`` records every task's outcome for the status reports; ``tls`` (a
+    ``TlsConfig``), ``timing`` (``TimingOptions``: ``report_interval_seconds`` too) and
+    ``client_options`` (``cache_key``, ``client_id``, ``channel_options``) go to
+    ConfigClient.
     """
     global _setup
     options: dict[str, Any] = {
@@ -121,6 +152,17 @@ def setup_stageconfig(
     signals.worker_shutdown.connect(
         _on_worker_shutdown, weak=False, dispatch_uid=_UID + "worker_shutdown"
     )
+    task_signals = (
+        (signals.task_prerun, _on_task_prerun),
+        (signals.task_failure, _on_task_failure),
+        (signals.task_postrun, _on_task_postrun),
+    )
+    for signal, receiver in task_signals:
+        uid = f"{_UID}{receiver.__name__}"
+        if record_tasks:
+            signal.connect(receiver, weak=False, dispatch_uid=uid)
+        else:
+            signal.disconnect(receiver, dispatch_uid=uid)
 
 
 def current_client() -> ConfigClient:
@@ -150,12 +192,16 @@ def current_config(stage: StageType | str, timeout: float | None = None) -> Stag
     """
     client = current_client()
     try:
-        return client.get(stage)
+        config = client.get(stage)
     except NotReadyError:
         setup = _setup
         default = setup.ready_timeout if setup is not None else DEFAULT_READY_TIMEOUT_SECONDS
         client.wait_ready(default if timeout is None else timeout)
-        return client.get(stage)
+        config = client.get(stage)
+    stack = _running.stack
+    if stack:  # inside a task: its outcome counts for this stage at this revision
+        stack[-1].revisions.setdefault(config.stage_type, config.revision)
+    return config
 
 
 def close_client() -> None:
@@ -189,6 +235,54 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
 
 def _on_worker_shutdown(**_: Any) -> None:
     close_client()
+
+
+def _on_task_prerun(task_id: str | None = None, **_: Any) -> None:
+    _running.stack.append(_TaskRecord(task_id or "", time.monotonic()))
+
+
+def _on_task_failure(
+    task_id: str | None = None, exception: BaseException | None = None, **_: Any
+) -> None:
+    for record in reversed(_running.stack):
+        if record.task_id == (task_id or ""):
+            record.cause = _cause(exception)
+            return
+
+
+def _cause(exception: BaseException | None) -> str | None:
+    """The exception's class name — the original one when Celery wrapped an exception it
+    cannot pickle (``UnpickleableExceptionWrapper.exc_cls_name``)."""
+    if exception is None:
+        return None
+    wrapped = getattr(exception, "exc_cls_name", None)
+    return wrapped if isinstance(wrapped, str) and wrapped else type(exception).__name__
+
+
+def _on_task_postrun(task_id: str | None = None, state: str | None = None, **_: Any) -> None:
+    stack = _running.stack
+    for index in range(len(stack) - 1, -1, -1):
+        if stack[index].task_id == (task_id or ""):
+            record = stack.pop(index)
+            break
+    else:
+        return
+    client = _client
+    if client is None or not record.revisions:
+        return
+    duration = time.monotonic() - record.started
+    for stage, revision in record.revisions.items():
+        try:
+            client.record_outcome(
+                stage,
+                state == "SUCCESS",
+                record.cause or state,
+                duration,
+                retried=state == "RETRY",
+                revision=revision,
+            )
+        except StageConfigError:  # the client was closed meanwhile: nothing to report to
+            return
 
 
 def _forks_children(worker: Any) -> bool:
