@@ -67,6 +67,7 @@ def provider_from_pb(value: int, field: str = "provider_kind") -> ProviderKind:
 
 
 MAX_CLIENT_ID_LENGTH = 256
+MAX_CLIENT_VERSION_LENGTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class WatchRequest:
     stages: list[StageType]
     resume_revision: int | None
     client_id: str  # "" when the client sent none (the transport uses its peer)
+    client_version: str = ""  # "" from clients older than the field
 
 
 def update_request_from_pb(request: pb.UpdateConfigRequest) -> UpdateRequest:
@@ -91,19 +93,29 @@ def update_request_from_pb(request: pb.UpdateConfigRequest) -> UpdateRequest:
         ),
         validate_only=request.validate_only,
         comment=request.comment,
+        allow_unverified=request.allow_unverified,
     )
 
 
 def watch_request_from_pb(request: pb.WatchConfigRequest) -> WatchRequest:
     """A WatchConfig call, checked: known stages, a non-negative resume revision, a
-    client id of at most ``MAX_CLIENT_ID_LENGTH`` characters (else InvalidArgument)."""
+    client id of at most ``MAX_CLIENT_ID_LENGTH`` characters, a client version of at most
+    ``MAX_CLIENT_VERSION_LENGTH`` printable characters (else InvalidArgument)."""
     stages = [stage_from_pb(s, "stage_types") for s in request.stage_types]
     resume = request.resume_revision if request.HasField("resume_revision") else None
     if resume is not None and resume < 0:
         raise InvalidArgument("resume_revision", "must not be negative")
     if len(request.client_id) > MAX_CLIENT_ID_LENGTH:
         raise InvalidArgument("client_id", f"must be at most {MAX_CLIENT_ID_LENGTH} characters")
-    return WatchRequest(stages, resume, request.client_id)
+    version = request.client_version
+    if len(version) > MAX_CLIENT_VERSION_LENGTH:
+        raise InvalidArgument(
+            "client_version", f"must be at most {MAX_CLIENT_VERSION_LENGTH} characters"
+        )
+    if not version.isprintable():
+        # Shown in admin views and terminals: no control or formatting characters.
+        raise InvalidArgument("client_version", "must contain only printable characters")
+    return WatchRequest(stages, resume, request.client_id, version)
 
 
 def stage_to_pb(stage: StageType) -> pb.StageType.ValueType:
