@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from stageconfig_server import update_messages as messages
 from stageconfig_server.crypto import KeyCipher, fingerprint
 from stageconfig_server.domain import (
     ChangeReason,
@@ -266,8 +267,7 @@ class ConfigUpdates:
         verdict = await self._check.verdict(change.provider, key.plaintext, change.options)
         if verdict.status is ConfigStatus.INVALID:
             raise KeyRejected(
-                f"{_clause(verdict.reason)}. Nothing was changed.",
-                verdict.cause.value if verdict.cause else "AUTH",
+                messages.key_rejected(verdict), verdict.cause.value if verdict.cause else "AUTH"
             )
         # Read after the (slow) provider call: what the change would replace now.
         current = self._view.stored(change.stage)
@@ -285,10 +285,7 @@ class ConfigUpdates:
             and current.status in _WORKING
         ):
             raise KeyUnverified(
-                f"{_clause(verdict.reason)}. The key could not be verified and stage "
-                f"{change.stage.value} holds a working config (revision {current.revision}, "
-                f"{current.provider_kind.value}, {current.status.value}), so nothing was "
-                "changed; set allow_unverified to store the key anyway.",
+                messages.key_unverified(verdict, change.stage, current),
                 verdict.cause.value if verdict.cause else StatusCause.UPSTREAM.value,
             )
         write = settled.write(
@@ -331,15 +328,6 @@ def _identical(change: _Change, settled: Settled, current: StageConfig) -> bool:
     )
 
 
-def _clause(reason: str) -> str:
-    """A provider's sentence ready to be followed by more words: without its closing
-    period, nor the one its quoted detail ends with (``… (HTTP 401: Bad key.).``)."""
-    text = reason.strip().rstrip(".")
-    if text.endswith(".)"):
-        text = text[:-2] + ")"
-    return text
-
-
 def _settle(change: _Change, verdict: Verdict, same: StageConfig | None, now: datetime) -> Settled:
     """The model, cache and status a verified change stores. ``same`` is the stage's
     current config when it already uses this provider (its model and cache carry over).
@@ -347,22 +335,14 @@ def _settle(change: _Change, verdict: Verdict, same: StageConfig | None, now: da
     provider, requested = change.provider.value, change.requested_model
     if verdict.models is None:
         # The provider could not be asked: keep what we knew and say so.
-        if change.allow_unverified:
-            status = ConfigStatus.UNVERIFIED
-            reason = f"stored without verification (allow_unverified): {_clause(verdict.reason)}"
-        else:
-            status = verdict.status
-            reason = f"the key could not be verified: {_clause(verdict.reason)}"
+        status = ConfigStatus.UNVERIFIED if change.allow_unverified else verdict.status
+        reason = messages.stored_unverified(verdict, allowed=change.allow_unverified)
         if requested is not None:
             model = requested
         elif same is not None:
             model = same.model
         else:
-            raise InvalidArgument(
-                "model",
-                f"is required: {_clause(verdict.reason)}, so there is no model list to "
-                "choose from; name the model, or try again when the provider answers",
-            )
+            raise InvalidArgument("model", messages.model_required(verdict))
         models = same.models_cache if same else ()
         cache_at = same.models_cache_updated_at if same else None
         return Settled(model, models, cache_at, status, verdict.cause, reason)
