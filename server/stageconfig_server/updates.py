@@ -283,6 +283,7 @@ class ConfigUpdates:
             and not change.allow_unverified
             and current is not None
             and current.status in _WORKING
+            and not _same_credentials(change, current)
         ):
             raise KeyUnverified(
                 messages.key_unverified(verdict, change.stage, current),
@@ -317,15 +318,23 @@ UNVERIFIED is not among them: nothing proved that key either (and a SpeechKit ke
 never be proven, so counting it would make every SpeechKit key change need the flag)."""
 
 
-def _identical(change: _Change, settled: Settled, current: StageConfig) -> bool:
-    """Whether storing ``change`` would leave the stage's provider, key, model and
-    options exactly as they are."""
+def _same_credentials(change: _Change, current: StageConfig) -> bool:
+    """Whether ``change`` keeps what the provider checks: provider, key and options.
+
+    Such a change displaces no proven key (only the model may differ), so an
+    unreachable provider does not refuse it; it is stored as before (ERROR).
+    """
     return (
         current.provider_kind == change.provider
         and current.api_key == change.key.plaintext
-        and current.model == settled.model
         and dict(current.options) == dict(change.options)
     )
+
+
+def _identical(change: _Change, settled: Settled, current: StageConfig) -> bool:
+    """Whether storing ``change`` would leave the stage's provider, key, model and
+    options exactly as they are."""
+    return _same_credentials(change, current) and current.model == settled.model
 
 
 def _settle(change: _Change, verdict: Verdict, same: StageConfig | None, now: datetime) -> Settled:

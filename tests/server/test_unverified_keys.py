@@ -373,3 +373,19 @@ async def test_an_unverified_key_the_sync_later_verifies_turns_active(
         pb.CONFIG_STATUS_ACTIVE,
         "",
     )
+
+
+async def test_a_model_change_with_the_working_key_is_not_refused_when_unverifiable(
+    stub: Stub, fake_providers: FakeProviders
+) -> None:
+    # Same provider, key and options: no proven key is displaced, only the model moves.
+    await stub.UpdateConfig(poem(MASTER_KEY, model="gpt-4o"))
+    fake_providers.set_failure(ProviderKind.OPENAI, "server_error")
+    moved = await stub.UpdateConfig(poem(None, model="o3-mini"))
+    assert (moved.written, moved.config.model, moved.config.status) == (
+        True,
+        "o3-mini",
+        pb.CONFIG_STATUS_ERROR,
+    )
+    active = await stub.GetActiveConfig(pb.GetActiveConfigRequest(stage_type=pb.STAGE_TYPE_POEM))
+    assert active.config.api_key == MASTER_KEY
