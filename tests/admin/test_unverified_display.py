@@ -69,6 +69,9 @@ def test_ctl_shows_unverified_and_refuses_an_unverifiable_key_without_the_flag(
                       "--allow-unverified", token=None, stdin=TYPO_KEY + "\n")  # fmt: skip
     assert allowed.code == 0, allowed.stderr
     assert "UNVERIFIED" in _stage_row(run_ctl(target, "status", token=None).stdout, "POEM")
+    same = run_ctl(target, "set", "POEM", "--provider", "OPENAI", token=None)
+    assert same.code == 0, same.stderr
+    assert same.stdout.startswith("unchanged (identical to revision 3): ")
     for result in (voice, refused, allowed):
         assert TYPO_KEY not in result.stdout + result.stderr
         assert VOICE_KEY not in result.stdout + result.stderr
