@@ -66,6 +66,8 @@ class Watcher:
     stages: frozenset[StageType]
     reveal_keys: bool
     connected_since: datetime
+    client_version: str = ""
+    """What the client sent in WatchConfigRequest.client_version ("" from older ones)."""
     last_revision: int = 0
     """The newest revision written to the stream (a snapshot, a change or a heartbeat's
     head): what ListWatchers reports as delivered."""
@@ -227,6 +229,7 @@ class Broadcaster:
         peer: str,
         actor: str,
         reveal_keys: bool,
+        client_version: str = "",
     ) -> AsyncGenerator[bytes, None]:
         """The serialized messages of one WatchConfig stream, until the client leaves or
         the server shuts down. The caller writes each with a bound (``send_timeout``)."""
@@ -237,6 +240,7 @@ class Broadcaster:
             stages=frozenset(stages or StageType),
             reveal_keys=reveal_keys,
             connected_since=datetime.now(UTC),
+            client_version=client_version,
         )
         if resume_revision is not None and resume_revision > self._service.head_revision:
             # This replica is behind the client (it last talked to another one): catch

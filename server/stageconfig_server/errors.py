@@ -6,6 +6,8 @@ to gRPC status codes in one table.
       NotFound             nothing stored and no fallback
       RevisionConflict     expected_revision is stale
       KeyRejected          the provider refused the key (nothing written)
+      KeyUnverified        the provider could not verify a key that would replace a
+                           working config, and allow_unverified was not set (nothing written)
       PermissionDenied     the caller's role may not do this
       Unauthenticated      no or unknown token
       StorageUnavailable   the database cannot be reached / written
@@ -48,6 +50,19 @@ class RevisionConflict(StageConfigError):
 
 class KeyRejected(StageConfigError):
     """The provider rejected the key; the stored config was left as it was."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class KeyUnverified(StageConfigError):
+    """The provider could neither accept nor reject a key meant to replace a working
+    config, and the caller did not allow an unverified key; nothing was written.
+
+    ``cause`` is the one-word reason the provider could not be asked (NETWORK,
+    UPSTREAM, RATE_LIMIT…).
+    """
 
     def __init__(self, message: str, cause: str) -> None:
         super().__init__(message)

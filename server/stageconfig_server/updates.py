@@ -2,9 +2,21 @@
 
 Every change goes the same way: validation (nothing read or written on bad input) →
 the key (the one given, the stage's own, or the provider's newest) → the provider's
-verdict (a rejected key changes nothing; an unreachable provider keeps what was known)
-→ the model choice → one commit through the view. ``validate_only`` stops before the
-commit and writes nothing.
+verdict → the model choice → one commit through the view. ``validate_only`` stops
+before the commit and writes nothing.
+
+What the verdict decides (``verification.Verdict``):
+
+    rejected       KeyRejected, nothing written
+    unverifiable   over a working config (ACTIVE or WARNING: a key the provider
+                   confirmed) an UpdateConfig is refused (KeyUnverified) unless it sets
+                   ``allow_unverified``, which stores it as UNVERIFIED; with nothing
+                   working stored it is stored as ERROR (or UNVERIFIED when allowed),
+                   keeping what was known of models
+    listed         stored with the verdict's status (ACTIVE; UNVERIFIED for SpeechKit)
+
+A change that would store exactly what is stored (provider, key, model, options) is
+not written at all: no revision, no history row, nothing pushed.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from stageconfig_server import update_messages as messages
 from stageconfig_server.crypto import KeyCipher, fingerprint
 from stageconfig_server.domain import (
     ChangeReason,
@@ -22,7 +35,13 @@ from stageconfig_server.domain import (
     StageType,
     StatusCause,
 )
-from stageconfig_server.errors import InvalidArgument, KeyRejected, NotFound, RevisionConflict
+from stageconfig_server.errors import (
+    InvalidArgument,
+    KeyRejected,
+    KeyUnverified,
+    NotFound,
+    RevisionConflict,
+)
 from stageconfig_server.store import ConfigStore
 from stageconfig_server.validation import (
     check_allowed,
@@ -50,13 +69,16 @@ class UpdateRequest:
     expected_revision: int | None = None
     validate_only: bool = False
     comment: str = ""
+    allow_unverified: bool = False
+    """Store a key the provider could not verify even over a working config."""
 
     def __repr__(self) -> str:  # the key never reaches a log through repr
         key = "<hidden>" if self.api_key is not None else None
         return (
             f"UpdateRequest(stage_type={self.stage_type}, provider_kind={self.provider_kind}, "
             f"api_key={key}, model={self.model!r}, options={self.options!r}, "
-            f"expected_revision={self.expected_revision}, validate_only={self.validate_only})"
+            f"expected_revision={self.expected_revision}, validate_only={self.validate_only}, "
+            f"allow_unverified={self.allow_unverified})"
         )
 
 
@@ -67,6 +89,8 @@ class UpdateResult:
     config: StageConfig
     models: tuple[str, ...]
     written: bool
+    """False with validate_only, and when the change was identical to the stored config
+    (``config`` is then the stored one, at its current revision)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +120,10 @@ class _Change:
     reason: ChangeReason
     comment: str
     lenient_model: bool = False  # import: a model the provider lacks is replaced, not refused
+    allow_unverified: bool = (
+        False  # store an unverifiable key as UNVERIFIED, even over a working one
+    )
+    guard_working: bool = False  # refuse an unverifiable key over a working config (UpdateConfig)
 
 
 class ConfigUpdates:
@@ -119,8 +147,9 @@ class ConfigUpdates:
         """Validate, verify with the provider, and store a stage's config (UpdateConfig).
 
         Raises InvalidArgument (nothing written) for bad input or a model the provider
-        does not offer, KeyRejected when the provider refuses the key, RevisionConflict
-        on a stale ``expected_revision``.
+        does not offer, KeyRejected when the provider refuses the key, KeyUnverified when
+        it cannot verify a key that would replace a working config (without
+        ``allow_unverified``), RevisionConflict on a stale ``expected_revision``.
         """
         stage, provider = request.stage_type, request.provider_kind
         check_allowed(stage, provider)
@@ -149,6 +178,8 @@ class ConfigUpdates:
             actor=actor,
             reason=ChangeReason.ADMIN_UPDATE,
             comment=request.comment,
+            allow_unverified=request.allow_unverified,
+            guard_working=True,
         )
         return await self._verify_and_commit(change, validate_only=request.validate_only)
 
@@ -156,7 +187,13 @@ class ConfigUpdates:
         self, stage: StageType, to_revision: int, expected_revision: int | None, actor: str
     ) -> StageConfig:
         """Write a new revision restoring ``to_revision``'s provider, key, model and options,
-        re-verified with the provider like any update."""
+        re-verified with the provider like any update.
+
+        Unlike UpdateConfig, an unverifiable key is not refused over a working config: a
+        rollback carries no ``allow_unverified`` and restores a key the admin may not hold
+        in plaintext any more, so refusing would leave no way back during an outage (it
+        is stored as ERROR, as before). Restoring what is already stored writes nothing.
+        """
         if to_revision <= 0:
             raise InvalidArgument("to_revision", "must be a positive revision")
         check_revision("expected_revision", expected_revision)
@@ -227,15 +264,31 @@ class ConfigUpdates:
 
     async def _verify_and_commit(self, change: _Change, *, validate_only: bool) -> UpdateResult:
         key = change.key
-        current = self._view.stored(change.stage)  # as the caller saw it, before the call
         verdict = await self._check.verdict(change.provider, key.plaintext, change.options)
         if verdict.status is ConfigStatus.INVALID:
             raise KeyRejected(
-                f"{change.provider.value} rejected the key: {verdict.reason}. Nothing was changed.",
-                verdict.cause.value if verdict.cause else "AUTH",
+                messages.key_rejected(verdict), verdict.cause.value if verdict.cause else "AUTH"
             )
+        # Read after the (slow) provider call: what the change would replace now.
+        current = self._view.stored(change.stage)
+        _check_expected(change.stage, current, change.expected_revision)
         same = current if current is not None and current.provider_kind == change.provider else None
         settled = _settle(change, verdict, same, self._clock())
+        if current is not None and _identical(change, settled, current):
+            # Nothing would change: no revision, no history row, no push.
+            return UpdateResult(current, settled.models, written=False)
+        if (
+            verdict.unverifiable
+            and change.guard_working
+            and not change.allow_unverified
+            and current is not None
+            and current.status in _WORKING
+            and not _same_credentials(change, current)
+        ):
+            raise KeyUnverified(
+                messages.key_unverified(verdict, change.stage, current),
+                verdict.cause.value if verdict.cause else StatusCause.UPSTREAM.value,
+            )
         write = settled.write(
             change.stage,
             change.provider,
@@ -258,6 +311,32 @@ class ConfigUpdates:
         return UpdateResult(committed.config, settled.models, written=True)
 
 
+_WORKING = (ConfigStatus.ACTIVE, ConfigStatus.WARNING)
+"""Statuses of a config whose key the provider confirmed (WARNING: only the model was
+replaced). An unverifiable key does not displace one of these without allow_unverified.
+UNVERIFIED is not among them: nothing proved that key either (and a SpeechKit key can
+never be proven, so counting it would make every SpeechKit key change need the flag)."""
+
+
+def _same_credentials(change: _Change, current: StageConfig) -> bool:
+    """Whether ``change`` keeps what the provider checks: provider, key and options.
+
+    Such a change displaces no proven key (only the model may differ), so an
+    unreachable provider does not refuse it; it is stored as before (ERROR).
+    """
+    return (
+        current.provider_kind == change.provider
+        and current.api_key == change.key.plaintext
+        and dict(current.options) == dict(change.options)
+    )
+
+
+def _identical(change: _Change, settled: Settled, current: StageConfig) -> bool:
+    """Whether storing ``change`` would leave the stage's provider, key, model and
+    options exactly as they are."""
+    return _same_credentials(change, current) and current.model == settled.model
+
+
 def _settle(change: _Change, verdict: Verdict, same: StageConfig | None, now: datetime) -> Settled:
     """The model, cache and status a verified change stores. ``same`` is the stage's
     current config when it already uses this provider (its model and cache carry over).
@@ -265,19 +344,17 @@ def _settle(change: _Change, verdict: Verdict, same: StageConfig | None, now: da
     provider, requested = change.provider.value, change.requested_model
     if verdict.models is None:
         # The provider could not be asked: keep what we knew and say so.
-        reason = f"the key could not be verified: {verdict.reason}"
+        status = ConfigStatus.UNVERIFIED if change.allow_unverified else verdict.status
+        reason = messages.stored_unverified(verdict, allowed=change.allow_unverified)
         if requested is not None:
             model = requested
         elif same is not None:
             model = same.model
         else:
-            raise InvalidArgument(
-                "model",
-                f"is required: {provider} could not be reached to list models ({verdict.reason})",
-            )
+            raise InvalidArgument("model", messages.model_required(verdict))
         models = same.models_cache if same else ()
         cache_at = same.models_cache_updated_at if same else None
-        return Settled(model, models, cache_at, verdict.status, verdict.cause, reason)
+        return Settled(model, models, cache_at, status, verdict.cause, reason)
     models = verdict.models
     if requested is None:
         model = same.model if same is not None and same.model in models else models[0]

@@ -3,6 +3,16 @@
 Updates verify a candidate key with it before anything is stored, and the model
 refresh re-asks with the stored key. A provider's words reach the verdict only through
 ``redaction.redact``, so a reason never carries the key back to a caller.
+
+A verdict is one of three things:
+
+    rejected      status INVALID, no models: the provider refused the key
+    unverifiable  status ERROR, no models: the provider could not be asked, or gave an
+                  answer that neither accepts nor rejects the key (LiteLLM's 400 "No
+                  connected db.")
+    listed        models: ACTIVE when the listing proves the key; UNVERIFIED when the
+                  provider has no key check at all (an adapter with ``checks_key =
+                  False``: SpeechKit's static voice list proves nothing)
 """
 
 from __future__ import annotations
@@ -36,6 +46,11 @@ class Verdict:
     cause: StatusCause | None
     reason: str
     """Why the status is not ACTIVE, in words an admin can act on ("" when it is)."""
+
+    @property
+    def unverifiable(self) -> bool:
+        """The provider neither accepted nor rejected the key (no models, not INVALID)."""
+        return self.models is None and self.status is not ConfigStatus.INVALID
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,4 +138,22 @@ class ProviderCheck:
             return Verdict(
                 None, ConfigStatus.ERROR, StatusCause.UPSTREAM, f"{provider.value} offers no models"
             )
+        unchecked = no_key_check_reason(adapter)
+        if unchecked is not None:
+            return Verdict(tuple(models), ConfigStatus.UNVERIFIED, None, unchecked)
         return Verdict(tuple(models), ConfigStatus.ACTIVE, None, "")
+
+
+def no_key_check_reason(adapter: ProviderAdapter) -> str | None:
+    """Why ``adapter``'s listing proves nothing about a key, or None when it does.
+
+    An adapter of a provider without a free key check (SpeechKit) sets ``checks_key =
+    False`` and words the reason in ``unverified_reason``; every other adapter's listing
+    is a call the key must pass.
+    """
+    if getattr(adapter, "checks_key", True):
+        return None
+    reason = getattr(adapter, "unverified_reason", "")
+    if isinstance(reason, str) and reason:
+        return reason
+    return f"{adapter.kind.value} has no call that checks a key; the key is not verified"

@@ -5,6 +5,7 @@ Usage (any test in the project)::
     with FakeProviders() as fake:
         adapters = build_adapters(fake.base_urls(), timeout_seconds=2)
         fake.reject_key("sk-bad")                      # this key gets the auth error
+        fake.fail_key("sk-typo", "no_connected_db")    # this key gets that failure
         fake.set_failure(ProviderKind.GEMINI, "quota") # Gemini answers 429 for all keys
         env = {**os.environ, **fake.env()}             # for a server in a subprocess
 
@@ -31,6 +32,10 @@ Failures (``set_failure``; SUPPORTED_FAILURES says which kind knows which)::
     listing_unavailable  404 on the model listing (OpenAI, Gemini, YandexGPT)
     not_implemented      501 on the model listing (YandexGPT)
     body_error_401/429/455  sunoapi: HTTP 200 whose body carries code 401/429/455
+    no_connected_db      an OpenAI-compatible proxy (LiteLLM) without its database: HTTP 400
+                         ``{"error": {"message": "No connected db.", "type": "no_db_connection",
+                         "code": "400"}}`` — neither accepts nor rejects the key. LiteLLM answers
+                         so for every key but its master key: ``fail_key`` models that.
 
 Generation, for workers' tests: ``POST /v1/chat/completions`` (OpenAI, YandexGPT) and
 ``POST /v1[beta]/models/{model}:generateContent`` (Gemini) answer with a short text
@@ -118,13 +123,15 @@ FAILURES: frozenset[str] = frozenset(
         "body_error_401",
         "body_error_429",
         "body_error_455",
+        "no_connected_db",
     }
 )
 """Every failure name ``set_failure`` understands."""
 
 _COMMON = frozenset({"invalid_key", "quota", "rate_limit", "server_error", "malformed", "hang"})
 SUPPORTED_FAILURES: Mapping[ProviderKind, frozenset[str]] = {
-    ProviderKind.OPENAI: _COMMON | {"permission", "region", "listing_unavailable"},
+    ProviderKind.OPENAI: _COMMON
+    | {"permission", "region", "listing_unavailable", "no_connected_db"},
     ProviderKind.GEMINI: _COMMON | {"permission", "region", "listing_unavailable"},
     ProviderKind.YANDEX_GPT: _COMMON | {"permission", "listing_unavailable", "not_implemented"},
     ProviderKind.SPEECHKIT: frozenset(),  # never contacted: nothing to fail
@@ -188,6 +195,7 @@ class FakeProviders:
         self._models: dict[ProviderKind, tuple[str, ...]] = dict(DEFAULT_MODELS)
         self._failures: dict[ProviderKind, str] = {}
         self._rejected: set[str] = set()
+        self._key_failures: dict[str, str] = {}
         # Hung handlers wait on their kind's event; it is set (and replaced) when that
         # kind's failure changes, on reset() and on stop(), so a "hang" never outlives
         # its test and never cuts short a hang of another kind.
@@ -296,12 +304,22 @@ class FakeProviders:
         with self._lock:
             self._rejected.add(key)
 
+    def fail_key(self, key: str, failure: str) -> None:
+        """This exact key gets ``failure`` (from any kind that supports it); other keys
+        keep working — a proxy that knows only some keys (LiteLLM without its database
+        knows only its master key)."""
+        if failure not in FAILURES or failure == "hang":
+            raise ValueError(f"cannot fail a single key with {failure!r}")
+        with self._lock:
+            self._key_failures[key] = failure
+
     def reset(self) -> None:
         """Back to defaults: default models, no failures, no rejected keys, no requests."""
         with self._lock:
             self._models = dict(DEFAULT_MODELS)
             self._failures.clear()
             self._rejected.clear()
+            self._key_failures.clear()
             self._requests.clear()
         self._release_hung(*ProviderKind)
 
@@ -362,6 +380,7 @@ class FakeProviders:
             self._received.notify_all()
             failure = self._failures.get(kind) if kind else None
             rejected = set(self._rejected)
+            key_failures = dict(self._key_failures)
             models = self._models.get(kind, ()) if kind else ()
             release = self._release[kind] if kind else None
         if kind is None:
@@ -375,6 +394,14 @@ class FakeProviders:
         if failure is not None and failure != "invalid_key":
             return provider.failure(failure, request)
         key = provider.key_of(request)
+        if failure is None and key in key_failures:
+            failure = key_failures[key]
+            if failure not in SUPPORTED_FAILURES[kind]:
+                failure = None
+            elif failure == "malformed":
+                return _Reply(200, _MALFORMED[kind])
+            elif failure != "invalid_key":
+                return provider.failure(failure, request)
         if failure == "invalid_key" or not key or key in rejected:
             return provider.failure("invalid_key", request)
         return provider.route(request, models)
@@ -488,6 +515,10 @@ def _openai_failure(failure: str, request: RecordedRequest) -> _Reply:
         )
     if failure == "listing_unavailable":
         return _openai_error(404, "Invalid URL (GET /v1/models)", "invalid_request_error", None)
+    if failure == "no_connected_db":
+        # LiteLLM's user_api_key_auth without DATABASE_URL, for any key but the master
+        # key (BerriAI/litellm#20837 quotes the body; "code" is a string there).
+        return _openai_error(400, "No connected db.", "no_db_connection", "400")
     return _openai_error(
         500, "The server had an error while processing your request.", "server_error", None
     )

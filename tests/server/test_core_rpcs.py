@@ -74,7 +74,11 @@ async def test_update_then_get_returns_the_same_key(
     assert updated.written
     assert updated.config.api_key_masked
     assert key not in updated.config.api_key
-    assert updated.config.status == pb.CONFIG_STATUS_ACTIVE
+    # SpeechKit has no key check: its configs are UNVERIFIED, never ACTIVE.
+    unchecked = provider == pb.PROVIDER_KIND_SPEECHKIT
+    assert updated.config.status == (
+        pb.CONFIG_STATUS_UNVERIFIED if unchecked else pb.CONFIG_STATUS_ACTIVE
+    )
 
     active = await stub.GetActiveConfig(pb.GetActiveConfigRequest(stage_type=stage))
     assert active.config.api_key == key
@@ -534,6 +538,7 @@ async def test_database_failure_is_unavailable_and_recovers(
         stage_type=pb.STAGE_TYPE_VOICE, provider_kind=pb.PROVIDER_KIND_SPEECHKIT, api_key="AQVN-k1"
     )
     await stub.UpdateConfig(request)
+    request.api_key = "AQVN-k2"  # a real change: an identical one would write nothing
     await asyncio.to_thread(_rename_table, db_path, "revision_log", "revision_log_away")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.UpdateConfig(request)

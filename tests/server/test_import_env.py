@@ -86,6 +86,6 @@ def test_a_key_the_provider_rejects_is_reported_and_not_imported(
     fake_providers.reject_key(LEGACY["GEMINI_API_KEY"])
     code, out = import_env(db_path, fake_providers)
     assert code == 1
-    assert "POEM: failed: GEMINI rejected the key" in out
+    assert "POEM: failed: Gemini rejected the API key (HTTP 400" in out
     assert LEGACY["GEMINI_API_KEY"] not in out
     assert [r[0] for r in stored_rows(db_path)] == ["SONG", "VOICE"]

@@ -40,7 +40,7 @@ async def test_rejected_key_is_failed_precondition_and_keeps_the_working_config(
         await stub.UpdateConfig(poem_openai(BAD_KEY))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     details = caught.value.details() or ""
-    assert "OPENAI rejected the key" in details
+    assert details.startswith("OpenAI rejected the API key (HTTP 401: ")
     assert BAD_KEY not in details
     assert await state_of(stub) == before
     active = await stub.GetActiveConfig(pb.GetActiveConfigRequest(stage_type=pb.STAGE_TYPE_POEM))

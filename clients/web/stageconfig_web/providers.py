@@ -38,6 +38,8 @@ def _saved(result: UpdateResult) -> str:
     config = result.config
     # The enum name, as the server's own messages (shown in the same place) and
     # stageconfigctl name providers.
+    if not result.written:  # identical to the stored config: the server wrote nothing
+        return f"Nothing to save: identical to revision {config.revision}."
     text = f"Saved: revision {config.revision}, {config.provider_kind.value} {config.model}, "
     text += f"status {config.status.value}."
     return f"{text} {config.status_reason}" if config.status_reason else text

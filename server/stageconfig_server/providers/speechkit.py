@@ -1,8 +1,11 @@
 """Yandex SpeechKit (TTS v3): the static voice list; no network at all.
 
-SpeechKit has no listing endpoint and no free key check (providers.md), so the
-daily sync serves this list without touching the network; a bad key shows up only
-when a worker synthesises. Model id = ``voice`` or ``voice:role``.
+SpeechKit has no listing endpoint and no free key check (providers.md): the only call
+that uses a key is synthesis, which is billed. So the daily sync serves this list
+without touching the network, a bad key shows up only when a worker synthesises, and
+the adapter says so (``checks_key = False``): a SpeechKit config is stored and shown
+as UNVERIFIED with ``UNVERIFIED_REASON``, never as ACTIVE. Model id = ``voice`` or
+``voice:role``.
 
 Base URL convention: the TTS host root (default ``https://tts.api.cloud.yandex.net``),
 kept for the workers' synthesis calls; this adapter never uses it.
@@ -19,6 +22,12 @@ DEFAULT_BASE_URL = "https://tts.api.cloud.yandex.net"
 """Where synthesis goes (``POST {base}/tts/v3/utteranceSynthesis``)."""
 
 PROVIDER = "SpeechKit"
+
+UNVERIFIED_REASON = (
+    "Yandex SpeechKit has no call that checks a key without synthesising speech, so the "
+    "key is not verified; a wrong key shows up when a worker synthesises"
+)
+"""The status reason of every SpeechKit config (status UNVERIFIED)."""
 
 VOICE_ROLES: Mapping[str, tuple[str, ...]] = {
     # ru-RU
@@ -69,10 +78,14 @@ class SpeechKitAdapter(AdapterBase):
     kind = ProviderKind.SPEECHKIT
     provider = PROVIDER
     default_base_url = DEFAULT_BASE_URL
+    checks_key = False
+    """Listing the voices proves nothing about the key (``verification`` reads this)."""
+    unverified_reason = UNVERIFIED_REASON
+    """Why a SpeechKit key stays UNVERIFIED."""
 
     async def fetch_models(self, api_key: str, options: Mapping[str, str]) -> list[str]:
         """The static voice list (the base already refused an empty key)."""
         return list(MODELS)
 
 
-__all__ = ["DEFAULT_BASE_URL", "MODELS", "VOICE_ROLES", "SpeechKitAdapter"]
+__all__ = ["DEFAULT_BASE_URL", "MODELS", "UNVERIFIED_REASON", "VOICE_ROLES", "SpeechKitAdapter"]

@@ -72,6 +72,7 @@ MAX_CLIENT_ID_LENGTH = 128
 the id is what an operator greps for in ListWatchers and the fleet view, so silently
 rewriting it would make a worker unfindable; a client sending control characters or a
 novel is broken or hostile and should hear so at once."""
+MAX_CLIENT_VERSION_LENGTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class WatchRequest:
     stages: list[StageType]
     resume_revision: int | None
     client_id: str  # "" when the client sent none (the transport uses its peer)
+    client_version: str = ""  # "" from clients older than the field
 
 
 def update_request_from_pb(request: pb.UpdateConfigRequest) -> UpdateRequest:
@@ -96,12 +98,14 @@ def update_request_from_pb(request: pb.UpdateConfigRequest) -> UpdateRequest:
         ),
         validate_only=request.validate_only,
         comment=request.comment,
+        allow_unverified=request.allow_unverified,
     )
 
 
 def watch_request_from_pb(request: pb.WatchConfigRequest) -> WatchRequest:
     """A WatchConfig call, checked: known stages, a non-negative resume revision, a
-    client id of at most ``MAX_CLIENT_ID_LENGTH`` characters (else InvalidArgument)."""
+    client id of at most ``MAX_CLIENT_ID_LENGTH`` characters, a client version of at most
+    ``MAX_CLIENT_VERSION_LENGTH`` printable characters (else InvalidArgument)."""
     stages = [stage_from_pb(s, "stage_types") for s in request.stage_types]
     resume = request.resume_revision if request.HasField("resume_revision") else None
     if resume is not None and resume < 0:
@@ -113,7 +117,15 @@ def watch_request_from_pb(request: pb.WatchConfigRequest) -> WatchRequest:
             f"must be at most {MAX_CLIENT_ID_LENGTH} printable characters "
             "(no control, format or separator characters other than a space)",
         )
-    return WatchRequest(stages, resume, request.client_id)
+    version = request.client_version
+    if len(version) > MAX_CLIENT_VERSION_LENGTH:
+        raise InvalidArgument(
+            "client_version", f"must be at most {MAX_CLIENT_VERSION_LENGTH} characters"
+        )
+    if not _printable(version):
+        # Shown in admin views and terminals: no control or formatting characters.
+        raise InvalidArgument("client_version", "must contain only printable characters")
+    return WatchRequest(stages, resume, client_id, version)
 
 
 def _printable(text: str) -> bool:

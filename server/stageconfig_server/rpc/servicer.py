@@ -221,6 +221,7 @@ class StageConfigServicer:
                 stage_types=[convert.stage_to_pb(s) for s in sorted(w.stages)],
                 last_revision=w.last_revision,
                 actor=w.actor,
+                client_version=w.client_version,
             )
             if (ts := convert.timestamp(w.connected_since)) is not None:
                 info.connected_since.CopyFrom(ts)
@@ -294,6 +295,7 @@ class StageConfigServicer:
             peer=context.peer(),
             actor=caller.name,
             reveal_keys=caller.reveals_keys,
+            client_version=watch.client_version,
         )
         timeout = self._broadcaster.send_timeout
         # aclosing: the watcher is unregistered at once however the call ends (client

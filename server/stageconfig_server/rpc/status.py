@@ -10,6 +10,9 @@ The caller's key and the server's secret never share a code:
 
 - KeyRejected (the provider refused the *caller's* key) → FAILED_PRECONDITION with
   ``ErrorInfo(reason="KEY_REJECTED_<cause>")``: fix the key and try again;
+- KeyUnverified (the provider could not verify a key that would replace a working
+  config) → FAILED_PRECONDITION with ``ErrorInfo(reason="KEY_UNVERIFIED", metadata
+  cause)``: set ``allow_unverified`` to store it anyway, or retry when the provider answers;
 - SecretMismatch (the *server's* ``ADMIN_SECRET_KEY`` cannot decrypt a stored key, e.g.
   a rollback to a revision written under a secret that was dropped too early) →
   INTERNAL with ``ErrorInfo(reason="SECRET_MISMATCH")`` and a message naming the
@@ -30,6 +33,7 @@ from grpc_status import rpc_status
 from stageconfig_server.errors import (
     InvalidArgument,
     KeyRejected,
+    KeyUnverified,
     NotFound,
     PermissionDenied,
     ResourceExhausted,
@@ -47,6 +51,8 @@ ERROR_DOMAIN = "stageconfig"
 REVISION_CONFLICT_REASON = "REVISION_CONFLICT"
 KEY_REJECTED_REASON_PREFIX = "KEY_REJECTED_"
 """Followed by the StatusCause (``KEY_REJECTED_AUTH``, ``KEY_REJECTED_PERMISSION``)."""
+KEY_UNVERIFIED_REASON = "KEY_UNVERIFIED"
+"""With ``metadata["cause"]``: why the provider could not verify the key."""
 SECRET_MISMATCH_REASON = "SECRET_MISMATCH"
 
 STATUS_BY_ERROR: tuple[tuple[type[StageConfigError], grpc.StatusCode], ...] = (
@@ -54,6 +60,7 @@ STATUS_BY_ERROR: tuple[tuple[type[StageConfigError], grpc.StatusCode], ...] = (
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (RevisionConflict, grpc.StatusCode.ABORTED),
     (KeyRejected, grpc.StatusCode.FAILED_PRECONDITION),
+    (KeyUnverified, grpc.StatusCode.FAILED_PRECONDITION),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
@@ -101,6 +108,10 @@ def _detail_of(
     if isinstance(error, KeyRejected):
         return error_details_pb2.ErrorInfo(
             reason=KEY_REJECTED_REASON_PREFIX + error.cause, domain=ERROR_DOMAIN
+        )
+    if isinstance(error, KeyUnverified):
+        return error_details_pb2.ErrorInfo(
+            reason=KEY_UNVERIFIED_REASON, domain=ERROR_DOMAIN, metadata={"cause": error.cause}
         )
     if isinstance(error, SecretMismatch):
         return error_details_pb2.ErrorInfo(reason=SECRET_MISMATCH_REASON, domain=ERROR_DOMAIN)

@@ -124,8 +124,11 @@ def cmd_set(
         print_json(result, out)
     elif result.written:
         out.write(f"saved at revision {result.config.revision}: {config_line(result.config)}\n")
-    else:
+    elif args.validate_only:
         out.write(f"valid (nothing written): {config_line(result.config)}\n")
+    else:  # identical to the stored config: the server wrote nothing
+        revision = result.config.revision
+        out.write(f"unchanged (identical to revision {revision}): {config_line(result.config)}\n")
     return Exit.OK
 
 
