@@ -116,7 +116,8 @@ class Attempt:
     key_fingerprint: str | None
     """Of the key sent; None when the call reused the stored key."""
     outcome: str = "pending"
-    """``acknowledged``, ``rejected`` (a definite refusal) or ``unknown``."""
+    """``acknowledged`` (written), ``unchanged`` (answered, identical to the stored
+    config: nothing written), ``rejected`` (a definite refusal) or ``unknown``."""
     revision: int = 0
     response: tuple[str, str, str, str] | None = None
     """(provider, model, status, key fingerprint) the server answered with."""
@@ -143,6 +144,8 @@ class ChaosReport:
     seed: int
     attempted: int = 0
     acknowledged: int = 0
+    unchanged: int = 0
+    """Answered as identical to the stored config (nothing to write)."""
     unknown: int = 0
     unknown_committed: int = 0
     rejected: int = 0
@@ -164,7 +167,8 @@ class ChaosReport:
             f"violations {len(self.violations)}",
             f"  updates: {self.acknowledged} acknowledged of {self.attempted} attempted "
             f"({self.unknown} outcome unknown, the server died around them, of which "
-            f"{self.unknown_committed} committed; {self.rejected} rejected)",
+            f"{self.unknown_committed} committed; {self.rejected} rejected; "
+            f"{self.unchanged} identical to the stored config, nothing written)",
             f"  kills: {len(self.kills)} SIGKILLs, {in_flight} with a write in flight; "
             f"integrity_check after each: {', '.join(sorted(integrity)) or '-'}",
             f"  watchers: {self.watchers} processes applied {self.watcher_changes} changes, "
@@ -450,7 +454,9 @@ class Updater:
                 failures_in_a_row = 0
                 config = answer.config
                 with self.changed:
-                    attempt.outcome = "acknowledged"
+                    # An update identical to the stored config writes nothing (written
+                    # is false) and answers the stage's current revision.
+                    attempt.outcome = "acknowledged" if answer.written else "unchanged"
                     attempt.revision = config.revision
                     attempt.response = (
                         _enum_name(pb.ProviderKind, config.provider_kind, "PROVIDER_KIND_"),
@@ -648,7 +654,12 @@ def check_attempts(history: History, attempts: Sequence[Attempt]) -> list[str]:
             )
         if attempt.outcome == "unknown" and stored:
             attempt.revision = stored[0].revision  # committed after all: check it too
-        if attempt.outcome != "acknowledged" and not stored:
+        if attempt.outcome == "unchanged" and stored:
+            violations.append(
+                f"update {attempt.id} was answered as unchanged yet stored at revision "
+                f"{stored[0].revision}"
+            )
+        if attempt.outcome not in ("acknowledged", "unchanged") and not stored:
             continue
         if attempt.outcome == "acknowledged" and not any(
             e.revision == attempt.revision for e in stored
@@ -787,6 +798,7 @@ def _run(config: ChaosConfig, database_url: str | None, log: Callable[[str], Non
             attempts = updater.attempts
             report.attempted = len(attempts)
             report.acknowledged = sum(a.outcome == "acknowledged" for a in attempts)
+            report.unchanged = sum(a.outcome == "unchanged" for a in attempts)
             report.unknown = sum(a.outcome == "unknown" for a in attempts)
             report.rejected = sum(a.outcome == "rejected" for a in attempts)
             log(f"{report.acknowledged} updates acknowledged, {len(report.kills)} kills; checking")

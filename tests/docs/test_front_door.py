@@ -37,7 +37,7 @@ def test_front_door_walkthrough(tmp_path: Path, fake_providers: FakeProviders) -
 
         status = run_ctl(server.target, "status", token=None)
         assert status.code == 0, status.stderr
-        assert re.search(r"VOICE\s+SPEECHKIT\s+alena\s+ACTIVE", status.stdout), status.stdout
+        assert re.search(r"VOICE\s+SPEECHKIT\s+alena\s+UNVERIFIED", status.stdout), status.stdout
         history = run_ctl(server.target, "history", "VOICE", token=None)
         assert history.code == 0, history.stderr
         assert "AQVN-your-key" not in status.stdout + history.stdout

@@ -62,7 +62,10 @@ def _writer(target: str, number: int, writes: Writes) -> None:
                 with writes.changed:
                     writes.in_flight -= 1
             with writes.changed:
-                writes.acknowledged[comment] = answer.config.revision
+                # An update identical to the stored config writes nothing (written is
+                # false): only written ones must be in the file.
+                if answer.written:
+                    writes.acknowledged[comment] = answer.config.revision
                 writes.changed.notify_all()
 
 

@@ -240,7 +240,8 @@ def test_failing_tasks_show_as_the_revision_failure_rate_within_one_interval(
 
     def counted() -> bool:
         status = fleet.revision_status(failing)
-        return status is not None and status.failed == 8 and status.retried == 2
+        # The retried tasks' second attempts may land in a later report than the failures.
+        return status is not None and (status.failed, status.retried, status.succeeded) == (8, 2, 2)
 
     took = wait_for(counted, 10, f"revision {failing}'s failures counted")
     print(f"\n8 failed tasks visible in the fleet view {time.monotonic() - finished:.2f} s later")

@@ -48,7 +48,7 @@ async def test_a_rejected_key_says_so_once(stub: Stub, fake_providers: FakeProvi
     details = caught.value.details() or ""
     # The fake echoes the key, as Yandex does: it reaches nobody.
     assert details == (
-        "OpenAI rejected the API key (HTTP 401: Incorrect API key provided: <redacted>). "
+        "OpenAI rejected the API key (HTTP 401: Incorrect API key provided: <token>). "
         "Nothing was changed."
     )
     assert_clean(details)

@@ -45,6 +45,8 @@ _COALESCE_SECONDS = 0.1
 """After a wake-up, wait this long so a burst of revisions (a resume) makes one report."""
 _FIRST_RETRY_SECONDS = 0.5
 _MAX_CALL_SECONDS = 5.0
+_INTERRUPT_POLL_SECONDS = 0.05
+"""How often a report in flight checks whether the client is closing."""
 _FLUSH_CALL_SECONDS = 1.0
 """At close, one last attempt to deliver unsent outcomes, this long at most."""
 
@@ -143,7 +145,7 @@ class Reporter:
             if self._pending is None and not self._prepare():
                 due = time.monotonic() + self.interval
                 continue
-            outcome = self._send(self._call_seconds())
+            outcome = self._send(self._call_seconds(), interrupt=stop)
             if outcome == _RETRY:
                 due = time.monotonic() + backoff.next_delay()
                 continue
@@ -207,8 +209,12 @@ class Reporter:
         self._pending_outcomes = outcomes
         return True
 
-    def _send(self, timeout: float) -> str:
-        """Send the pending report once: sent, retry (same sequence) or drop."""
+    def _send(self, timeout: float, interrupt: threading.Event | None = None) -> str:
+        """Send the pending report once: sent, retry (same sequence) or drop.
+
+        ``interrupt`` set (``close()``) cancels the call in flight at once: close must not
+        wait out a slow server's deadline (the last, short flush is not interruptible).
+        """
         import grpc  # here, not at import: no grpc object may exist before start()
 
         from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
@@ -216,7 +222,15 @@ class Reporter:
         request = self._pending
         assert request is not None
         try:
-            pbg.StageConfigServiceStub(self._channel()).ReportStatus(request, timeout=timeout)
+            stub = pbg.StageConfigServiceStub(self._channel())
+            call = stub.ReportStatus.future(request, timeout=timeout)
+            finished = threading.Event()
+            call.add_done_callback(lambda _: finished.set())
+            while not finished.wait(_INTERRUPT_POLL_SECONDS):
+                if interrupt is not None and interrupt.is_set():
+                    call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves it untyped
+                    return _RETRY  # the flush at close sends it once more
+            call.result()
         except grpc.RpcError as exc:
             code = exc.code() if callable(getattr(exc, "code", None)) else None
             if code is None or code.name in _RETRIED_CODES:
