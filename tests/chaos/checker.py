@@ -465,7 +465,8 @@ class Updater:
                         config.api_key_fingerprint,
                     )
                     self._keyed.add(attempt.provider)
-                    self.acknowledged_count += 1
+                    if answer.written:  # the goal is written updates, not no-ops
+                        self.acknowledged_count += 1
                     self.changed.notify_all()
             # The last kill point may be the last update: let that kill happen first.
             with self.changed:
