@@ -16,6 +16,7 @@ from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from stageconfig_server.errors import StorageUnavailable
 from stageconfig_server.refresh import RefreshOutcome
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,10 @@ class ModelSync:
     async def _scheduled_run(self) -> None:
         try:
             await self.run_once()
+        except StorageUnavailable as error:
+            # Expected while the database is down or full: health reports it; the next
+            # period runs again. One line, no traceback.
+            log.warning("model sync failed: %s", error.message)
         except Exception:  # the scheduler must survive a failed run
             log.exception("model sync failed")
 

@@ -264,7 +264,18 @@ def test_unauthenticated_is_fatal_without_retrying(
         threaded.close()
 
 
+def _threads_started_since(before: set[threading.Thread]) -> list[str]:
+    """Client threads alive now that were not before the test: this test's client's
+    (threads another test's client left behind are that test's concern)."""
+    return [
+        t.name
+        for t in threading.enumerate()
+        if t.name.startswith("stageconfig-") and t not in before
+    ]
+
+
 def test_close_interrupts_every_wait(client_factory: Callable[..., ConfigClient]) -> None:
+    before = set(threading.enumerate())
     client = client_factory(
         f"127.0.0.1:{free_port()}",
         timing=TimingOptions(backoff_initial_seconds=20, backoff_max_seconds=30),
@@ -287,7 +298,7 @@ def test_close_interrupts_every_wait(client_factory: Callable[..., ConfigClient]
     assert len(outcome) == 1
     assert isinstance(outcome[0], ClientClosedError)
     assert client.state is ClientState.CLOSED
-    assert not any(t.name.startswith("stageconfig-") for t in threading.enumerate())
+    assert _threads_started_since(before) == []
     with pytest.raises(ClientClosedError):
         client.get(StageType.POEM)
     client.close()  # idempotent
@@ -297,6 +308,7 @@ def test_a_listener_may_close_the_client(
     server: ThreadedServer, client_factory: Callable[..., ConfigClient]
 ) -> None:
     server.voice("alena")
+    before = set(threading.enumerate())
     client = client_factory(server.target)
     closed = threading.Event()
 
@@ -307,9 +319,5 @@ def test_a_listener_may_close_the_client(
     client.on_change(close_on_change)
     client.start()
     assert closed.wait(5)
-    wait_until(
-        lambda: not any(t.name.startswith("stageconfig-") for t in threading.enumerate()),
-        3,
-        "the client's threads end",
-    )
+    wait_until(lambda: _threads_started_since(before) == [], 3, "the client's threads end")
     assert client.state is ClientState.CLOSED
