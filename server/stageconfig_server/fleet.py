@@ -15,26 +15,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from stageconfig_contract.facts import DURATION_BUCKET_BOUNDS_SECONDS
 from stageconfig_server.domain import StageType
 from stageconfig_server.errors import InvalidArgument
 from stageconfig_server.redaction import redact
 
-DURATION_BOUNDS: tuple[float, ...] = (
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    25.0,
-    50.0,
-    100.0,
-    250.0,
-    500.0,
-)
-"""Upper bounds (seconds) of the duration buckets; a 14th bucket counts longer tasks."""
+DURATION_BOUNDS: tuple[float, ...] = DURATION_BUCKET_BOUNDS_SECONDS
+"""Upper bounds (seconds) of the duration buckets, the contract's; a 14th bucket counts
+longer tasks."""
 DURATION_BUCKETS = len(DURATION_BOUNDS) + 1
 
 MAX_CLIENT_ID_LENGTH = 128
