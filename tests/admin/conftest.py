@@ -10,11 +10,15 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.fakes.provider_server import FakeProviders
 from tests.support.servers import ServerProcess, server_env
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -101,3 +105,16 @@ def ctl_env(target: str, token: str | None = ADMIN_TOKEN) -> dict[str, str]:
 def ctl_command(*args: str) -> Sequence[str]:
     """The argv of a ``stageconfigctl`` run."""
     return [str(VENV_BIN / "stageconfigctl"), *args]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium for a module's browser tests (skipped where it is missing);
+    playwright is imported only by the modules that ask for it."""
+    from playwright.sync_api import expect
+
+    from tests.admin.web_process import chromium
+
+    expect.set_options(timeout=15_000)  # two shared cores: allow for a slow moment
+    with chromium() as launched:
+        yield launched

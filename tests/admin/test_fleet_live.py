@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -33,7 +32,7 @@ from tests.admin.conftest import (
     needs_auth,
     run_ctl,
 )
-from tests.admin.web_process import ARTIFACTS, WebProcess, chromium, log_in_in_browser
+from tests.admin.web_process import ARTIFACTS, WebProcess, log_in_in_browser
 from tests.support.servers import ServerProcess
 
 pytestmark = needs_auth
@@ -226,13 +225,6 @@ def test_watchers_show_what_a_watching_worker_applied(fleet: Fleet) -> None:
     assert f"  {fleet.previous}  " in row  # APPLIED
     assert f"{fleet.newest}: {NACK_REASON}" in row
     assert row.rstrip().endswith("ago")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    expect.set_options(timeout=15_000)
-    with chromium() as launched:
-        yield launched
 
 
 def test_the_web_fleet_section_shows_the_real_fleet(fleet: Fleet, browser: Browser) -> None:

@@ -23,7 +23,6 @@ from tests.admin.recording_server import RecordingServer
 from tests.admin.web_process import (
     ARTIFACTS,
     WebProcess,
-    chromium,
     log_in_in_browser,
     log_in_over_http,
 )
@@ -45,13 +44,6 @@ def web(fleet: FleetServer) -> Iterator[WebProcess]:
         yield process
     finally:
         process.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    expect.set_options(timeout=15_000)  # two shared cores: allow for a slow moment
-    with chromium() as launched:
-        yield launched
 
 
 def _fleet_page(browser: Browser, web: WebProcess, viewport: ViewportSize) -> Page:

@@ -29,7 +29,6 @@ from tests.admin.recording_server import POEM_REVISION, RecordingServer
 from tests.admin.web_process import (
     ARTIFACTS,
     WebProcess,
-    chromium,
     log_in_in_browser,
     log_in_over_http,
 )
@@ -47,13 +46,6 @@ def web(token_server: ServerProcess) -> Iterator[WebProcess]:
         yield process
     finally:
         process.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    expect.set_options(timeout=15_000)  # two shared cores: allow for a slow moment
-    with chromium() as launched:
-        yield launched
 
 
 def _page(browser: Browser, viewport: ViewportSize = DESKTOP) -> Page:
