@@ -33,7 +33,7 @@ export const CONFIG_SOURCES = ["DATABASE", "FALLBACK", "UNCONFIGURED", "UNSPECIF
 export type ConfigSource = (typeof CONFIG_SOURCES)[number];
 
 /** The reasons this client knows; an unknown one from a newer server reads as UNSPECIFIED. */
-export const CHANGE_REASONS = ["ADMIN_UPDATE", "SYNC", "MODEL_REPLACED", "ROLLBACK", "IMPORT", "UNSPECIFIED"] as const;
+export const CHANGE_REASONS = ["ADMIN_UPDATE", "SYNC", "MODEL_REPLACED", "ROLLBACK", "IMPORT", "ROLLOUT_STARTED", "ROLLOUT_PROMOTED", "ROLLOUT_ABORTED", "UNSPECIFIED"] as const;
 /** Why a revision was written. */
 export type ChangeReason = (typeof CHANGE_REASONS)[number];
 

@@ -34,6 +34,8 @@ class ProviderConfigRow(Base):
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     api_key_fingerprint: Mapped[str] = mapped_column(String(16), default="")
+    # Ordered fallback routes (issue 16), each with its key encrypted like the primary's.
+    fallbacks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 
 class ApiKeyRow(Base):
@@ -66,6 +68,10 @@ class RevisionLogRow(Base):
     comment: Mapped[str] = mapped_column(Text, default="")
     state: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Who receives this revision while a rollout runs (issue 15): "all", "canary" (the
+    # rollout's cohort) or "stable" (everyone outside it).
+    audience: Mapped[str] = mapped_column(String(16), default="all")
+    rollout_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class RevisionCounterRow(Base):

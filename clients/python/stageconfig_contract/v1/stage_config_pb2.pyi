@@ -183,6 +183,12 @@ class _ChangeReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeRe
     CHANGE_REASON_MODEL_REPLACED: _ChangeReason.ValueType  # 3
     CHANGE_REASON_ROLLBACK: _ChangeReason.ValueType  # 4
     CHANGE_REASON_IMPORT: _ChangeReason.ValueType  # 5
+    CHANGE_REASON_ROLLOUT_STARTED: _ChangeReason.ValueType  # 6
+    """A rollout started: the candidate, written for the cohort only."""
+    CHANGE_REASON_ROLLOUT_PROMOTED: _ChangeReason.ValueType  # 7
+    """A rollout's candidate became the config for everyone."""
+    CHANGE_REASON_ROLLOUT_ABORTED: _ChangeReason.ValueType  # 8
+    """A rollout ended without promotion: the cohort went back to the stable config."""
 
 class ChangeReason(_ChangeReason, metaclass=_ChangeReasonEnumTypeWrapper):
     """ChangeReason says why a revision was written."""
@@ -193,7 +199,65 @@ CHANGE_REASON_SYNC: ChangeReason.ValueType  # 2
 CHANGE_REASON_MODEL_REPLACED: ChangeReason.ValueType  # 3
 CHANGE_REASON_ROLLBACK: ChangeReason.ValueType  # 4
 CHANGE_REASON_IMPORT: ChangeReason.ValueType  # 5
+CHANGE_REASON_ROLLOUT_STARTED: ChangeReason.ValueType  # 6
+"""A rollout started: the candidate, written for the cohort only."""
+CHANGE_REASON_ROLLOUT_PROMOTED: ChangeReason.ValueType  # 7
+"""A rollout's candidate became the config for everyone."""
+CHANGE_REASON_ROLLOUT_ABORTED: ChangeReason.ValueType  # 8
+"""A rollout ended without promotion: the cohort went back to the stable config."""
 Global___ChangeReason: _TypeAlias = ChangeReason  # noqa: Y015
+
+class _RolloutState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RolloutStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RolloutState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLLOUT_STATE_UNSPECIFIED: _RolloutState.ValueType  # 0
+    ROLLOUT_STATE_RUNNING: _RolloutState.ValueType  # 1
+    """The cohort runs the candidate; the rest keep the stable config."""
+    ROLLOUT_STATE_PROMOTED: _RolloutState.ValueType  # 2
+    """The candidate became the config for everyone."""
+    ROLLOUT_STATE_ABORTED: _RolloutState.ValueType  # 3
+    """The cohort went back to the stable config."""
+
+class RolloutState(_RolloutState, metaclass=_RolloutStateEnumTypeWrapper):
+    """RolloutState is where a rollout stands."""
+
+ROLLOUT_STATE_UNSPECIFIED: RolloutState.ValueType  # 0
+ROLLOUT_STATE_RUNNING: RolloutState.ValueType  # 1
+"""The cohort runs the candidate; the rest keep the stable config."""
+ROLLOUT_STATE_PROMOTED: RolloutState.ValueType  # 2
+"""The candidate became the config for everyone."""
+ROLLOUT_STATE_ABORTED: RolloutState.ValueType  # 3
+"""The cohort went back to the stable config."""
+Global___RolloutState: _TypeAlias = RolloutState  # noqa: Y015
+
+class _BreakerState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BreakerStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BreakerState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BREAKER_STATE_UNSPECIFIED: _BreakerState.ValueType  # 0
+    BREAKER_STATE_CLOSED: _BreakerState.ValueType  # 1
+    """Calls go to the route."""
+    BREAKER_STATE_OPEN: _BreakerState.ValueType  # 2
+    """The route failed repeatedly and is skipped until its cooldown ends."""
+    BREAKER_STATE_HALF_OPEN: _BreakerState.ValueType  # 3
+    """The cooldown ended: the next call tries the route once."""
+
+class BreakerState(_BreakerState, metaclass=_BreakerStateEnumTypeWrapper):
+    """BreakerState is a route's circuit breaker in one worker process."""
+
+BREAKER_STATE_UNSPECIFIED: BreakerState.ValueType  # 0
+BREAKER_STATE_CLOSED: BreakerState.ValueType  # 1
+"""Calls go to the route."""
+BREAKER_STATE_OPEN: BreakerState.ValueType  # 2
+"""The route failed repeatedly and is skipped until its cooldown ends."""
+BREAKER_STATE_HALF_OPEN: BreakerState.ValueType  # 3
+"""The cooldown ended: the next call tries the route once."""
+Global___BreakerState: _TypeAlias = BreakerState  # noqa: Y015
 
 @_typing.final
 class StageConfig(_message.Message):
@@ -235,6 +299,7 @@ class StageConfig(_message.Message):
     API_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     MODELS_CACHE_UPDATED_AT_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
     stage_type: Global___StageType.ValueType
     provider_kind: Global___ProviderKind.ValueType
     api_key: _builtins.str
@@ -260,6 +325,13 @@ class StageConfig(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def models_cache_updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def fallbacks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Route]:
+        """Routes to use, in order, when the primary (the fields above) fails: other providers
+        allowed for the stage, or further keys of the same provider (a key pool). Keys are
+        plaintext for the worker role and masked for everyone else, like api_key.
+        """
+
     def __init__(
         self,
         *,
@@ -277,29 +349,171 @@ class StageConfig(_message.Message):
         api_key_fingerprint: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         models_cache_updated_at: _timestamp_pb2.Timestamp | None = ...,
+        fallbacks: _abc.Iterable[Global___Route] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["models_cache_updated_at", b"models_cache_updated_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "api_key_fingerprint", b"api_key_fingerprint", "api_key_masked", b"api_key_masked", "model", b"model", "models_cache_updated_at", b"models_cache_updated_at", "options", b"options", "provider_kind", b"provider_kind", "revision", b"revision", "source", b"source", "stage_type", b"stage_type", "status", b"status", "status_cause", b"status_cause", "status_reason", b"status_reason", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "api_key_fingerprint", b"api_key_fingerprint", "api_key_masked", b"api_key_masked", "fallbacks", b"fallbacks", "model", b"model", "models_cache_updated_at", b"models_cache_updated_at", "options", b"options", "provider_kind", b"provider_kind", "revision", b"revision", "source", b"source", "stage_type", b"stage_type", "status", b"status", "status_cause", b"status_cause", "status_reason", b"status_reason", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StageConfig: _TypeAlias = StageConfig  # noqa: Y015
 
 @_typing.final
+class Route(_message.Message):
+    """Route is one way to serve a stage: a provider, a key, a model and options."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PROVIDER_KIND_FIELD_NUMBER: _builtins.int
+    API_KEY_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_FIELD_NUMBER: _builtins.int
+    STATUS_CAUSE_FIELD_NUMBER: _builtins.int
+    API_KEY_MASKED_FIELD_NUMBER: _builtins.int
+    API_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    provider_kind: Global___ProviderKind.ValueType
+    api_key: _builtins.str
+    """Plaintext for the worker role; masked for everyone else (api_key_masked says which)."""
+    model: _builtins.str
+    status: Global___ConfigStatus.ValueType
+    status_reason: _builtins.str
+    status_cause: Global___StatusCause.ValueType
+    api_key_masked: _builtins.bool
+    api_key_fingerprint: _builtins.str
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        provider_kind: Global___ProviderKind.ValueType = ...,
+        api_key: _builtins.str = ...,
+        model: _builtins.str = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        status: Global___ConfigStatus.ValueType = ...,
+        status_reason: _builtins.str = ...,
+        status_cause: Global___StatusCause.ValueType = ...,
+        api_key_masked: _builtins.bool = ...,
+        api_key_fingerprint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "api_key_fingerprint", b"api_key_fingerprint", "api_key_masked", b"api_key_masked", "model", b"model", "options", b"options", "provider_kind", b"provider_kind", "status", b"status", "status_cause", b"status_cause", "status_reason", b"status_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Route: _TypeAlias = Route  # noqa: Y015
+
+@_typing.final
+class RouteUpdate(_message.Message):
+    """RouteUpdate is one fallback route as an admin sets it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PROVIDER_KIND_FIELD_NUMBER: _builtins.int
+    API_KEY_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    API_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    provider_kind: Global___ProviderKind.ValueType
+    api_key: _builtins.str
+    """Omit to keep the key of the stored fallback at the same position when it has the same
+    provider (or the stored fallback whose key has api_key_fingerprint, when given).
+    """
+    model: _builtins.str
+    """Omit to keep the stored route's model when the provider still offers it, else the
+    first.
+    """
+    api_key_fingerprint: _builtins.str
+    """Picks the stored fallback key to keep by its fingerprint (reordering a key pool)."""
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        provider_kind: Global___ProviderKind.ValueType = ...,
+        api_key: _builtins.str | None = ...,
+        model: _builtins.str | None = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        api_key_fingerprint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_api_key", b"_api_key", "_model", b"_model", "api_key", b"api_key", "model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_api_key", b"_api_key", "_model", b"_model", "api_key", b"api_key", "api_key_fingerprint", b"api_key_fingerprint", "model", b"model", "options", b"options", "provider_kind", b"provider_kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__api_key: _TypeAlias = _typing.Literal["api_key"]  # noqa: Y015
+    _WhichOneofArgType__api_key: _TypeAlias = _typing.Literal["_api_key", b"_api_key"]  # noqa: Y015
+    _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
+    _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__api_key) -> _WhichOneofReturnType__api_key | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
+
+Global___RouteUpdate: _TypeAlias = RouteUpdate  # noqa: Y015
+
+@_typing.final
 class GetActiveConfigRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STAGE_TYPE_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
     stage_type: Global___StageType.ValueType
+    client_id: _builtins.str
+    """The asking client's id (WatchConfigRequest.client_id): a client in a running
+    rollout's cohort gets the candidate, everyone else the stable config.
+    """
     def __init__(
         self,
         *,
         stage_type: Global___StageType.ValueType = ...,
+        client_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["stage_type", b"stage_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "stage_type", b"stage_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -358,6 +572,9 @@ class UpdateConfigRequest(_message.Message):
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
     ALLOW_UNVERIFIED_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
+    CLEAR_FALLBACKS_FIELD_NUMBER: _builtins.int
+    ROLLOUT_FIELD_NUMBER: _builtins.int
     stage_type: Global___StageType.ValueType
     provider_kind: Global___ProviderKind.ValueType
     api_key: _builtins.str
@@ -380,9 +597,24 @@ class UpdateConfigRequest(_message.Message):
     FAILED_PRECONDITION whenever a working config is stored, so an unverifiable key never
     displaces a verified one.
     """
+    clear_fallbacks: _builtins.bool
+    """With an empty fallbacks list: remove every stored fallback."""
     @_builtins.property
     def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Provider options; empty keeps the stored options when the provider is unchanged."""
+
+    @_builtins.property
+    def fallbacks(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteUpdate]:
+        """The whole ordered list of fallback routes (at most 8). Empty keeps the stored list
+        unless clear_fallbacks is set.
+        """
+
+    @_builtins.property
+    def rollout(self) -> Global___RolloutSpec:
+        """Send this config to a canary cohort first instead of to everyone. While a rollout
+        runs, any other UpdateConfig or RollbackConfig of the stage is refused with
+        FAILED_PRECONDITION (promote or abort it first).
+        """
 
     def __init__(
         self,
@@ -396,10 +628,13 @@ class UpdateConfigRequest(_message.Message):
         validate_only: _builtins.bool = ...,
         comment: _builtins.str = ...,
         allow_unverified: _builtins.bool = ...,
+        fallbacks: _abc.Iterable[Global___RouteUpdate] | None = ...,
+        clear_fallbacks: _builtins.bool = ...,
+        rollout: Global___RolloutSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_api_key", b"_api_key", "_expected_revision", b"_expected_revision", "_model", b"_model", "api_key", b"api_key", "expected_revision", b"expected_revision", "model", b"model"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_api_key", b"_api_key", "_expected_revision", b"_expected_revision", "_model", b"_model", "api_key", b"api_key", "expected_revision", b"expected_revision", "model", b"model", "rollout", b"rollout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_api_key", b"_api_key", "_expected_revision", b"_expected_revision", "_model", b"_model", "allow_unverified", b"allow_unverified", "api_key", b"api_key", "comment", b"comment", "expected_revision", b"expected_revision", "model", b"model", "options", b"options", "provider_kind", b"provider_kind", "stage_type", b"stage_type", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_api_key", b"_api_key", "_expected_revision", b"_expected_revision", "_model", b"_model", "allow_unverified", b"allow_unverified", "api_key", b"api_key", "clear_fallbacks", b"clear_fallbacks", "comment", b"comment", "expected_revision", b"expected_revision", "fallbacks", b"fallbacks", "model", b"model", "options", b"options", "provider_kind", b"provider_kind", "rollout", b"rollout", "stage_type", b"stage_type", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__api_key: _TypeAlias = _typing.Literal["api_key"]  # noqa: Y015
     _WhichOneofArgType__api_key: _TypeAlias = _typing.Literal["_api_key", b"_api_key"]  # noqa: Y015
@@ -417,12 +652,194 @@ class UpdateConfigRequest(_message.Message):
 Global___UpdateConfigRequest: _TypeAlias = UpdateConfigRequest  # noqa: Y015
 
 @_typing.final
+class RolloutSpec(_message.Message):
+    """RolloutSpec is the cohort of a new rollout and, optionally, how it is judged."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERCENT_FIELD_NUMBER: _builtins.int
+    CLIENT_IDS_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    percent: _builtins.int
+    """1-99: the share of clients, by a stable hash of client_id and stage."""
+    @_builtins.property
+    def client_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Or an explicit list of client ids (at most 1000). Exactly one of percent and
+        client_ids.
+        """
+
+    @_builtins.property
+    def policy(self) -> Global___RolloutPolicy:
+        """Absent: the rollout waits for PromoteRollout or AbortRollout."""
+
+    def __init__(
+        self,
+        *,
+        percent: _builtins.int = ...,
+        client_ids: _abc.Iterable[_builtins.str] | None = ...,
+        policy: Global___RolloutPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ids", b"client_ids", "percent", b"percent", "policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RolloutSpec: _TypeAlias = RolloutSpec  # noqa: Y015
+
+@_typing.final
+class RolloutPolicy(_message.Message):
+    """RolloutPolicy promotes or aborts a rollout from the cohort's task outcomes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BAKE_SECONDS_FIELD_NUMBER: _builtins.int
+    MIN_TASKS_FIELD_NUMBER: _builtins.int
+    MAX_FAILURE_RATE_INCREASE_FIELD_NUMBER: _builtins.int
+    bake_seconds: _builtins.int
+    """Judge no earlier than this long after the start (1-86400)."""
+    min_tasks: _builtins.int
+    """Canary tasks (succeeded + failed) needed before judging (at least 1)."""
+    max_failure_rate_increase: _builtins.float
+    """Promote when the canary's failure rate minus the stable side's is at most this
+    (0-1); abort when above.
+    """
+    def __init__(
+        self,
+        *,
+        bake_seconds: _builtins.int = ...,
+        min_tasks: _builtins.int = ...,
+        max_failure_rate_increase: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bake_seconds", b"bake_seconds", "max_failure_rate_increase", b"max_failure_rate_increase", "min_tasks", b"min_tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RolloutPolicy: _TypeAlias = RolloutPolicy  # noqa: Y015
+
+@_typing.final
+class RolloutSide(_message.Message):
+    """RolloutSide is one side of a rollout as the fleet reports it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    CLIENTS_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    FAILURE_RATE_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The revision this side runs."""
+    clients: _builtins.int
+    """Clients on this side (connected watchers and reporting clients)."""
+    succeeded: _builtins.int
+    failed: _builtins.int
+    failure_rate: _builtins.float
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        clients: _builtins.int = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        failure_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients", b"clients", "failed", b"failed", "failure_rate", b"failure_rate", "revision", b"revision", "succeeded", b"succeeded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RolloutSide: _TypeAlias = RolloutSide  # noqa: Y015
+
+@_typing.final
+class Rollout(_message.Message):
+    """Rollout is a stage's rollout: running, or how it ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGE_TYPE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CANDIDATE_FIELD_NUMBER: _builtins.int
+    CANDIDATE_REVISION_FIELD_NUMBER: _builtins.int
+    STABLE_REVISION_FIELD_NUMBER: _builtins.int
+    PERCENT_FIELD_NUMBER: _builtins.int
+    CLIENT_IDS_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    STARTED_BY_FIELD_NUMBER: _builtins.int
+    CANARY_FIELD_NUMBER: _builtins.int
+    STABLE_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    ENDED_BY_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    END_REVISION_FIELD_NUMBER: _builtins.int
+    stage_type: Global___StageType.ValueType
+    state: Global___RolloutState.ValueType
+    candidate_revision: _builtins.int
+    stable_revision: _builtins.int
+    """The stable config's revision when the rollout started."""
+    percent: _builtins.int
+    started_by: _builtins.str
+    ended_by: _builtins.str
+    decision: _builtins.str
+    """Why it ended (for an automatic decision, the figures it used)."""
+    end_revision: _builtins.int
+    """The revision written by the promote or abort."""
+    @_builtins.property
+    def candidate(self) -> Global___StageConfig:
+        """The candidate config (key masked) and the revision it was written at."""
+
+    @_builtins.property
+    def client_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def policy(self) -> Global___RolloutPolicy: ...
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def canary(self) -> Global___RolloutSide: ...
+    @_builtins.property
+    def stable(self) -> Global___RolloutSide: ...
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        stage_type: Global___StageType.ValueType = ...,
+        state: Global___RolloutState.ValueType = ...,
+        candidate: Global___StageConfig | None = ...,
+        candidate_revision: _builtins.int = ...,
+        stable_revision: _builtins.int = ...,
+        percent: _builtins.int = ...,
+        client_ids: _abc.Iterable[_builtins.str] | None = ...,
+        policy: Global___RolloutPolicy | None = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        started_by: _builtins.str = ...,
+        canary: Global___RolloutSide | None = ...,
+        stable: Global___RolloutSide | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_by: _builtins.str = ...,
+        decision: _builtins.str = ...,
+        end_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "candidate", b"candidate", "ended_at", b"ended_at", "policy", b"policy", "stable", b"stable", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "candidate", b"candidate", "candidate_revision", b"candidate_revision", "client_ids", b"client_ids", "decision", b"decision", "end_revision", b"end_revision", "ended_at", b"ended_at", "ended_by", b"ended_by", "percent", b"percent", "policy", b"policy", "stable", b"stable", "stable_revision", b"stable_revision", "stage_type", b"stage_type", "started_at", b"started_at", "started_by", b"started_by", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rollout: _TypeAlias = Rollout  # noqa: Y015
+
+@_typing.final
 class UpdateConfigResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONFIG_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     WRITTEN_FIELD_NUMBER: _builtins.int
+    ROLLOUT_FIELD_NUMBER: _builtins.int
     written: _builtins.bool
     """False with validate_only."""
     @_builtins.property
@@ -433,20 +850,133 @@ class UpdateConfigResponse(_message.Message):
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The models the provider offers for this key."""
 
+    @_builtins.property
+    def rollout(self) -> Global___Rollout:
+        """Set when the request started a rollout (config is then the candidate)."""
+
     def __init__(
         self,
         *,
         config: Global___StageConfig | None = ...,
         models: _abc.Iterable[_builtins.str] | None = ...,
         written: _builtins.bool = ...,
+        rollout: Global___Rollout | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "rollout", b"rollout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "models", b"models", "written", b"written"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "models", b"models", "rollout", b"rollout", "written", b"written"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateConfigResponse: _TypeAlias = UpdateConfigResponse  # noqa: Y015
+
+@_typing.final
+class PromoteRolloutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGE_TYPE_FIELD_NUMBER: _builtins.int
+    EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    stage_type: Global___StageType.ValueType
+    expected_revision: _builtins.int
+    """When set, the rollout's candidate must be at this revision; otherwise ABORTED."""
+    comment: _builtins.str
+    def __init__(
+        self,
+        *,
+        stage_type: Global___StageType.ValueType = ...,
+        expected_revision: _builtins.int | None = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision", "expected_revision", b"expected_revision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision", "comment", b"comment", "expected_revision", b"expected_revision", "stage_type", b"stage_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__expected_revision: _TypeAlias = _typing.Literal["expected_revision"]  # noqa: Y015
+    _WhichOneofArgType__expected_revision: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_revision) -> _WhichOneofReturnType__expected_revision | None: ...
+
+Global___PromoteRolloutRequest: _TypeAlias = PromoteRolloutRequest  # noqa: Y015
+
+@_typing.final
+class PromoteRolloutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_FIELD_NUMBER: _builtins.int
+    ROLLOUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def config(self) -> Global___StageConfig:
+        """The config everyone now has, key masked."""
+
+    @_builtins.property
+    def rollout(self) -> Global___Rollout: ...
+    def __init__(
+        self,
+        *,
+        config: Global___StageConfig | None = ...,
+        rollout: Global___Rollout | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "rollout", b"rollout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "rollout", b"rollout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteRolloutResponse: _TypeAlias = PromoteRolloutResponse  # noqa: Y015
+
+@_typing.final
+class AbortRolloutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGE_TYPE_FIELD_NUMBER: _builtins.int
+    EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    stage_type: Global___StageType.ValueType
+    expected_revision: _builtins.int
+    """When set, the rollout's candidate must be at this revision; otherwise ABORTED."""
+    comment: _builtins.str
+    def __init__(
+        self,
+        *,
+        stage_type: Global___StageType.ValueType = ...,
+        expected_revision: _builtins.int | None = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision", "expected_revision", b"expected_revision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision", "comment", b"comment", "expected_revision", b"expected_revision", "stage_type", b"stage_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__expected_revision: _TypeAlias = _typing.Literal["expected_revision"]  # noqa: Y015
+    _WhichOneofArgType__expected_revision: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_revision) -> _WhichOneofReturnType__expected_revision | None: ...
+
+Global___AbortRolloutRequest: _TypeAlias = AbortRolloutRequest  # noqa: Y015
+
+@_typing.final
+class AbortRolloutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_FIELD_NUMBER: _builtins.int
+    ROLLOUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def config(self) -> Global___StageConfig:
+        """The stable config the cohort went back to, key masked."""
+
+    @_builtins.property
+    def rollout(self) -> Global___Rollout: ...
+    def __init__(
+        self,
+        *,
+        config: Global___StageConfig | None = ...,
+        rollout: Global___Rollout | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "rollout", b"rollout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "rollout", b"rollout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbortRolloutResponse: _TypeAlias = AbortRolloutResponse  # noqa: Y015
 
 @_typing.final
 class ListModelsRequest(_message.Message):
@@ -532,6 +1062,7 @@ class StageConfigView(_message.Message):
     CONFIG_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     ALLOWED_PROVIDERS_FIELD_NUMBER: _builtins.int
+    ROLLOUT_FIELD_NUMBER: _builtins.int
     stage_type: Global___StageType.ValueType
     @_builtins.property
     def config(self) -> Global___StageConfig:
@@ -545,6 +1076,10 @@ class StageConfigView(_message.Message):
     def allowed_providers(self) -> _containers.RepeatedScalarFieldContainer[Global___ProviderKind.ValueType]:
         """The providers this stage may use (the allowed matrix)."""
 
+    @_builtins.property
+    def rollout(self) -> Global___Rollout:
+        """The stage's running rollout, if any."""
+
     def __init__(
         self,
         *,
@@ -552,10 +1087,11 @@ class StageConfigView(_message.Message):
         config: Global___StageConfig | None = ...,
         models: _abc.Iterable[_builtins.str] | None = ...,
         allowed_providers: _abc.Iterable[Global___ProviderKind.ValueType] | None = ...,
+        rollout: Global___Rollout | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "rollout", b"rollout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_providers", b"allowed_providers", "config", b"config", "models", b"models", "stage_type", b"stage_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_providers", b"allowed_providers", "config", b"config", "models", b"models", "rollout", b"rollout", "stage_type", b"stage_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1007,6 +1543,7 @@ class WatcherInfo(_message.Message):
     NACK_REASON_FIELD_NUMBER: _builtins.int
     LAST_REPORT_TIME_FIELD_NUMBER: _builtins.int
     STAGES_FIELD_NUMBER: _builtins.int
+    CANARY_STAGES_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     peer: _builtins.str
     last_revision: _builtins.int
@@ -1032,6 +1569,10 @@ class WatcherInfo(_message.Message):
         15 minutes.
         """
 
+    @_builtins.property
+    def canary_stages(self) -> _containers.RepeatedScalarFieldContainer[Global___StageType.ValueType]:
+        """The stages for which this client is in a running rollout's cohort."""
+
     def __init__(
         self,
         *,
@@ -1047,10 +1588,11 @@ class WatcherInfo(_message.Message):
         nack_reason: _builtins.str = ...,
         last_report_time: _timestamp_pb2.Timestamp | None = ...,
         stages: _abc.Iterable[Global___StageReport] | None = ...,
+        canary_stages: _abc.Iterable[Global___StageType.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connected_since", b"connected_since", "last_report_time", b"last_report_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "applied_revision", b"applied_revision", "client_id", b"client_id", "client_version", b"client_version", "connected_since", b"connected_since", "last_report_time", b"last_report_time", "last_revision", b"last_revision", "nack_reason", b"nack_reason", "nack_revision", b"nack_revision", "peer", b"peer", "stage_types", b"stage_types", "stages", b"stages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "applied_revision", b"applied_revision", "canary_stages", b"canary_stages", "client_id", b"client_id", "client_version", b"client_version", "connected_since", b"connected_since", "last_report_time", b"last_report_time", "last_revision", b"last_revision", "nack_reason", b"nack_reason", "nack_revision", b"nack_revision", "peer", b"peer", "stage_types", b"stage_types", "stages", b"stages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1159,6 +1701,7 @@ class StageReport(_message.Message):
     NACK_REVISION_FIELD_NUMBER: _builtins.int
     NACK_REASON_FIELD_NUMBER: _builtins.int
     OUTCOMES_FIELD_NUMBER: _builtins.int
+    ROUTES_FIELD_NUMBER: _builtins.int
     stage_type: Global___StageType.ValueType
     revision: _builtins.int
     """The revision of the stage's config in use (0: none)."""
@@ -1171,6 +1714,10 @@ class StageReport(_message.Message):
         window (in answers), one entry per revision.
         """
 
+    @_builtins.property
+    def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteReport]:
+        """Each route's health in this client (fallback routing), at most 9."""
+
     def __init__(
         self,
         *,
@@ -1179,14 +1726,65 @@ class StageReport(_message.Message):
         nack_revision: _builtins.int = ...,
         nack_reason: _builtins.str = ...,
         outcomes: _abc.Iterable[Global___TaskOutcomes] | None = ...,
+        routes: _abc.Iterable[Global___RouteReport] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["nack_reason", b"nack_reason", "nack_revision", b"nack_revision", "outcomes", b"outcomes", "revision", b"revision", "stage_type", b"stage_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nack_reason", b"nack_reason", "nack_revision", b"nack_revision", "outcomes", b"outcomes", "revision", b"revision", "routes", b"routes", "stage_type", b"stage_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StageReport: _TypeAlias = StageReport  # noqa: Y015
+
+@_typing.final
+class RouteReport(_message.Message):
+    """RouteReport is one route of a stage as a worker process saw it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUTE_INDEX_FIELD_NUMBER: _builtins.int
+    PROVIDER_KIND_FIELD_NUMBER: _builtins.int
+    API_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    BREAKER_STATE_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    FAILOVERS_FIELD_NUMBER: _builtins.int
+    BREAKER_OPENED_FIELD_NUMBER: _builtins.int
+    LAST_FAILURE_CAUSE_FIELD_NUMBER: _builtins.int
+    route_index: _builtins.int
+    """0 is the primary, i is fallbacks[i-1]."""
+    provider_kind: Global___ProviderKind.ValueType
+    api_key_fingerprint: _builtins.str
+    breaker_state: Global___BreakerState.ValueType
+    succeeded: _builtins.int
+    """Since the previous report (in a ReportStatusRequest) or over the window (answers)."""
+    failed: _builtins.int
+    failovers: _builtins.int
+    """Calls that moved on from this route to the next one."""
+    breaker_opened: _builtins.int
+    """How often the breaker opened."""
+    last_failure_cause: Global___StatusCause.ValueType
+    """The cause of the newest failure."""
+    def __init__(
+        self,
+        *,
+        route_index: _builtins.int = ...,
+        provider_kind: Global___ProviderKind.ValueType = ...,
+        api_key_fingerprint: _builtins.str = ...,
+        breaker_state: Global___BreakerState.ValueType = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        failovers: _builtins.int = ...,
+        breaker_opened: _builtins.int = ...,
+        last_failure_cause: Global___StatusCause.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_fingerprint", b"api_key_fingerprint", "breaker_opened", b"breaker_opened", "breaker_state", b"breaker_state", "failed", b"failed", "failovers", b"failovers", "last_failure_cause", b"last_failure_cause", "provider_kind", b"provider_kind", "route_index", b"route_index", "succeeded", b"succeeded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteReport: _TypeAlias = RouteReport  # noqa: Y015
 
 @_typing.final
 class ReportStatusRequest(_message.Message):
@@ -1371,6 +1969,8 @@ class StageFleetStatus(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     REVISIONS_FIELD_NUMBER: _builtins.int
     SILENT_CLIENTS_FIELD_NUMBER: _builtins.int
+    ROUTES_FIELD_NUMBER: _builtins.int
+    ROLLOUT_FIELD_NUMBER: _builtins.int
     stage_type: Global___StageType.ValueType
     revision: _builtins.int
     """The stage's current revision on the server (0: nothing stored)."""
@@ -1382,6 +1982,14 @@ class StageFleetStatus(_message.Message):
         first.
         """
 
+    @_builtins.property
+    def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteFleetStatus]:
+        """Each route's health across the fleet."""
+
+    @_builtins.property
+    def rollout(self) -> Global___Rollout:
+        """The stage's rollout, when one runs."""
+
     def __init__(
         self,
         *,
@@ -1389,14 +1997,63 @@ class StageFleetStatus(_message.Message):
         revision: _builtins.int = ...,
         revisions: _abc.Iterable[Global___RevisionFleetStatus] | None = ...,
         silent_clients: _builtins.int = ...,
+        routes: _abc.Iterable[Global___RouteFleetStatus] | None = ...,
+        rollout: Global___Rollout | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rollout", b"rollout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "revisions", b"revisions", "silent_clients", b"silent_clients", "stage_type", b"stage_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "revisions", b"revisions", "rollout", b"rollout", "routes", b"routes", "silent_clients", b"silent_clients", "stage_type", b"stage_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StageFleetStatus: _TypeAlias = StageFleetStatus  # noqa: Y015
+
+@_typing.final
+class RouteFleetStatus(_message.Message):
+    """RouteFleetStatus is one route of a stage across the fleet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUTE_INDEX_FIELD_NUMBER: _builtins.int
+    PROVIDER_KIND_FIELD_NUMBER: _builtins.int
+    API_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    CLIENTS_FIELD_NUMBER: _builtins.int
+    CLIENTS_OPEN_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    FAILOVERS_FIELD_NUMBER: _builtins.int
+    FAILURE_CAUSE_FIELD_NUMBER: _builtins.int
+    route_index: _builtins.int
+    provider_kind: Global___ProviderKind.ValueType
+    api_key_fingerprint: _builtins.str
+    clients: _builtins.int
+    """Clients that reported this route, and those whose breaker is open for it."""
+    clients_open: _builtins.int
+    succeeded: _builtins.int
+    failed: _builtins.int
+    failovers: _builtins.int
+    failure_cause: Global___StatusCause.ValueType
+    """The most frequent newest failure cause among the clients."""
+    def __init__(
+        self,
+        *,
+        route_index: _builtins.int = ...,
+        provider_kind: Global___ProviderKind.ValueType = ...,
+        api_key_fingerprint: _builtins.str = ...,
+        clients: _builtins.int = ...,
+        clients_open: _builtins.int = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        failovers: _builtins.int = ...,
+        failure_cause: Global___StatusCause.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_fingerprint", b"api_key_fingerprint", "clients", b"clients", "clients_open", b"clients_open", "failed", b"failed", "failovers", b"failovers", "failure_cause", b"failure_cause", "provider_kind", b"provider_kind", "route_index", b"route_index", "succeeded", b"succeeded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteFleetStatus: _TypeAlias = RouteFleetStatus  # noqa: Y015
 
 @_typing.final
 class FleetClient(_message.Message):

@@ -94,6 +94,16 @@ class StageConfigServiceStub:
                 request_serializer=stageconfig_dot_v1_dot_stage__config__pb2.GetFleetStatusRequest.SerializeToString,
                 response_deserializer=stageconfig_dot_v1_dot_stage__config__pb2.GetFleetStatusResponse.FromString,
                 _registered_method=True)
+        self.PromoteRollout = channel.unary_unary(
+                '/stageconfig.v1.StageConfigService/PromoteRollout',
+                request_serializer=stageconfig_dot_v1_dot_stage__config__pb2.PromoteRolloutRequest.SerializeToString,
+                response_deserializer=stageconfig_dot_v1_dot_stage__config__pb2.PromoteRolloutResponse.FromString,
+                _registered_method=True)
+        self.AbortRollout = channel.unary_unary(
+                '/stageconfig.v1.StageConfigService/AbortRollout',
+                request_serializer=stageconfig_dot_v1_dot_stage__config__pb2.AbortRolloutRequest.SerializeToString,
+                response_deserializer=stageconfig_dot_v1_dot_stage__config__pb2.AbortRolloutResponse.FromString,
+                _registered_method=True)
 
 
 class StageConfigServiceServicer:
@@ -190,6 +200,22 @@ class StageConfigServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PromoteRollout(self, request, context):
+        """PromoteRollout makes a running rollout's candidate the config for every client: one
+        new revision (admin role). FAILED_PRECONDITION when no rollout runs for the stage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortRollout(self, request, context):
+        """AbortRollout returns a running rollout's cohort to the stable config: one new
+        revision that only the cohort receives (admin role).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StageConfigServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -247,6 +273,16 @@ def add_StageConfigServiceServicer_to_server(servicer, server):
                     servicer.GetFleetStatus,
                     request_deserializer=stageconfig_dot_v1_dot_stage__config__pb2.GetFleetStatusRequest.FromString,
                     response_serializer=stageconfig_dot_v1_dot_stage__config__pb2.GetFleetStatusResponse.SerializeToString,
+            ),
+            'PromoteRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteRollout,
+                    request_deserializer=stageconfig_dot_v1_dot_stage__config__pb2.PromoteRolloutRequest.FromString,
+                    response_serializer=stageconfig_dot_v1_dot_stage__config__pb2.PromoteRolloutResponse.SerializeToString,
+            ),
+            'AbortRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortRollout,
+                    request_deserializer=stageconfig_dot_v1_dot_stage__config__pb2.AbortRolloutRequest.FromString,
+                    response_serializer=stageconfig_dot_v1_dot_stage__config__pb2.AbortRolloutResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -551,6 +587,60 @@ class StageConfigService:
             '/stageconfig.v1.StageConfigService/GetFleetStatus',
             stageconfig_dot_v1_dot_stage__config__pb2.GetFleetStatusRequest.SerializeToString,
             stageconfig_dot_v1_dot_stage__config__pb2.GetFleetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stageconfig.v1.StageConfigService/PromoteRollout',
+            stageconfig_dot_v1_dot_stage__config__pb2.PromoteRolloutRequest.SerializeToString,
+            stageconfig_dot_v1_dot_stage__config__pb2.PromoteRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stageconfig.v1.StageConfigService/AbortRollout',
+            stageconfig_dot_v1_dot_stage__config__pb2.AbortRolloutRequest.SerializeToString,
+            stageconfig_dot_v1_dot_stage__config__pb2.AbortRolloutResponse.FromString,
             options,
             channel_credentials,
             insecure,

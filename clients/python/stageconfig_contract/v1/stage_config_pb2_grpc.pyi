@@ -80,6 +80,14 @@ class StageConfigServiceStub:
     """GetFleetStatus shows, per stage, the revisions in use across the fleet with their
     clients, NACKs and task outcomes over a window (admin role).
     """
+    PromoteRollout: _grpc.UnaryUnaryMultiCallable[_stage_config_pb2.PromoteRolloutRequest, _stage_config_pb2.PromoteRolloutResponse]
+    """PromoteRollout makes a running rollout's candidate the config for every client: one
+    new revision (admin role). FAILED_PRECONDITION when no rollout runs for the stage.
+    """
+    AbortRollout: _grpc.UnaryUnaryMultiCallable[_stage_config_pb2.AbortRolloutRequest, _stage_config_pb2.AbortRolloutResponse]
+    """AbortRollout returns a running rollout's cohort to the stable config: one new
+    revision that only the cohort receives (admin role).
+    """
 
 @_typing.type_check_only
 class StageConfigServiceAsyncStub(StageConfigServiceStub):
@@ -127,6 +135,14 @@ class StageConfigServiceAsyncStub(StageConfigServiceStub):
     GetFleetStatus: _aio.UnaryUnaryMultiCallable[_stage_config_pb2.GetFleetStatusRequest, _stage_config_pb2.GetFleetStatusResponse]  # type: ignore[assignment]
     """GetFleetStatus shows, per stage, the revisions in use across the fleet with their
     clients, NACKs and task outcomes over a window (admin role).
+    """
+    PromoteRollout: _aio.UnaryUnaryMultiCallable[_stage_config_pb2.PromoteRolloutRequest, _stage_config_pb2.PromoteRolloutResponse]  # type: ignore[assignment]
+    """PromoteRollout makes a running rollout's candidate the config for every client: one
+    new revision (admin role). FAILED_PRECONDITION when no rollout runs for the stage.
+    """
+    AbortRollout: _aio.UnaryUnaryMultiCallable[_stage_config_pb2.AbortRolloutRequest, _stage_config_pb2.AbortRolloutResponse]  # type: ignore[assignment]
+    """AbortRollout returns a running rollout's cohort to the stable config: one new
+    revision that only the cohort receives (admin role).
     """
 
 class StageConfigServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -238,6 +254,26 @@ class StageConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_stage_config_pb2.GetFleetStatusResponse, _abc.Awaitable[_stage_config_pb2.GetFleetStatusResponse]]:
         """GetFleetStatus shows, per stage, the revisions in use across the fleet with their
         clients, NACKs and task outcomes over a window (admin role).
+        """
+
+    @_abc_1.abstractmethod
+    def PromoteRollout(
+        self,
+        request: _stage_config_pb2.PromoteRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stage_config_pb2.PromoteRolloutResponse, _abc.Awaitable[_stage_config_pb2.PromoteRolloutResponse]]:
+        """PromoteRollout makes a running rollout's candidate the config for every client: one
+        new revision (admin role). FAILED_PRECONDITION when no rollout runs for the stage.
+        """
+
+    @_abc_1.abstractmethod
+    def AbortRollout(
+        self,
+        request: _stage_config_pb2.AbortRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stage_config_pb2.AbortRolloutResponse, _abc.Awaitable[_stage_config_pb2.AbortRolloutResponse]]:
+        """AbortRollout returns a running rollout's cohort to the stable config: one new
+        revision that only the cohort receives (admin role).
         """
 
 def add_StageConfigServiceServicer_to_server(servicer: StageConfigServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

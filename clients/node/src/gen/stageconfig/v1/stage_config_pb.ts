@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stageconfig/v1/stage_config.proto.
  */
 export const file_stageconfig_v1_stage_config: GenFile = /*@__PURE__*/
-  fileDesc("CiFzdGFnZWNvbmZpZy92MS9zdGFnZV9jb25maWcucHJvdG8SDnN0YWdlY29uZmlnLnYxItYECgtTdGFnZUNvbmZpZxItCgpzdGFnZV90eXBlGAEgASgOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEjMKDXByb3ZpZGVyX2tpbmQYAiABKA4yHC5zdGFnZWNvbmZpZy52MS5Qcm92aWRlcktpbmQSDwoHYXBpX2tleRgDIAEoCRINCgVtb2RlbBgEIAEoCRIQCghyZXZpc2lvbhgFIAEoAxIsCgZzdGF0dXMYBiABKA4yHC5zdGFnZWNvbmZpZy52MS5Db25maWdTdGF0dXMSOQoHb3B0aW9ucxgHIAMoCzIoLnN0YWdlY29uZmlnLnYxLlN0YWdlQ29uZmlnLk9wdGlvbnNFbnRyeRIsCgZzb3VyY2UYCCABKA4yHC5zdGFnZWNvbmZpZy52MS5Db25maWdTb3VyY2USFQoNc3RhdHVzX3JlYXNvbhgJIAEoCRIxCgxzdGF0dXNfY2F1c2UYCiABKA4yGy5zdGFnZWNvbmZpZy52MS5TdGF0dXNDYXVzZRIWCg5hcGlfa2V5X21hc2tlZBgLIAEoCBIbChNhcGlfa2V5X2ZpbmdlcnByaW50GAwgASgJEi4KCnVwZGF0ZWRfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjsKF21vZGVsc19jYWNoZV91cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBouCgxPcHRpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJHChZHZXRBY3RpdmVDb25maWdSZXF1ZXN0Ei0KCnN0YWdlX3R5cGUYASABKA4yGS5zdGFnZWNvbmZpZy52MS5TdGFnZVR5cGUiRgoXR2V0QWN0aXZlQ29uZmlnUmVzcG9uc2USKwoGY29uZmlnGAEgASgLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VDb25maWcipAMKE1VwZGF0ZUNvbmZpZ1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIzCg1wcm92aWRlcl9raW5kGAIgASgOMhwuc3RhZ2Vjb25maWcudjEuUHJvdmlkZXJLaW5kEhQKB2FwaV9rZXkYAyABKAlIAIgBARISCgVtb2RlbBgEIAEoCUgBiAEBEkEKB29wdGlvbnMYBSADKAsyMC5zdGFnZWNvbmZpZy52MS5VcGRhdGVDb25maWdSZXF1ZXN0Lk9wdGlvbnNFbnRyeRIeChFleHBlY3RlZF9yZXZpc2lvbhgGIAEoA0gCiAEBEhUKDXZhbGlkYXRlX29ubHkYByABKAgSDwoHY29tbWVudBgIIAEoCRIYChBhbGxvd191bnZlcmlmaWVkGAkgASgIGi4KDE9wdGlvbnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgoKCF9hcGlfa2V5QggKBl9tb2RlbEIUChJfZXhwZWN0ZWRfcmV2aXNpb24iZAoUVXBkYXRlQ29uZmlnUmVzcG9uc2USKwoGY29uZmlnGAEgASgLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VDb25maWcSDgoGbW9kZWxzGAIgAygJEg8KB3dyaXR0ZW4YAyABKAgiUwoRTGlzdE1vZGVsc1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIPCgdyZWZyZXNoGAIgASgIIuYBChJMaXN0TW9kZWxzUmVzcG9uc2USDgoGbW9kZWxzGAEgAygJEi4KCnVwZGF0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnNlbGVjdGVkX21vZGVsGAMgASgJEjMKDXByb3ZpZGVyX2tpbmQYBCABKA4yHC5zdGFnZWNvbmZpZy52MS5Qcm92aWRlcktpbmQSLAoGc3RhdHVzGAUgASgOMhwuc3RhZ2Vjb25maWcudjEuQ29uZmlnU3RhdHVzEhUKDXN0YXR1c19yZWFzb24YBiABKAkiFAoSTGlzdENvbmZpZ3NSZXF1ZXN0IrYBCg9TdGFnZUNvbmZpZ1ZpZXcSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIrCgZjb25maWcYAiABKAsyGy5zdGFnZWNvbmZpZy52MS5TdGFnZUNvbmZpZxIOCgZtb2RlbHMYAyADKAkSNwoRYWxsb3dlZF9wcm92aWRlcnMYBCADKA4yHC5zdGFnZWNvbmZpZy52MS5Qcm92aWRlcktpbmQiXQoTTGlzdENvbmZpZ3NSZXNwb25zZRIvCgZzdGFnZXMYASADKAsyHy5zdGFnZWNvbmZpZy52MS5TdGFnZUNvbmZpZ1ZpZXcSFQoNaGVhZF9yZXZpc2lvbhgCIAEoAyKhAQoSV2F0Y2hDb25maWdSZXF1ZXN0Ei4KC3N0YWdlX3R5cGVzGAEgAygOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEhwKD3Jlc3VtZV9yZXZpc2lvbhgCIAEoA0gAiAEBEhEKCWNsaWVudF9pZBgDIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgEIAEoCUISChBfcmVzdW1lX3JldmlzaW9uIqYBChNXYXRjaENvbmZpZ1Jlc3BvbnNlEiwKCHNuYXBzaG90GAEgASgLMhguc3RhZ2Vjb25maWcudjEuU25hcHNob3RIABIoCgZjaGFuZ2UYAiABKAsyFi5zdGFnZWNvbmZpZy52MS5DaGFuZ2VIABIuCgloZWFydGJlYXQYAyABKAsyGS5zdGFnZWNvbmZpZy52MS5IZWFydGJlYXRIAEIHCgVldmVudCJKCghTbmFwc2hvdBIQCghyZXZpc2lvbhgBIAEoAxIsCgdjb25maWdzGAIgAygLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VDb25maWcidQoGQ2hhbmdlEhAKCHJldmlzaW9uGAEgASgDEisKBmNvbmZpZxgCIAEoCzIbLnN0YWdlY29uZmlnLnYxLlN0YWdlQ29uZmlnEiwKBnJlYXNvbhgDIAEoDjIcLnN0YWdlY29uZmlnLnYxLkNoYW5nZVJlYXNvbiJTCglIZWFydGJlYXQSFQoNaGVhZF9yZXZpc2lvbhgBIAEoAxIvCgtzZXJ2ZXJfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRQoUUmVmcmVzaE1vZGVsc1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZSLVAQoNUmVmcmVzaFJlc3VsdBItCgpzdGFnZV90eXBlGAEgASgOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEiwKBnN0YXR1cxgCIAEoDjIcLnN0YWdlY29uZmlnLnYxLkNvbmZpZ1N0YXR1cxIVCg1zdGF0dXNfcmVhc29uGAMgASgJEg4KBm1vZGVscxgEIAMoCRIWCg5zZWxlY3RlZF9tb2RlbBgFIAEoCRIWCg5yZXBsYWNlZF9tb2RlbBgGIAEoCRIQCghyZXZpc2lvbhgHIAEoAyJHChVSZWZyZXNoTW9kZWxzUmVzcG9uc2USLgoHcmVzdWx0cxgBIAMoCzIdLnN0YWdlY29uZmlnLnYxLlJlZnJlc2hSZXN1bHQibwoXR2V0Q29uZmlnSGlzdG9yeVJlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJCCgtGaWVsZENoYW5nZRINCgVmaWVsZBgBIAEoCRIRCglvbGRfdmFsdWUYAiABKAkSEQoJbmV3X3ZhbHVlGAMgASgJIvUBCgxIaXN0b3J5RW50cnkSEAoIcmV2aXNpb24YASABKAMSLQoKc3RhZ2VfdHlwZRgCIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgEIAEoCRIsCgZyZWFzb24YBSABKA4yHC5zdGFnZWNvbmZpZy52MS5DaGFuZ2VSZWFzb24SLAoHY2hhbmdlcxgGIAMoCzIbLnN0YWdlY29uZmlnLnYxLkZpZWxkQ2hhbmdlEg8KB2NvbW1lbnQYByABKAkiYgoYR2V0Q29uZmlnSGlzdG9yeVJlc3BvbnNlEi0KB2VudHJpZXMYASADKAsyHC5zdGFnZWNvbmZpZy52MS5IaXN0b3J5RW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIpEBChVSb2xsYmFja0NvbmZpZ1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRITCgt0b19yZXZpc2lvbhgCIAEoAxIeChFleHBlY3RlZF9yZXZpc2lvbhgDIAEoA0gAiAEBQhQKEl9leHBlY3RlZF9yZXZpc2lvbiJFChZSb2xsYmFja0NvbmZpZ1Jlc3BvbnNlEisKBmNvbmZpZxgBIAEoCzIbLnN0YWdlY29uZmlnLnYxLlN0YWdlQ29uZmlnIhUKE0xpc3RXYXRjaGVyc1JlcXVlc3Qi+gIKC1dhdGNoZXJJbmZvEhEKCWNsaWVudF9pZBgBIAEoCRIMCgRwZWVyGAIgASgJEi4KC3N0YWdlX3R5cGVzGAMgAygOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEjMKD2Nvbm5lY3RlZF9zaW5jZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbGFzdF9yZXZpc2lvbhgFIAEoAxINCgVhY3RvchgGIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgHIAEoCRIYChBhcHBsaWVkX3JldmlzaW9uGAggASgDEhUKDW5hY2tfcmV2aXNpb24YCSABKAMSEwoLbmFja19yZWFzb24YCiABKAkSNAoQbGFzdF9yZXBvcnRfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoGc3RhZ2VzGAwgAygLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VSZXBvcnQiXAoUTGlzdFdhdGNoZXJzUmVzcG9uc2USLQoId2F0Y2hlcnMYASADKAsyGy5zdGFnZWNvbmZpZy52MS5XYXRjaGVySW5mbxIVCg1oZWFkX3JldmlzaW9uGAIgASgDIvQBCgxUYXNrT3V0Y29tZXMSEAoIcmV2aXNpb24YASABKAMSEQoJc3VjY2VlZGVkGAIgASgDEg4KBmZhaWxlZBgDIAEoAxIPCgdyZXRyaWVkGAQgASgDEkwKEWZhaWx1cmVzX2J5X2NhdXNlGAUgAygLMjEuc3RhZ2Vjb25maWcudjEuVGFza091dGNvbWVzLkZhaWx1cmVzQnlDYXVzZUVudHJ5EhgKEGR1cmF0aW9uX2J1Y2tldHMYBiADKAMaNgoURmFpbHVyZXNCeUNhdXNlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASKqAQoLU3RhZ2VSZXBvcnQSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIQCghyZXZpc2lvbhgCIAEoAxIVCg1uYWNrX3JldmlzaW9uGAMgASgDEhMKC25hY2tfcmVhc29uGAQgASgJEi4KCG91dGNvbWVzGAUgAygLMhwuc3RhZ2Vjb25maWcudjEuVGFza091dGNvbWVzItUBChNSZXBvcnRTdGF0dXNSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoCRIYChBhcHBsaWVkX3JldmlzaW9uGAIgASgDEgwKBGhvc3QYAyABKAkSCwoDcGlkGAQgASgFEhYKDmNsaWVudF92ZXJzaW9uGAUgASgJEisKBnN0YWdlcxgGIAMoCzIbLnN0YWdlY29uZmlnLnYxLlN0YWdlUmVwb3J0EhAKCHNlcXVlbmNlGAcgASgDEh8KF3JlcG9ydF9pbnRlcnZhbF9zZWNvbmRzGAggASgFIikKFFJlcG9ydFN0YXR1c1Jlc3BvbnNlEhEKCWR1cGxpY2F0ZRgBIAEoCCJeChVHZXRGbGVldFN0YXR1c1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIWCg53aW5kb3dfc2Vjb25kcxgCIAEoBSLxAgoTUmV2aXNpb25GbGVldFN0YXR1cxIQCghyZXZpc2lvbhgBIAEoAxIPCgdjbGllbnRzGAIgASgFEg4KBm5hY2tlZBgDIAEoBRIUCgxuYWNrX3JlYXNvbnMYBCADKAkSEQoJc3VjY2VlZGVkGAUgASgDEg4KBmZhaWxlZBgGIAEoAxIPCgdyZXRyaWVkGAcgASgDEhQKDGZhaWx1cmVfcmF0ZRgIIAEoARJTChFmYWlsdXJlc19ieV9jYXVzZRgJIAMoCzI4LnN0YWdlY29uZmlnLnYxLlJldmlzaW9uRmxlZXRTdGF0dXMuRmFpbHVyZXNCeUNhdXNlRW50cnkSHAoUcDUwX2R1cmF0aW9uX3NlY29uZHMYCiABKAESHAoUcDk1X2R1cmF0aW9uX3NlY29uZHMYCyABKAEaNgoURmFpbHVyZXNCeUNhdXNlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASKjAQoQU3RhZ2VGbGVldFN0YXR1cxItCgpzdGFnZV90eXBlGAEgASgOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEhAKCHJldmlzaW9uGAIgASgDEjYKCXJldmlzaW9ucxgDIAMoCzIjLnN0YWdlY29uZmlnLnYxLlJldmlzaW9uRmxlZXRTdGF0dXMSFgoOc2lsZW50X2NsaWVudHMYBCABKAUi4AEKC0ZsZWV0Q2xpZW50EhEKCWNsaWVudF9pZBgBIAEoCRIMCgRob3N0GAIgASgJEgsKA3BpZBgDIAEoBRIWCg5jbGllbnRfdmVyc2lvbhgEIAEoCRIYChBhcHBsaWVkX3JldmlzaW9uGAUgASgDEjQKEGxhc3RfcmVwb3J0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnNpbGVudBgHIAEoCBIrCgZzdGFnZXMYCCADKAsyGy5zdGFnZWNvbmZpZy52MS5TdGFnZVJlcG9ydCKnAQoWR2V0RmxlZXRTdGF0dXNSZXNwb25zZRIwCgZzdGFnZXMYASADKAsyIC5zdGFnZWNvbmZpZy52MS5TdGFnZUZsZWV0U3RhdHVzEiwKB2NsaWVudHMYAiADKAsyGy5zdGFnZWNvbmZpZy52MS5GbGVldENsaWVudBIVCg1oZWFkX3JldmlzaW9uGAMgASgDEhYKDndpbmRvd19zZWNvbmRzGAQgASgFKnwKCVN0YWdlVHlwZRIaChZTVEFHRV9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPU1RBR0VfVFlQRV9QT0VNEAESFAoQU1RBR0VfVFlQRV9WT0lDRRACEhMKD1NUQUdFX1RZUEVfU09ORxADEhMKD1NUQUdFX1RZUEVfQ0xJUBAEKswBCgxQcm92aWRlcktpbmQSHQoZUFJPVklERVJfS0lORF9VTlNQRUNJRklFRBAAEhwKGFBST1ZJREVSX0tJTkRfWUFOREVYX0dQVBABEhgKFFBST1ZJREVSX0tJTkRfR0VNSU5JEAISGAoUUFJPVklERVJfS0lORF9PUEVOQUkQAxIbChdQUk9WSURFUl9LSU5EX1NQRUVDSEtJVBAEEhYKElBST1ZJREVSX0tJTkRfU1VOTxAFEhYKElBST1ZJREVSX0tJTkRfUElLQRAGKrQBCgxDb25maWdTdGF0dXMSHQoZQ09ORklHX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFENPTkZJR19TVEFUVVNfQUNUSVZFEAESGQoVQ09ORklHX1NUQVRVU19XQVJOSU5HEAISGQoVQ09ORklHX1NUQVRVU19JTlZBTElEEAMSFwoTQ09ORklHX1NUQVRVU19FUlJPUhAEEhwKGENPTkZJR19TVEFUVVNfVU5WRVJJRklFRBAFKoMCCgtTdGF0dXNDYXVzZRIcChhTVEFUVVNfQ0FVU0VfVU5TUEVDSUZJRUQQABIVChFTVEFUVVNfQ0FVU0VfQVVUSBABEhsKF1NUQVRVU19DQVVTRV9QRVJNSVNTSU9OEAISFgoSU1RBVFVTX0NBVVNFX1FVT1RBEAMSGwoXU1RBVFVTX0NBVVNFX1JBVEVfTElNSVQQBBIXChNTVEFUVVNfQ0FVU0VfUkVHSU9OEAUSGQoVU1RBVFVTX0NBVVNFX1VQU1RSRUFNEAYSGAoUU1RBVFVTX0NBVVNFX05FVFdPUksQBxIfChtTVEFUVVNfQ0FVU0VfTU9ERUxfUkVQTEFDRUQQCCqFAQoMQ29uZmlnU291cmNlEh0KGUNPTkZJR19TT1VSQ0VfVU5TUEVDSUZJRUQQABIaChZDT05GSUdfU09VUkNFX0RBVEFCQVNFEAESGgoWQ09ORklHX1NPVVJDRV9GQUxMQkFDSxACEh4KGkNPTkZJR19TT1VSQ0VfVU5DT05GSUdVUkVEEAMqvQEKDENoYW5nZVJlYXNvbhIdChlDSEFOR0VfUkVBU09OX1VOU1BFQ0lGSUVEEAASHgoaQ0hBTkdFX1JFQVNPTl9BRE1JTl9VUERBVEUQARIWChJDSEFOR0VfUkVBU09OX1NZTkMQAhIgChxDSEFOR0VfUkVBU09OX01PREVMX1JFUExBQ0VEEAMSGgoWQ0hBTkdFX1JFQVNPTl9ST0xMQkFDSxAEEhgKFENIQU5HRV9SRUFTT05fSU1QT1JUEAUylwgKElN0YWdlQ29uZmlnU2VydmljZRJiCg9HZXRBY3RpdmVDb25maWcSJi5zdGFnZWNvbmZpZy52MS5HZXRBY3RpdmVDb25maWdSZXF1ZXN0Gicuc3RhZ2Vjb25maWcudjEuR2V0QWN0aXZlQ29uZmlnUmVzcG9uc2USWQoMVXBkYXRlQ29uZmlnEiMuc3RhZ2Vjb25maWcudjEuVXBkYXRlQ29uZmlnUmVxdWVzdBokLnN0YWdlY29uZmlnLnYxLlVwZGF0ZUNvbmZpZ1Jlc3BvbnNlElMKCkxpc3RNb2RlbHMSIS5zdGFnZWNvbmZpZy52MS5MaXN0TW9kZWxzUmVxdWVzdBoiLnN0YWdlY29uZmlnLnYxLkxpc3RNb2RlbHNSZXNwb25zZRJWCgtMaXN0Q29uZmlncxIiLnN0YWdlY29uZmlnLnYxLkxpc3RDb25maWdzUmVxdWVzdBojLnN0YWdlY29uZmlnLnYxLkxpc3RDb25maWdzUmVzcG9uc2USWAoLV2F0Y2hDb25maWcSIi5zdGFnZWNvbmZpZy52MS5XYXRjaENvbmZpZ1JlcXVlc3QaIy5zdGFnZWNvbmZpZy52MS5XYXRjaENvbmZpZ1Jlc3BvbnNlMAESXAoNUmVmcmVzaE1vZGVscxIkLnN0YWdlY29uZmlnLnYxLlJlZnJlc2hNb2RlbHNSZXF1ZXN0GiUuc3RhZ2Vjb25maWcudjEuUmVmcmVzaE1vZGVsc1Jlc3BvbnNlEmUKEEdldENvbmZpZ0hpc3RvcnkSJy5zdGFnZWNvbmZpZy52MS5HZXRDb25maWdIaXN0b3J5UmVxdWVzdBooLnN0YWdlY29uZmlnLnYxLkdldENvbmZpZ0hpc3RvcnlSZXNwb25zZRJfCg5Sb2xsYmFja0NvbmZpZxIlLnN0YWdlY29uZmlnLnYxLlJvbGxiYWNrQ29uZmlnUmVxdWVzdBomLnN0YWdlY29uZmlnLnYxLlJvbGxiYWNrQ29uZmlnUmVzcG9uc2USWQoMTGlzdFdhdGNoZXJzEiMuc3RhZ2Vjb25maWcudjEuTGlzdFdhdGNoZXJzUmVxdWVzdBokLnN0YWdlY29uZmlnLnYxLkxpc3RXYXRjaGVyc1Jlc3BvbnNlElkKDFJlcG9ydFN0YXR1cxIjLnN0YWdlY29uZmlnLnYxLlJlcG9ydFN0YXR1c1JlcXVlc3QaJC5zdGFnZWNvbmZpZy52MS5SZXBvcnRTdGF0dXNSZXNwb25zZRJfCg5HZXRGbGVldFN0YXR1cxIlLnN0YWdlY29uZmlnLnYxLkdldEZsZWV0U3RhdHVzUmVxdWVzdBomLnN0YWdlY29uZmlnLnYxLkdldEZsZWV0U3RhdHVzUmVzcG9uc2VCXgoSZGV2LnN0YWdlY29uZmlnLnYxUAFaRmdpdGh1Yi5jb20vc3RhZ2Vjb25maWcvc3RhZ2Vjb25maWcvZ2VuL2dvL3N0YWdlY29uZmlnL3YxO3N0YWdlY29uZmlndjFiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("CiFzdGFnZWNvbmZpZy92MS9zdGFnZV9jb25maWcucHJvdG8SDnN0YWdlY29uZmlnLnYxIoAFCgtTdGFnZUNvbmZpZxItCgpzdGFnZV90eXBlGAEgASgOMhkuc3RhZ2Vjb25maWcudjEuU3RhZ2VUeXBlEjMKDXByb3ZpZGVyX2tpbmQYAiABKA4yHC5zdGFnZWNvbmZpZy52MS5Qcm92aWRlcktpbmQSDwoHYXBpX2tleRgDIAEoCRINCgVtb2RlbBgEIAEoCRIQCghyZXZpc2lvbhgFIAEoAxIsCgZzdGF0dXMYBiABKA4yHC5zdGFnZWNvbmZpZy52MS5Db25maWdTdGF0dXMSOQoHb3B0aW9ucxgHIAMoCzIoLnN0YWdlY29uZmlnLnYxLlN0YWdlQ29uZmlnLk9wdGlvbnNFbnRyeRIsCgZzb3VyY2UYCCABKA4yHC5zdGFnZWNvbmZpZy52MS5Db25maWdTb3VyY2USFQoNc3RhdHVzX3JlYXNvbhgJIAEoCRIxCgxzdGF0dXNfY2F1c2UYCiABKA4yGy5zdGFnZWNvbmZpZy52MS5TdGF0dXNDYXVzZRIWCg5hcGlfa2V5X21hc2tlZBgLIAEoCBIbChNhcGlfa2V5X2ZpbmdlcnByaW50GAwgASgJEi4KCnVwZGF0ZWRfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjsKF21vZGVsc19jYWNoZV91cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIoCglmYWxsYmFja3MYDyADKAsyFS5zdGFnZWNvbmZpZy52MS5Sb3V0ZRouCgxPcHRpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLuAgoFUm91dGUSMwoNcHJvdmlkZXJfa2luZBgBIAEoDjIcLnN0YWdlY29uZmlnLnYxLlByb3ZpZGVyS2luZBIPCgdhcGlfa2V5GAIgASgJEg0KBW1vZGVsGAMgASgJEjMKB29wdGlvbnMYBCADKAsyIi5zdGFnZWNvbmZpZy52MS5Sb3V0ZS5PcHRpb25zRW50cnkSLAoGc3RhdHVzGAUgASgOMhwuc3RhZ2Vjb25maWcudjEuQ29uZmlnU3RhdHVzEhUKDXN0YXR1c19yZWFzb24YBiABKAkSMQoMc3RhdHVzX2NhdXNlGAcgASgOMhsuc3RhZ2Vjb25maWcudjEuU3RhdHVzQ2F1c2USFgoOYXBpX2tleV9tYXNrZWQYCCABKAgSGwoTYXBpX2tleV9maW5nZXJwcmludBgJIAEoCRouCgxPcHRpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKKAgoLUm91dGVVcGRhdGUSMwoNcHJvdmlkZXJfa2luZBgBIAEoDjIcLnN0YWdlY29uZmlnLnYxLlByb3ZpZGVyS2luZBIUCgdhcGlfa2V5GAIgASgJSACIAQESEgoFbW9kZWwYAyABKAlIAYgBARI5CgdvcHRpb25zGAQgAygLMiguc3RhZ2Vjb25maWcudjEuUm91dGVVcGRhdGUuT3B0aW9uc0VudHJ5EhsKE2FwaV9rZXlfZmluZ2VycHJpbnQYBSABKAkaLgoMT3B0aW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCgoIX2FwaV9rZXlCCAoGX21vZGVsIloKFkdldEFjdGl2ZUNvbmZpZ1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIRCgljbGllbnRfaWQYAiABKAkiRgoXR2V0QWN0aXZlQ29uZmlnUmVzcG9uc2USKwoGY29uZmlnGAEgASgLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VDb25maWcimwQKE1VwZGF0ZUNvbmZpZ1JlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIzCg1wcm92aWRlcl9raW5kGAIgASgOMhwuc3RhZ2Vjb25maWcudjEuUHJvdmlkZXJLaW5kEhQKB2FwaV9rZXkYAyABKAlIAIgBARISCgVtb2RlbBgEIAEoCUgBiAEBEkEKB29wdGlvbnMYBSADKAsyMC5zdGFnZWNvbmZpZy52MS5VcGRhdGVDb25maWdSZXF1ZXN0Lk9wdGlvbnNFbnRyeRIeChFleHBlY3RlZF9yZXZpc2lvbhgGIAEoA0gCiAEBEhUKDXZhbGlkYXRlX29ubHkYByABKAgSDwoHY29tbWVudBgIIAEoCRIYChBhbGxvd191bnZlcmlmaWVkGAkgASgIEi4KCWZhbGxiYWNrcxgKIAMoCzIbLnN0YWdlY29uZmlnLnYxLlJvdXRlVXBkYXRlEhcKD2NsZWFyX2ZhbGxiYWNrcxgLIAEoCBIsCgdyb2xsb3V0GAwgASgLMhsuc3RhZ2Vjb25maWcudjEuUm9sbG91dFNwZWMaLgoMT3B0aW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCgoIX2FwaV9rZXlCCAoGX21vZGVsQhQKEl9leHBlY3RlZF9yZXZpc2lvbiJhCgtSb2xsb3V0U3BlYxIPCgdwZXJjZW50GAEgASgFEhIKCmNsaWVudF9pZHMYAiADKAkSLQoGcG9saWN5GAMgASgLMh0uc3RhZ2Vjb25maWcudjEuUm9sbG91dFBvbGljeSJbCg1Sb2xsb3V0UG9saWN5EhQKDGJha2Vfc2Vjb25kcxgBIAEoBRIRCgltaW5fdGFza3MYAiABKAUSIQoZbWF4X2ZhaWx1cmVfcmF0ZV9pbmNyZWFzZRgDIAEoASJpCgtSb2xsb3V0U2lkZRIQCghyZXZpc2lvbhgBIAEoAxIPCgdjbGllbnRzGAIgASgFEhEKCXN1Y2NlZWRlZBgDIAEoAxIOCgZmYWlsZWQYBCABKAMSFAoMZmFpbHVyZV9yYXRlGAUgASgBIqQECgdSb2xsb3V0Ei0KCnN0YWdlX3R5cGUYASABKA4yGS5zdGFnZWNvbmZpZy52MS5TdGFnZVR5cGUSKwoFc3RhdGUYAiABKA4yHC5zdGFnZWNvbmZpZy52MS5Sb2xsb3V0U3RhdGUSLgoJY2FuZGlkYXRlGAMgASgLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VDb25maWcSGgoSY2FuZGlkYXRlX3JldmlzaW9uGAQgASgDEhcKD3N0YWJsZV9yZXZpc2lvbhgFIAEoAxIPCgdwZXJjZW50GAYgASgFEhIKCmNsaWVudF9pZHMYByADKAkSLQoGcG9saWN5GAggASgLMh0uc3RhZ2Vjb25maWcudjEuUm9sbG91dFBvbGljeRIuCgpzdGFydGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzdGFydGVkX2J5GAogASgJEisKBmNhbmFyeRgLIAEoCzIbLnN0YWdlY29uZmlnLnYxLlJvbGxvdXRTaWRlEisKBnN0YWJsZRgMIAEoCzIbLnN0YWdlY29uZmlnLnYxLlJvbGxvdXRTaWRlEiwKCGVuZGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghlbmRlZF9ieRgOIAEoCRIQCghkZWNpc2lvbhgPIAEoCRIUCgxlbmRfcmV2aXNpb24YECABKAMijgEKFFVwZGF0ZUNvbmZpZ1Jlc3BvbnNlEisKBmNvbmZpZxgBIAEoCzIbLnN0YWdlY29uZmlnLnYxLlN0YWdlQ29uZmlnEg4KBm1vZGVscxgCIAMoCRIPCgd3cml0dGVuGAMgASgIEigKB3JvbGxvdXQYBCABKAsyFy5zdGFnZWNvbmZpZy52MS5Sb2xsb3V0Io0BChVQcm9tb3RlUm9sbG91dFJlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIeChFleHBlY3RlZF9yZXZpc2lvbhgCIAEoA0gAiAEBEg8KB2NvbW1lbnQYAyABKAlCFAoSX2V4cGVjdGVkX3JldmlzaW9uIm8KFlByb21vdGVSb2xsb3V0UmVzcG9uc2USKwoGY29uZmlnGAEgASgLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VDb25maWcSKAoHcm9sbG91dBgCIAEoCzIXLnN0YWdlY29uZmlnLnYxLlJvbGxvdXQiiwEKE0Fib3J0Um9sbG91dFJlcXVlc3QSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIeChFleHBlY3RlZF9yZXZpc2lvbhgCIAEoA0gAiAEBEg8KB2NvbW1lbnQYAyABKAlCFAoSX2V4cGVjdGVkX3JldmlzaW9uIm0KFEFib3J0Um9sbG91dFJlc3BvbnNlEisKBmNvbmZpZxgBIAEoCzIbLnN0YWdlY29uZmlnLnYxLlN0YWdlQ29uZmlnEigKB3JvbGxvdXQYAiABKAsyFy5zdGFnZWNvbmZpZy52MS5Sb2xsb3V0IlMKEUxpc3RNb2RlbHNSZXF1ZXN0Ei0KCnN0YWdlX3R5cGUYASABKA4yGS5zdGFnZWNvbmZpZy52MS5TdGFnZVR5cGUSDwoHcmVmcmVzaBgCIAEoCCLmAQoSTGlzdE1vZGVsc1Jlc3BvbnNlEg4KBm1vZGVscxgBIAMoCRIuCgp1cGRhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5zZWxlY3RlZF9tb2RlbBgDIAEoCRIzCg1wcm92aWRlcl9raW5kGAQgASgOMhwuc3RhZ2Vjb25maWcudjEuUHJvdmlkZXJLaW5kEiwKBnN0YXR1cxgFIAEoDjIcLnN0YWdlY29uZmlnLnYxLkNvbmZpZ1N0YXR1cxIVCg1zdGF0dXNfcmVhc29uGAYgASgJIhQKEkxpc3RDb25maWdzUmVxdWVzdCLgAQoPU3RhZ2VDb25maWdWaWV3Ei0KCnN0YWdlX3R5cGUYASABKA4yGS5zdGFnZWNvbmZpZy52MS5TdGFnZVR5cGUSKwoGY29uZmlnGAIgASgLMhsuc3RhZ2Vjb25maWcudjEuU3RhZ2VDb25maWcSDgoGbW9kZWxzGAMgAygJEjcKEWFsbG93ZWRfcHJvdmlkZXJzGAQgAygOMhwuc3RhZ2Vjb25maWcudjEuUHJvdmlkZXJLaW5kEigKB3JvbGxvdXQYBSABKAsyFy5zdGFnZWNvbmZpZy52MS5Sb2xsb3V0Il0KE0xpc3RDb25maWdzUmVzcG9uc2USLwoGc3RhZ2VzGAEgAygLMh8uc3RhZ2Vjb25maWcudjEuU3RhZ2VDb25maWdWaWV3EhUKDWhlYWRfcmV2aXNpb24YAiABKAMioQEKEldhdGNoQ29uZmlnUmVxdWVzdBIuCgtzdGFnZV90eXBlcxgBIAMoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIcCg9yZXN1bWVfcmV2aXNpb24YAiABKANIAIgBARIRCgljbGllbnRfaWQYAyABKAkSFgoOY2xpZW50X3ZlcnNpb24YBCABKAlCEgoQX3Jlc3VtZV9yZXZpc2lvbiKmAQoTV2F0Y2hDb25maWdSZXNwb25zZRIsCghzbmFwc2hvdBgBIAEoCzIYLnN0YWdlY29uZmlnLnYxLlNuYXBzaG90SAASKAoGY2hhbmdlGAIgASgLMhYuc3RhZ2Vjb25maWcudjEuQ2hhbmdlSAASLgoJaGVhcnRiZWF0GAMgASgLMhkuc3RhZ2Vjb25maWcudjEuSGVhcnRiZWF0SABCBwoFZXZlbnQiSgoIU25hcHNob3QSEAoIcmV2aXNpb24YASABKAMSLAoHY29uZmlncxgCIAMoCzIbLnN0YWdlY29uZmlnLnYxLlN0YWdlQ29uZmlnInUKBkNoYW5nZRIQCghyZXZpc2lvbhgBIAEoAxIrCgZjb25maWcYAiABKAsyGy5zdGFnZWNvbmZpZy52MS5TdGFnZUNvbmZpZxIsCgZyZWFzb24YAyABKA4yHC5zdGFnZWNvbmZpZy52MS5DaGFuZ2VSZWFzb24iUwoJSGVhcnRiZWF0EhUKDWhlYWRfcmV2aXNpb24YASABKAMSLwoLc2VydmVyX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkUKFFJlZnJlc2hNb2RlbHNSZXF1ZXN0Ei0KCnN0YWdlX3R5cGUYASABKA4yGS5zdGFnZWNvbmZpZy52MS5TdGFnZVR5cGUi1QEKDVJlZnJlc2hSZXN1bHQSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIsCgZzdGF0dXMYAiABKA4yHC5zdGFnZWNvbmZpZy52MS5Db25maWdTdGF0dXMSFQoNc3RhdHVzX3JlYXNvbhgDIAEoCRIOCgZtb2RlbHMYBCADKAkSFgoOc2VsZWN0ZWRfbW9kZWwYBSABKAkSFgoOcmVwbGFjZWRfbW9kZWwYBiABKAkSEAoIcmV2aXNpb24YByABKAMiRwoVUmVmcmVzaE1vZGVsc1Jlc3BvbnNlEi4KB3Jlc3VsdHMYASADKAsyHS5zdGFnZWNvbmZpZy52MS5SZWZyZXNoUmVzdWx0Im8KF0dldENvbmZpZ0hpc3RvcnlSZXF1ZXN0Ei0KCnN0YWdlX3R5cGUYASABKA4yGS5zdGFnZWNvbmZpZy52MS5TdGFnZVR5cGUSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiQgoLRmllbGRDaGFuZ2USDQoFZmllbGQYASABKAkSEQoJb2xkX3ZhbHVlGAIgASgJEhEKCW5ld192YWx1ZRgDIAEoCSL1AQoMSGlzdG9yeUVudHJ5EhAKCHJldmlzaW9uGAEgASgDEi0KCnN0YWdlX3R5cGUYAiABKA4yGS5zdGFnZWNvbmZpZy52MS5TdGFnZVR5cGUSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYBCABKAkSLAoGcmVhc29uGAUgASgOMhwuc3RhZ2Vjb25maWcudjEuQ2hhbmdlUmVhc29uEiwKB2NoYW5nZXMYBiADKAsyGy5zdGFnZWNvbmZpZy52MS5GaWVsZENoYW5nZRIPCgdjb21tZW50GAcgASgJImIKGEdldENvbmZpZ0hpc3RvcnlSZXNwb25zZRItCgdlbnRyaWVzGAEgAygLMhwuc3RhZ2Vjb25maWcudjEuSGlzdG9yeUVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKRAQoVUm9sbGJhY2tDb25maWdSZXF1ZXN0Ei0KCnN0YWdlX3R5cGUYASABKA4yGS5zdGFnZWNvbmZpZy52MS5TdGFnZVR5cGUSEwoLdG9fcmV2aXNpb24YAiABKAMSHgoRZXhwZWN0ZWRfcmV2aXNpb24YAyABKANIAIgBAUIUChJfZXhwZWN0ZWRfcmV2aXNpb24iRQoWUm9sbGJhY2tDb25maWdSZXNwb25zZRIrCgZjb25maWcYASABKAsyGy5zdGFnZWNvbmZpZy52MS5TdGFnZUNvbmZpZyIVChNMaXN0V2F0Y2hlcnNSZXF1ZXN0IqwDCgtXYXRjaGVySW5mbxIRCgljbGllbnRfaWQYASABKAkSDAoEcGVlchgCIAEoCRIuCgtzdGFnZV90eXBlcxgDIAMoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIzCg9jb25uZWN0ZWRfc2luY2UYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWxhc3RfcmV2aXNpb24YBSABKAMSDQoFYWN0b3IYBiABKAkSFgoOY2xpZW50X3ZlcnNpb24YByABKAkSGAoQYXBwbGllZF9yZXZpc2lvbhgIIAEoAxIVCg1uYWNrX3JldmlzaW9uGAkgASgDEhMKC25hY2tfcmVhc29uGAogASgJEjQKEGxhc3RfcmVwb3J0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKBnN0YWdlcxgMIAMoCzIbLnN0YWdlY29uZmlnLnYxLlN0YWdlUmVwb3J0EjAKDWNhbmFyeV9zdGFnZXMYDSADKA4yGS5zdGFnZWNvbmZpZy52MS5TdGFnZVR5cGUiXAoUTGlzdFdhdGNoZXJzUmVzcG9uc2USLQoId2F0Y2hlcnMYASADKAsyGy5zdGFnZWNvbmZpZy52MS5XYXRjaGVySW5mbxIVCg1oZWFkX3JldmlzaW9uGAIgASgDIvQBCgxUYXNrT3V0Y29tZXMSEAoIcmV2aXNpb24YASABKAMSEQoJc3VjY2VlZGVkGAIgASgDEg4KBmZhaWxlZBgDIAEoAxIPCgdyZXRyaWVkGAQgASgDEkwKEWZhaWx1cmVzX2J5X2NhdXNlGAUgAygLMjEuc3RhZ2Vjb25maWcudjEuVGFza091dGNvbWVzLkZhaWx1cmVzQnlDYXVzZUVudHJ5EhgKEGR1cmF0aW9uX2J1Y2tldHMYBiADKAMaNgoURmFpbHVyZXNCeUNhdXNlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASLXAQoLU3RhZ2VSZXBvcnQSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIQCghyZXZpc2lvbhgCIAEoAxIVCg1uYWNrX3JldmlzaW9uGAMgASgDEhMKC25hY2tfcmVhc29uGAQgASgJEi4KCG91dGNvbWVzGAUgAygLMhwuc3RhZ2Vjb25maWcudjEuVGFza091dGNvbWVzEisKBnJvdXRlcxgGIAMoCzIbLnN0YWdlY29uZmlnLnYxLlJvdXRlUmVwb3J0IrACCgtSb3V0ZVJlcG9ydBITCgtyb3V0ZV9pbmRleBgBIAEoBRIzCg1wcm92aWRlcl9raW5kGAIgASgOMhwuc3RhZ2Vjb25maWcudjEuUHJvdmlkZXJLaW5kEhsKE2FwaV9rZXlfZmluZ2VycHJpbnQYAyABKAkSMwoNYnJlYWtlcl9zdGF0ZRgEIAEoDjIcLnN0YWdlY29uZmlnLnYxLkJyZWFrZXJTdGF0ZRIRCglzdWNjZWVkZWQYBSABKAMSDgoGZmFpbGVkGAYgASgDEhEKCWZhaWxvdmVycxgHIAEoAxIWCg5icmVha2VyX29wZW5lZBgIIAEoAxI3ChJsYXN0X2ZhaWx1cmVfY2F1c2UYCSABKA4yGy5zdGFnZWNvbmZpZy52MS5TdGF0dXNDYXVzZSLVAQoTUmVwb3J0U3RhdHVzUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAkSGAoQYXBwbGllZF9yZXZpc2lvbhgCIAEoAxIMCgRob3N0GAMgASgJEgsKA3BpZBgEIAEoBRIWCg5jbGllbnRfdmVyc2lvbhgFIAEoCRIrCgZzdGFnZXMYBiADKAsyGy5zdGFnZWNvbmZpZy52MS5TdGFnZVJlcG9ydBIQCghzZXF1ZW5jZRgHIAEoAxIfChdyZXBvcnRfaW50ZXJ2YWxfc2Vjb25kcxgIIAEoBSIpChRSZXBvcnRTdGF0dXNSZXNwb25zZRIRCglkdXBsaWNhdGUYASABKAgiXgoVR2V0RmxlZXRTdGF0dXNSZXF1ZXN0Ei0KCnN0YWdlX3R5cGUYASABKA4yGS5zdGFnZWNvbmZpZy52MS5TdGFnZVR5cGUSFgoOd2luZG93X3NlY29uZHMYAiABKAUi8QIKE1JldmlzaW9uRmxlZXRTdGF0dXMSEAoIcmV2aXNpb24YASABKAMSDwoHY2xpZW50cxgCIAEoBRIOCgZuYWNrZWQYAyABKAUSFAoMbmFja19yZWFzb25zGAQgAygJEhEKCXN1Y2NlZWRlZBgFIAEoAxIOCgZmYWlsZWQYBiABKAMSDwoHcmV0cmllZBgHIAEoAxIUCgxmYWlsdXJlX3JhdGUYCCABKAESUwoRZmFpbHVyZXNfYnlfY2F1c2UYCSADKAsyOC5zdGFnZWNvbmZpZy52MS5SZXZpc2lvbkZsZWV0U3RhdHVzLkZhaWx1cmVzQnlDYXVzZUVudHJ5EhwKFHA1MF9kdXJhdGlvbl9zZWNvbmRzGAogASgBEhwKFHA5NV9kdXJhdGlvbl9zZWNvbmRzGAsgASgBGjYKFEZhaWx1cmVzQnlDYXVzZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEi/wEKEFN0YWdlRmxlZXRTdGF0dXMSLQoKc3RhZ2VfdHlwZRgBIAEoDjIZLnN0YWdlY29uZmlnLnYxLlN0YWdlVHlwZRIQCghyZXZpc2lvbhgCIAEoAxI2CglyZXZpc2lvbnMYAyADKAsyIy5zdGFnZWNvbmZpZy52MS5SZXZpc2lvbkZsZWV0U3RhdHVzEhYKDnNpbGVudF9jbGllbnRzGAQgASgFEjAKBnJvdXRlcxgFIAMoCzIgLnN0YWdlY29uZmlnLnYxLlJvdXRlRmxlZXRTdGF0dXMSKAoHcm9sbG91dBgGIAEoCzIXLnN0YWdlY29uZmlnLnYxLlJvbGxvdXQiigIKEFJvdXRlRmxlZXRTdGF0dXMSEwoLcm91dGVfaW5kZXgYASABKAUSMwoNcHJvdmlkZXJfa2luZBgCIAEoDjIcLnN0YWdlY29uZmlnLnYxLlByb3ZpZGVyS2luZBIbChNhcGlfa2V5X2ZpbmdlcnByaW50GAMgASgJEg8KB2NsaWVudHMYBCABKAUSFAoMY2xpZW50c19vcGVuGAUgASgFEhEKCXN1Y2NlZWRlZBgGIAEoAxIOCgZmYWlsZWQYByABKAMSEQoJZmFpbG92ZXJzGAggASgDEjIKDWZhaWx1cmVfY2F1c2UYCSABKA4yGy5zdGFnZWNvbmZpZy52MS5TdGF0dXNDYXVzZSLgAQoLRmxlZXRDbGllbnQSEQoJY2xpZW50X2lkGAEgASgJEgwKBGhvc3QYAiABKAkSCwoDcGlkGAMgASgFEhYKDmNsaWVudF92ZXJzaW9uGAQgASgJEhgKEGFwcGxpZWRfcmV2aXNpb24YBSABKAMSNAoQbGFzdF9yZXBvcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc2lsZW50GAcgASgIEisKBnN0YWdlcxgIIAMoCzIbLnN0YWdlY29uZmlnLnYxLlN0YWdlUmVwb3J0IqcBChZHZXRGbGVldFN0YXR1c1Jlc3BvbnNlEjAKBnN0YWdlcxgBIAMoCzIgLnN0YWdlY29uZmlnLnYxLlN0YWdlRmxlZXRTdGF0dXMSLAoHY2xpZW50cxgCIAMoCzIbLnN0YWdlY29uZmlnLnYxLkZsZWV0Q2xpZW50EhUKDWhlYWRfcmV2aXNpb24YAyABKAMSFgoOd2luZG93X3NlY29uZHMYBCABKAUqfAoJU3RhZ2VUeXBlEhoKFlNUQUdFX1RZUEVfVU5TUEVDSUZJRUQQABITCg9TVEFHRV9UWVBFX1BPRU0QARIUChBTVEFHRV9UWVBFX1ZPSUNFEAISEwoPU1RBR0VfVFlQRV9TT05HEAMSEwoPU1RBR0VfVFlQRV9DTElQEAQqzAEKDFByb3ZpZGVyS2luZBIdChlQUk9WSURFUl9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYUFJPVklERVJfS0lORF9ZQU5ERVhfR1BUEAESGAoUUFJPVklERVJfS0lORF9HRU1JTkkQAhIYChRQUk9WSURFUl9LSU5EX09QRU5BSRADEhsKF1BST1ZJREVSX0tJTkRfU1BFRUNIS0lUEAQSFgoSUFJPVklERVJfS0lORF9TVU5PEAUSFgoSUFJPVklERVJfS0lORF9QSUtBEAYqtAEKDENvbmZpZ1N0YXR1cxIdChlDT05GSUdfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGAoUQ09ORklHX1NUQVRVU19BQ1RJVkUQARIZChVDT05GSUdfU1RBVFVTX1dBUk5JTkcQAhIZChVDT05GSUdfU1RBVFVTX0lOVkFMSUQQAxIXChNDT05GSUdfU1RBVFVTX0VSUk9SEAQSHAoYQ09ORklHX1NUQVRVU19VTlZFUklGSUVEEAUqgwIKC1N0YXR1c0NhdXNlEhwKGFNUQVRVU19DQVVTRV9VTlNQRUNJRklFRBAAEhUKEVNUQVRVU19DQVVTRV9BVVRIEAESGwoXU1RBVFVTX0NBVVNFX1BFUk1JU1NJT04QAhIWChJTVEFUVVNfQ0FVU0VfUVVPVEEQAxIbChdTVEFUVVNfQ0FVU0VfUkFURV9MSU1JVBAEEhcKE1NUQVRVU19DQVVTRV9SRUdJT04QBRIZChVTVEFUVVNfQ0FVU0VfVVBTVFJFQU0QBhIYChRTVEFUVVNfQ0FVU0VfTkVUV09SSxAHEh8KG1NUQVRVU19DQVVTRV9NT0RFTF9SRVBMQUNFRBAIKoUBCgxDb25maWdTb3VyY2USHQoZQ09ORklHX1NPVVJDRV9VTlNQRUNJRklFRBAAEhoKFkNPTkZJR19TT1VSQ0VfREFUQUJBU0UQARIaChZDT05GSUdfU09VUkNFX0ZBTExCQUNLEAISHgoaQ09ORklHX1NPVVJDRV9VTkNPTkZJR1VSRUQQAyqnAgoMQ2hhbmdlUmVhc29uEh0KGUNIQU5HRV9SRUFTT05fVU5TUEVDSUZJRUQQABIeChpDSEFOR0VfUkVBU09OX0FETUlOX1VQREFURRABEhYKEkNIQU5HRV9SRUFTT05fU1lOQxACEiAKHENIQU5HRV9SRUFTT05fTU9ERUxfUkVQTEFDRUQQAxIaChZDSEFOR0VfUkVBU09OX1JPTExCQUNLEAQSGAoUQ0hBTkdFX1JFQVNPTl9JTVBPUlQQBRIhCh1DSEFOR0VfUkVBU09OX1JPTExPVVRfU1RBUlRFRBAGEiIKHkNIQU5HRV9SRUFTT05fUk9MTE9VVF9QUk9NT1RFRBAHEiEKHUNIQU5HRV9SRUFTT05fUk9MTE9VVF9BQk9SVEVEEAgqfwoMUm9sbG91dFN0YXRlEh0KGVJPTExPVVRfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVST0xMT1VUX1NUQVRFX1JVTk5JTkcQARIaChZST0xMT1VUX1NUQVRFX1BST01PVEVEEAISGQoVUk9MTE9VVF9TVEFURV9BQk9SVEVEEAMqfAoMQnJlYWtlclN0YXRlEh0KGUJSRUFLRVJfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRCUkVBS0VSX1NUQVRFX0NMT1NFRBABEhYKEkJSRUFLRVJfU1RBVEVfT1BFThACEhsKF0JSRUFLRVJfU1RBVEVfSEFMRl9PUEVOEAMy0wkKElN0YWdlQ29uZmlnU2VydmljZRJiCg9HZXRBY3RpdmVDb25maWcSJi5zdGFnZWNvbmZpZy52MS5HZXRBY3RpdmVDb25maWdSZXF1ZXN0Gicuc3RhZ2Vjb25maWcudjEuR2V0QWN0aXZlQ29uZmlnUmVzcG9uc2USWQoMVXBkYXRlQ29uZmlnEiMuc3RhZ2Vjb25maWcudjEuVXBkYXRlQ29uZmlnUmVxdWVzdBokLnN0YWdlY29uZmlnLnYxLlVwZGF0ZUNvbmZpZ1Jlc3BvbnNlElMKCkxpc3RNb2RlbHMSIS5zdGFnZWNvbmZpZy52MS5MaXN0TW9kZWxzUmVxdWVzdBoiLnN0YWdlY29uZmlnLnYxLkxpc3RNb2RlbHNSZXNwb25zZRJWCgtMaXN0Q29uZmlncxIiLnN0YWdlY29uZmlnLnYxLkxpc3RDb25maWdzUmVxdWVzdBojLnN0YWdlY29uZmlnLnYxLkxpc3RDb25maWdzUmVzcG9uc2USWAoLV2F0Y2hDb25maWcSIi5zdGFnZWNvbmZpZy52MS5XYXRjaENvbmZpZ1JlcXVlc3QaIy5zdGFnZWNvbmZpZy52MS5XYXRjaENvbmZpZ1Jlc3BvbnNlMAESXAoNUmVmcmVzaE1vZGVscxIkLnN0YWdlY29uZmlnLnYxLlJlZnJlc2hNb2RlbHNSZXF1ZXN0GiUuc3RhZ2Vjb25maWcudjEuUmVmcmVzaE1vZGVsc1Jlc3BvbnNlEmUKEEdldENvbmZpZ0hpc3RvcnkSJy5zdGFnZWNvbmZpZy52MS5HZXRDb25maWdIaXN0b3J5UmVxdWVzdBooLnN0YWdlY29uZmlnLnYxLkdldENvbmZpZ0hpc3RvcnlSZXNwb25zZRJfCg5Sb2xsYmFja0NvbmZpZxIlLnN0YWdlY29uZmlnLnYxLlJvbGxiYWNrQ29uZmlnUmVxdWVzdBomLnN0YWdlY29uZmlnLnYxLlJvbGxiYWNrQ29uZmlnUmVzcG9uc2USWQoMTGlzdFdhdGNoZXJzEiMuc3RhZ2Vjb25maWcudjEuTGlzdFdhdGNoZXJzUmVxdWVzdBokLnN0YWdlY29uZmlnLnYxLkxpc3RXYXRjaGVyc1Jlc3BvbnNlElkKDFJlcG9ydFN0YXR1cxIjLnN0YWdlY29uZmlnLnYxLlJlcG9ydFN0YXR1c1JlcXVlc3QaJC5zdGFnZWNvbmZpZy52MS5SZXBvcnRTdGF0dXNSZXNwb25zZRJfCg5HZXRGbGVldFN0YXR1cxIlLnN0YWdlY29uZmlnLnYxLkdldEZsZWV0U3RhdHVzUmVxdWVzdBomLnN0YWdlY29uZmlnLnYxLkdldEZsZWV0U3RhdHVzUmVzcG9uc2USXwoOUHJvbW90ZVJvbGxvdXQSJS5zdGFnZWNvbmZpZy52MS5Qcm9tb3RlUm9sbG91dFJlcXVlc3QaJi5zdGFnZWNvbmZpZy52MS5Qcm9tb3RlUm9sbG91dFJlc3BvbnNlElkKDEFib3J0Um9sbG91dBIjLnN0YWdlY29uZmlnLnYxLkFib3J0Um9sbG91dFJlcXVlc3QaJC5zdGFnZWNvbmZpZy52MS5BYm9ydFJvbGxvdXRSZXNwb25zZUJeChJkZXYuc3RhZ2Vjb25maWcudjFQAVpGZ2l0aHViLmNvbS9zdGFnZWNvbmZpZy9zdGFnZWNvbmZpZy9nZW4vZ28vc3RhZ2Vjb25maWcvdjE7c3RhZ2Vjb25maWd2MWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * StageConfig is one stage's provider configuration.
@@ -106,6 +106,15 @@ export type StageConfig = Message<"stageconfig.v1.StageConfig"> & {
    * @generated from field: google.protobuf.Timestamp models_cache_updated_at = 14;
    */
   modelsCacheUpdatedAt?: Timestamp | undefined;
+
+  /**
+   * Routes to use, in order, when the primary (the fields above) fails: other providers
+   * allowed for the stage, or further keys of the same provider (a key pool). Keys are
+   * plaintext for the worker role and masked for everyone else, like api_key.
+   *
+   * @generated from field: repeated stageconfig.v1.Route fallbacks = 15;
+   */
+  fallbacks: Route[];
 };
 
 /**
@@ -116,6 +125,114 @@ export const StageConfigSchema: GenMessage<StageConfig> = /*@__PURE__*/
   messageDesc(file_stageconfig_v1_stage_config, 0);
 
 /**
+ * Route is one way to serve a stage: a provider, a key, a model and options.
+ *
+ * @generated from message stageconfig.v1.Route
+ */
+export type Route = Message<"stageconfig.v1.Route"> & {
+  /**
+   * @generated from field: stageconfig.v1.ProviderKind provider_kind = 1;
+   */
+  providerKind: ProviderKind;
+
+  /**
+   * Plaintext for the worker role; masked for everyone else (api_key_masked says which).
+   *
+   * @generated from field: string api_key = 2;
+   */
+  apiKey: string;
+
+  /**
+   * @generated from field: string model = 3;
+   */
+  model: string;
+
+  /**
+   * @generated from field: map<string, string> options = 4;
+   */
+  options: { [key: string]: string };
+
+  /**
+   * @generated from field: stageconfig.v1.ConfigStatus status = 5;
+   */
+  status: ConfigStatus;
+
+  /**
+   * @generated from field: string status_reason = 6;
+   */
+  statusReason: string;
+
+  /**
+   * @generated from field: stageconfig.v1.StatusCause status_cause = 7;
+   */
+  statusCause: StatusCause;
+
+  /**
+   * @generated from field: bool api_key_masked = 8;
+   */
+  apiKeyMasked: boolean;
+
+  /**
+   * @generated from field: string api_key_fingerprint = 9;
+   */
+  apiKeyFingerprint: string;
+};
+
+/**
+ * Describes the message stageconfig.v1.Route.
+ * Use `create(RouteSchema)` to create a new message.
+ */
+export const RouteSchema: GenMessage<Route> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 1);
+
+/**
+ * RouteUpdate is one fallback route as an admin sets it.
+ *
+ * @generated from message stageconfig.v1.RouteUpdate
+ */
+export type RouteUpdate = Message<"stageconfig.v1.RouteUpdate"> & {
+  /**
+   * @generated from field: stageconfig.v1.ProviderKind provider_kind = 1;
+   */
+  providerKind: ProviderKind;
+
+  /**
+   * Omit to keep the key of the stored fallback at the same position when it has the same
+   * provider (or the stored fallback whose key has api_key_fingerprint, when given).
+   *
+   * @generated from field: optional string api_key = 2;
+   */
+  apiKey?: string | undefined;
+
+  /**
+   * Omit to keep the stored route's model when the provider still offers it, else the
+   * first.
+   *
+   * @generated from field: optional string model = 3;
+   */
+  model?: string | undefined;
+
+  /**
+   * @generated from field: map<string, string> options = 4;
+   */
+  options: { [key: string]: string };
+
+  /**
+   * Picks the stored fallback key to keep by its fingerprint (reordering a key pool).
+   *
+   * @generated from field: string api_key_fingerprint = 5;
+   */
+  apiKeyFingerprint: string;
+};
+
+/**
+ * Describes the message stageconfig.v1.RouteUpdate.
+ * Use `create(RouteUpdateSchema)` to create a new message.
+ */
+export const RouteUpdateSchema: GenMessage<RouteUpdate> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 2);
+
+/**
  * @generated from message stageconfig.v1.GetActiveConfigRequest
  */
 export type GetActiveConfigRequest = Message<"stageconfig.v1.GetActiveConfigRequest"> & {
@@ -123,6 +240,14 @@ export type GetActiveConfigRequest = Message<"stageconfig.v1.GetActiveConfigRequ
    * @generated from field: stageconfig.v1.StageType stage_type = 1;
    */
   stageType: StageType;
+
+  /**
+   * The asking client's id (WatchConfigRequest.client_id): a client in a running
+   * rollout's cohort gets the candidate, everyone else the stable config.
+   *
+   * @generated from field: string client_id = 2;
+   */
+  clientId: string;
 };
 
 /**
@@ -130,7 +255,7 @@ export type GetActiveConfigRequest = Message<"stageconfig.v1.GetActiveConfigRequ
  * Use `create(GetActiveConfigRequestSchema)` to create a new message.
  */
 export const GetActiveConfigRequestSchema: GenMessage<GetActiveConfigRequest> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 1);
+  messageDesc(file_stageconfig_v1_stage_config, 3);
 
 /**
  * @generated from message stageconfig.v1.GetActiveConfigResponse
@@ -147,7 +272,7 @@ export type GetActiveConfigResponse = Message<"stageconfig.v1.GetActiveConfigRes
  * Use `create(GetActiveConfigResponseSchema)` to create a new message.
  */
 export const GetActiveConfigResponseSchema: GenMessage<GetActiveConfigResponse> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 2);
+  messageDesc(file_stageconfig_v1_stage_config, 4);
 
 /**
  * @generated from message stageconfig.v1.UpdateConfigRequest
@@ -216,6 +341,30 @@ export type UpdateConfigRequest = Message<"stageconfig.v1.UpdateConfigRequest"> 
    * @generated from field: bool allow_unverified = 9;
    */
   allowUnverified: boolean;
+
+  /**
+   * The whole ordered list of fallback routes (at most 8). Empty keeps the stored list
+   * unless clear_fallbacks is set.
+   *
+   * @generated from field: repeated stageconfig.v1.RouteUpdate fallbacks = 10;
+   */
+  fallbacks: RouteUpdate[];
+
+  /**
+   * With an empty fallbacks list: remove every stored fallback.
+   *
+   * @generated from field: bool clear_fallbacks = 11;
+   */
+  clearFallbacks: boolean;
+
+  /**
+   * Send this config to a canary cohort first instead of to everyone. While a rollout
+   * runs, any other UpdateConfig or RollbackConfig of the stage is refused with
+   * FAILED_PRECONDITION (promote or abort it first).
+   *
+   * @generated from field: stageconfig.v1.RolloutSpec rollout = 12;
+   */
+  rollout?: RolloutSpec | undefined;
 };
 
 /**
@@ -223,7 +372,224 @@ export type UpdateConfigRequest = Message<"stageconfig.v1.UpdateConfigRequest"> 
  * Use `create(UpdateConfigRequestSchema)` to create a new message.
  */
 export const UpdateConfigRequestSchema: GenMessage<UpdateConfigRequest> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 3);
+  messageDesc(file_stageconfig_v1_stage_config, 5);
+
+/**
+ * RolloutSpec is the cohort of a new rollout and, optionally, how it is judged.
+ *
+ * @generated from message stageconfig.v1.RolloutSpec
+ */
+export type RolloutSpec = Message<"stageconfig.v1.RolloutSpec"> & {
+  /**
+   * 1-99: the share of clients, by a stable hash of client_id and stage.
+   *
+   * @generated from field: int32 percent = 1;
+   */
+  percent: number;
+
+  /**
+   * Or an explicit list of client ids (at most 1000). Exactly one of percent and
+   * client_ids.
+   *
+   * @generated from field: repeated string client_ids = 2;
+   */
+  clientIds: string[];
+
+  /**
+   * Absent: the rollout waits for PromoteRollout or AbortRollout.
+   *
+   * @generated from field: stageconfig.v1.RolloutPolicy policy = 3;
+   */
+  policy?: RolloutPolicy | undefined;
+};
+
+/**
+ * Describes the message stageconfig.v1.RolloutSpec.
+ * Use `create(RolloutSpecSchema)` to create a new message.
+ */
+export const RolloutSpecSchema: GenMessage<RolloutSpec> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 6);
+
+/**
+ * RolloutPolicy promotes or aborts a rollout from the cohort's task outcomes.
+ *
+ * @generated from message stageconfig.v1.RolloutPolicy
+ */
+export type RolloutPolicy = Message<"stageconfig.v1.RolloutPolicy"> & {
+  /**
+   * Judge no earlier than this long after the start (1-86400).
+   *
+   * @generated from field: int32 bake_seconds = 1;
+   */
+  bakeSeconds: number;
+
+  /**
+   * Canary tasks (succeeded + failed) needed before judging (at least 1).
+   *
+   * @generated from field: int32 min_tasks = 2;
+   */
+  minTasks: number;
+
+  /**
+   * Promote when the canary's failure rate minus the stable side's is at most this
+   * (0-1); abort when above.
+   *
+   * @generated from field: double max_failure_rate_increase = 3;
+   */
+  maxFailureRateIncrease: number;
+};
+
+/**
+ * Describes the message stageconfig.v1.RolloutPolicy.
+ * Use `create(RolloutPolicySchema)` to create a new message.
+ */
+export const RolloutPolicySchema: GenMessage<RolloutPolicy> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 7);
+
+/**
+ * RolloutSide is one side of a rollout as the fleet reports it.
+ *
+ * @generated from message stageconfig.v1.RolloutSide
+ */
+export type RolloutSide = Message<"stageconfig.v1.RolloutSide"> & {
+  /**
+   * The revision this side runs.
+   *
+   * @generated from field: int64 revision = 1;
+   */
+  revision: bigint;
+
+  /**
+   * Clients on this side (connected watchers and reporting clients).
+   *
+   * @generated from field: int32 clients = 2;
+   */
+  clients: number;
+
+  /**
+   * @generated from field: int64 succeeded = 3;
+   */
+  succeeded: bigint;
+
+  /**
+   * @generated from field: int64 failed = 4;
+   */
+  failed: bigint;
+
+  /**
+   * @generated from field: double failure_rate = 5;
+   */
+  failureRate: number;
+};
+
+/**
+ * Describes the message stageconfig.v1.RolloutSide.
+ * Use `create(RolloutSideSchema)` to create a new message.
+ */
+export const RolloutSideSchema: GenMessage<RolloutSide> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 8);
+
+/**
+ * Rollout is a stage's rollout: running, or how it ended.
+ *
+ * @generated from message stageconfig.v1.Rollout
+ */
+export type Rollout = Message<"stageconfig.v1.Rollout"> & {
+  /**
+   * @generated from field: stageconfig.v1.StageType stage_type = 1;
+   */
+  stageType: StageType;
+
+  /**
+   * @generated from field: stageconfig.v1.RolloutState state = 2;
+   */
+  state: RolloutState;
+
+  /**
+   * The candidate config (key masked) and the revision it was written at.
+   *
+   * @generated from field: stageconfig.v1.StageConfig candidate = 3;
+   */
+  candidate?: StageConfig | undefined;
+
+  /**
+   * @generated from field: int64 candidate_revision = 4;
+   */
+  candidateRevision: bigint;
+
+  /**
+   * The stable config's revision when the rollout started.
+   *
+   * @generated from field: int64 stable_revision = 5;
+   */
+  stableRevision: bigint;
+
+  /**
+   * @generated from field: int32 percent = 6;
+   */
+  percent: number;
+
+  /**
+   * @generated from field: repeated string client_ids = 7;
+   */
+  clientIds: string[];
+
+  /**
+   * @generated from field: stageconfig.v1.RolloutPolicy policy = 8;
+   */
+  policy?: RolloutPolicy | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp started_at = 9;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string started_by = 10;
+   */
+  startedBy: string;
+
+  /**
+   * @generated from field: stageconfig.v1.RolloutSide canary = 11;
+   */
+  canary?: RolloutSide | undefined;
+
+  /**
+   * @generated from field: stageconfig.v1.RolloutSide stable = 12;
+   */
+  stable?: RolloutSide | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp ended_at = 13;
+   */
+  endedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string ended_by = 14;
+   */
+  endedBy: string;
+
+  /**
+   * Why it ended (for an automatic decision, the figures it used).
+   *
+   * @generated from field: string decision = 15;
+   */
+  decision: string;
+
+  /**
+   * The revision written by the promote or abort.
+   *
+   * @generated from field: int64 end_revision = 16;
+   */
+  endRevision: bigint;
+};
+
+/**
+ * Describes the message stageconfig.v1.Rollout.
+ * Use `create(RolloutSchema)` to create a new message.
+ */
+export const RolloutSchema: GenMessage<Rollout> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 9);
 
 /**
  * @generated from message stageconfig.v1.UpdateConfigResponse
@@ -249,6 +615,13 @@ export type UpdateConfigResponse = Message<"stageconfig.v1.UpdateConfigResponse"
    * @generated from field: bool written = 3;
    */
   written: boolean;
+
+  /**
+   * Set when the request started a rollout (config is then the candidate).
+   *
+   * @generated from field: stageconfig.v1.Rollout rollout = 4;
+   */
+  rollout?: Rollout | undefined;
 };
 
 /**
@@ -256,7 +629,113 @@ export type UpdateConfigResponse = Message<"stageconfig.v1.UpdateConfigResponse"
  * Use `create(UpdateConfigResponseSchema)` to create a new message.
  */
 export const UpdateConfigResponseSchema: GenMessage<UpdateConfigResponse> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 4);
+  messageDesc(file_stageconfig_v1_stage_config, 10);
+
+/**
+ * @generated from message stageconfig.v1.PromoteRolloutRequest
+ */
+export type PromoteRolloutRequest = Message<"stageconfig.v1.PromoteRolloutRequest"> & {
+  /**
+   * @generated from field: stageconfig.v1.StageType stage_type = 1;
+   */
+  stageType: StageType;
+
+  /**
+   * When set, the rollout's candidate must be at this revision; otherwise ABORTED.
+   *
+   * @generated from field: optional int64 expected_revision = 2;
+   */
+  expectedRevision?: bigint | undefined;
+
+  /**
+   * @generated from field: string comment = 3;
+   */
+  comment: string;
+};
+
+/**
+ * Describes the message stageconfig.v1.PromoteRolloutRequest.
+ * Use `create(PromoteRolloutRequestSchema)` to create a new message.
+ */
+export const PromoteRolloutRequestSchema: GenMessage<PromoteRolloutRequest> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 11);
+
+/**
+ * @generated from message stageconfig.v1.PromoteRolloutResponse
+ */
+export type PromoteRolloutResponse = Message<"stageconfig.v1.PromoteRolloutResponse"> & {
+  /**
+   * The config everyone now has, key masked.
+   *
+   * @generated from field: stageconfig.v1.StageConfig config = 1;
+   */
+  config?: StageConfig | undefined;
+
+  /**
+   * @generated from field: stageconfig.v1.Rollout rollout = 2;
+   */
+  rollout?: Rollout | undefined;
+};
+
+/**
+ * Describes the message stageconfig.v1.PromoteRolloutResponse.
+ * Use `create(PromoteRolloutResponseSchema)` to create a new message.
+ */
+export const PromoteRolloutResponseSchema: GenMessage<PromoteRolloutResponse> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 12);
+
+/**
+ * @generated from message stageconfig.v1.AbortRolloutRequest
+ */
+export type AbortRolloutRequest = Message<"stageconfig.v1.AbortRolloutRequest"> & {
+  /**
+   * @generated from field: stageconfig.v1.StageType stage_type = 1;
+   */
+  stageType: StageType;
+
+  /**
+   * When set, the rollout's candidate must be at this revision; otherwise ABORTED.
+   *
+   * @generated from field: optional int64 expected_revision = 2;
+   */
+  expectedRevision?: bigint | undefined;
+
+  /**
+   * @generated from field: string comment = 3;
+   */
+  comment: string;
+};
+
+/**
+ * Describes the message stageconfig.v1.AbortRolloutRequest.
+ * Use `create(AbortRolloutRequestSchema)` to create a new message.
+ */
+export const AbortRolloutRequestSchema: GenMessage<AbortRolloutRequest> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 13);
+
+/**
+ * @generated from message stageconfig.v1.AbortRolloutResponse
+ */
+export type AbortRolloutResponse = Message<"stageconfig.v1.AbortRolloutResponse"> & {
+  /**
+   * The stable config the cohort went back to, key masked.
+   *
+   * @generated from field: stageconfig.v1.StageConfig config = 1;
+   */
+  config?: StageConfig | undefined;
+
+  /**
+   * @generated from field: stageconfig.v1.Rollout rollout = 2;
+   */
+  rollout?: Rollout | undefined;
+};
+
+/**
+ * Describes the message stageconfig.v1.AbortRolloutResponse.
+ * Use `create(AbortRolloutResponseSchema)` to create a new message.
+ */
+export const AbortRolloutResponseSchema: GenMessage<AbortRolloutResponse> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 14);
 
 /**
  * @generated from message stageconfig.v1.ListModelsRequest
@@ -280,7 +759,7 @@ export type ListModelsRequest = Message<"stageconfig.v1.ListModelsRequest"> & {
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 5);
+  messageDesc(file_stageconfig_v1_stage_config, 15);
 
 /**
  * @generated from message stageconfig.v1.ListModelsResponse
@@ -322,7 +801,7 @@ export type ListModelsResponse = Message<"stageconfig.v1.ListModelsResponse"> & 
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 6);
+  messageDesc(file_stageconfig_v1_stage_config, 16);
 
 /**
  * @generated from message stageconfig.v1.ListConfigsRequest
@@ -335,7 +814,7 @@ export type ListConfigsRequest = Message<"stageconfig.v1.ListConfigsRequest"> & 
  * Use `create(ListConfigsRequestSchema)` to create a new message.
  */
 export const ListConfigsRequestSchema: GenMessage<ListConfigsRequest> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 7);
+  messageDesc(file_stageconfig_v1_stage_config, 17);
 
 /**
  * StageConfigView is what an admin sees of one stage.
@@ -368,6 +847,13 @@ export type StageConfigView = Message<"stageconfig.v1.StageConfigView"> & {
    * @generated from field: repeated stageconfig.v1.ProviderKind allowed_providers = 4;
    */
   allowedProviders: ProviderKind[];
+
+  /**
+   * The stage's running rollout, if any.
+   *
+   * @generated from field: stageconfig.v1.Rollout rollout = 5;
+   */
+  rollout?: Rollout | undefined;
 };
 
 /**
@@ -375,7 +861,7 @@ export type StageConfigView = Message<"stageconfig.v1.StageConfigView"> & {
  * Use `create(StageConfigViewSchema)` to create a new message.
  */
 export const StageConfigViewSchema: GenMessage<StageConfigView> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 8);
+  messageDesc(file_stageconfig_v1_stage_config, 18);
 
 /**
  * @generated from message stageconfig.v1.ListConfigsResponse
@@ -397,7 +883,7 @@ export type ListConfigsResponse = Message<"stageconfig.v1.ListConfigsResponse"> 
  * Use `create(ListConfigsResponseSchema)` to create a new message.
  */
 export const ListConfigsResponseSchema: GenMessage<ListConfigsResponse> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 9);
+  messageDesc(file_stageconfig_v1_stage_config, 19);
 
 /**
  * @generated from message stageconfig.v1.WatchConfigRequest
@@ -438,7 +924,7 @@ export type WatchConfigRequest = Message<"stageconfig.v1.WatchConfigRequest"> & 
  * Use `create(WatchConfigRequestSchema)` to create a new message.
  */
 export const WatchConfigRequestSchema: GenMessage<WatchConfigRequest> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 10);
+  messageDesc(file_stageconfig_v1_stage_config, 20);
 
 /**
  * @generated from message stageconfig.v1.WatchConfigResponse
@@ -473,7 +959,7 @@ export type WatchConfigResponse = Message<"stageconfig.v1.WatchConfigResponse"> 
  * Use `create(WatchConfigResponseSchema)` to create a new message.
  */
 export const WatchConfigResponseSchema: GenMessage<WatchConfigResponse> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 11);
+  messageDesc(file_stageconfig_v1_stage_config, 21);
 
 /**
  * Snapshot is every requested stage at one revision. A stage without a stored row
@@ -498,7 +984,7 @@ export type Snapshot = Message<"stageconfig.v1.Snapshot"> & {
  * Use `create(SnapshotSchema)` to create a new message.
  */
 export const SnapshotSchema: GenMessage<Snapshot> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 12);
+  messageDesc(file_stageconfig_v1_stage_config, 22);
 
 /**
  * Change is one stage at a new revision.
@@ -527,7 +1013,7 @@ export type Change = Message<"stageconfig.v1.Change"> & {
  * Use `create(ChangeSchema)` to create a new message.
  */
 export const ChangeSchema: GenMessage<Change> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 13);
+  messageDesc(file_stageconfig_v1_stage_config, 23);
 
 /**
  * Heartbeat proves the stream is alive and says how far the server is.
@@ -551,7 +1037,7 @@ export type Heartbeat = Message<"stageconfig.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 14);
+  messageDesc(file_stageconfig_v1_stage_config, 24);
 
 /**
  * @generated from message stageconfig.v1.RefreshModelsRequest
@@ -570,7 +1056,7 @@ export type RefreshModelsRequest = Message<"stageconfig.v1.RefreshModelsRequest"
  * Use `create(RefreshModelsRequestSchema)` to create a new message.
  */
 export const RefreshModelsRequestSchema: GenMessage<RefreshModelsRequest> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 15);
+  messageDesc(file_stageconfig_v1_stage_config, 25);
 
 /**
  * RefreshResult is what one stage's refresh found.
@@ -623,7 +1109,7 @@ export type RefreshResult = Message<"stageconfig.v1.RefreshResult"> & {
  * Use `create(RefreshResultSchema)` to create a new message.
  */
 export const RefreshResultSchema: GenMessage<RefreshResult> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 16);
+  messageDesc(file_stageconfig_v1_stage_config, 26);
 
 /**
  * @generated from message stageconfig.v1.RefreshModelsResponse
@@ -640,7 +1126,7 @@ export type RefreshModelsResponse = Message<"stageconfig.v1.RefreshModelsRespons
  * Use `create(RefreshModelsResponseSchema)` to create a new message.
  */
 export const RefreshModelsResponseSchema: GenMessage<RefreshModelsResponse> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 17);
+  messageDesc(file_stageconfig_v1_stage_config, 27);
 
 /**
  * @generated from message stageconfig.v1.GetConfigHistoryRequest
@@ -669,7 +1155,7 @@ export type GetConfigHistoryRequest = Message<"stageconfig.v1.GetConfigHistoryRe
  * Use `create(GetConfigHistoryRequestSchema)` to create a new message.
  */
 export const GetConfigHistoryRequestSchema: GenMessage<GetConfigHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 18);
+  messageDesc(file_stageconfig_v1_stage_config, 28);
 
 /**
  * FieldChange is one field's old and new value; keys appear masked.
@@ -698,7 +1184,7 @@ export type FieldChange = Message<"stageconfig.v1.FieldChange"> & {
  * Use `create(FieldChangeSchema)` to create a new message.
  */
 export const FieldChangeSchema: GenMessage<FieldChange> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 19);
+  messageDesc(file_stageconfig_v1_stage_config, 29);
 
 /**
  * @generated from message stageconfig.v1.HistoryEntry
@@ -745,7 +1231,7 @@ export type HistoryEntry = Message<"stageconfig.v1.HistoryEntry"> & {
  * Use `create(HistoryEntrySchema)` to create a new message.
  */
 export const HistoryEntrySchema: GenMessage<HistoryEntry> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 20);
+  messageDesc(file_stageconfig_v1_stage_config, 30);
 
 /**
  * @generated from message stageconfig.v1.GetConfigHistoryResponse
@@ -767,7 +1253,7 @@ export type GetConfigHistoryResponse = Message<"stageconfig.v1.GetConfigHistoryR
  * Use `create(GetConfigHistoryResponseSchema)` to create a new message.
  */
 export const GetConfigHistoryResponseSchema: GenMessage<GetConfigHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 21);
+  messageDesc(file_stageconfig_v1_stage_config, 31);
 
 /**
  * @generated from message stageconfig.v1.RollbackConfigRequest
@@ -794,7 +1280,7 @@ export type RollbackConfigRequest = Message<"stageconfig.v1.RollbackConfigReques
  * Use `create(RollbackConfigRequestSchema)` to create a new message.
  */
 export const RollbackConfigRequestSchema: GenMessage<RollbackConfigRequest> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 22);
+  messageDesc(file_stageconfig_v1_stage_config, 32);
 
 /**
  * @generated from message stageconfig.v1.RollbackConfigResponse
@@ -811,7 +1297,7 @@ export type RollbackConfigResponse = Message<"stageconfig.v1.RollbackConfigRespo
  * Use `create(RollbackConfigResponseSchema)` to create a new message.
  */
 export const RollbackConfigResponseSchema: GenMessage<RollbackConfigResponse> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 23);
+  messageDesc(file_stageconfig_v1_stage_config, 33);
 
 /**
  * @generated from message stageconfig.v1.ListWatchersRequest
@@ -824,7 +1310,7 @@ export type ListWatchersRequest = Message<"stageconfig.v1.ListWatchersRequest"> 
  * Use `create(ListWatchersRequestSchema)` to create a new message.
  */
 export const ListWatchersRequestSchema: GenMessage<ListWatchersRequest> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 24);
+  messageDesc(file_stageconfig_v1_stage_config, 34);
 
 /**
  * @generated from message stageconfig.v1.WatcherInfo
@@ -899,6 +1385,13 @@ export type WatcherInfo = Message<"stageconfig.v1.WatcherInfo"> & {
    * @generated from field: repeated stageconfig.v1.StageReport stages = 12;
    */
   stages: StageReport[];
+
+  /**
+   * The stages for which this client is in a running rollout's cohort.
+   *
+   * @generated from field: repeated stageconfig.v1.StageType canary_stages = 13;
+   */
+  canaryStages: StageType[];
 };
 
 /**
@@ -906,7 +1399,7 @@ export type WatcherInfo = Message<"stageconfig.v1.WatcherInfo"> & {
  * Use `create(WatcherInfoSchema)` to create a new message.
  */
 export const WatcherInfoSchema: GenMessage<WatcherInfo> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 25);
+  messageDesc(file_stageconfig_v1_stage_config, 35);
 
 /**
  * @generated from message stageconfig.v1.ListWatchersResponse
@@ -928,7 +1421,7 @@ export type ListWatchersResponse = Message<"stageconfig.v1.ListWatchersResponse"
  * Use `create(ListWatchersResponseSchema)` to create a new message.
  */
 export const ListWatchersResponseSchema: GenMessage<ListWatchersResponse> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 26);
+  messageDesc(file_stageconfig_v1_stage_config, 36);
 
 /**
  * TaskOutcomes counts the tasks a client ran with one stage at one revision.
@@ -983,7 +1476,7 @@ export type TaskOutcomes = Message<"stageconfig.v1.TaskOutcomes"> & {
  * Use `create(TaskOutcomesSchema)` to create a new message.
  */
 export const TaskOutcomesSchema: GenMessage<TaskOutcomes> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 27);
+  messageDesc(file_stageconfig_v1_stage_config, 37);
 
 /**
  * StageReport is one stage as a client holds it.
@@ -1022,6 +1515,13 @@ export type StageReport = Message<"stageconfig.v1.StageReport"> & {
    * @generated from field: repeated stageconfig.v1.TaskOutcomes outcomes = 5;
    */
   outcomes: TaskOutcomes[];
+
+  /**
+   * Each route's health in this client (fallback routing), at most 9.
+   *
+   * @generated from field: repeated stageconfig.v1.RouteReport routes = 6;
+   */
+  routes: RouteReport[];
 };
 
 /**
@@ -1029,7 +1529,76 @@ export type StageReport = Message<"stageconfig.v1.StageReport"> & {
  * Use `create(StageReportSchema)` to create a new message.
  */
 export const StageReportSchema: GenMessage<StageReport> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 28);
+  messageDesc(file_stageconfig_v1_stage_config, 38);
+
+/**
+ * RouteReport is one route of a stage as a worker process saw it.
+ *
+ * @generated from message stageconfig.v1.RouteReport
+ */
+export type RouteReport = Message<"stageconfig.v1.RouteReport"> & {
+  /**
+   * 0 is the primary, i is fallbacks[i-1].
+   *
+   * @generated from field: int32 route_index = 1;
+   */
+  routeIndex: number;
+
+  /**
+   * @generated from field: stageconfig.v1.ProviderKind provider_kind = 2;
+   */
+  providerKind: ProviderKind;
+
+  /**
+   * @generated from field: string api_key_fingerprint = 3;
+   */
+  apiKeyFingerprint: string;
+
+  /**
+   * @generated from field: stageconfig.v1.BreakerState breaker_state = 4;
+   */
+  breakerState: BreakerState;
+
+  /**
+   * Since the previous report (in a ReportStatusRequest) or over the window (answers).
+   *
+   * @generated from field: int64 succeeded = 5;
+   */
+  succeeded: bigint;
+
+  /**
+   * @generated from field: int64 failed = 6;
+   */
+  failed: bigint;
+
+  /**
+   * Calls that moved on from this route to the next one.
+   *
+   * @generated from field: int64 failovers = 7;
+   */
+  failovers: bigint;
+
+  /**
+   * How often the breaker opened.
+   *
+   * @generated from field: int64 breaker_opened = 8;
+   */
+  breakerOpened: bigint;
+
+  /**
+   * The cause of the newest failure.
+   *
+   * @generated from field: stageconfig.v1.StatusCause last_failure_cause = 9;
+   */
+  lastFailureCause: StatusCause;
+};
+
+/**
+ * Describes the message stageconfig.v1.RouteReport.
+ * Use `create(RouteReportSchema)` to create a new message.
+ */
+export const RouteReportSchema: GenMessage<RouteReport> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 39);
 
 /**
  * @generated from message stageconfig.v1.ReportStatusRequest
@@ -1090,7 +1659,7 @@ export type ReportStatusRequest = Message<"stageconfig.v1.ReportStatusRequest"> 
  * Use `create(ReportStatusRequestSchema)` to create a new message.
  */
 export const ReportStatusRequestSchema: GenMessage<ReportStatusRequest> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 29);
+  messageDesc(file_stageconfig_v1_stage_config, 40);
 
 /**
  * @generated from message stageconfig.v1.ReportStatusResponse
@@ -1109,7 +1678,7 @@ export type ReportStatusResponse = Message<"stageconfig.v1.ReportStatusResponse"
  * Use `create(ReportStatusResponseSchema)` to create a new message.
  */
 export const ReportStatusResponseSchema: GenMessage<ReportStatusResponse> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 30);
+  messageDesc(file_stageconfig_v1_stage_config, 41);
 
 /**
  * @generated from message stageconfig.v1.GetFleetStatusRequest
@@ -1135,7 +1704,7 @@ export type GetFleetStatusRequest = Message<"stageconfig.v1.GetFleetStatusReques
  * Use `create(GetFleetStatusRequestSchema)` to create a new message.
  */
 export const GetFleetStatusRequestSchema: GenMessage<GetFleetStatusRequest> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 31);
+  messageDesc(file_stageconfig_v1_stage_config, 42);
 
 /**
  * RevisionFleetStatus is one revision of one stage across the fleet.
@@ -1216,7 +1785,7 @@ export type RevisionFleetStatus = Message<"stageconfig.v1.RevisionFleetStatus"> 
  * Use `create(RevisionFleetStatusSchema)` to create a new message.
  */
 export const RevisionFleetStatusSchema: GenMessage<RevisionFleetStatus> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 32);
+  messageDesc(file_stageconfig_v1_stage_config, 43);
 
 /**
  * StageFleetStatus is one stage across the fleet.
@@ -1250,6 +1819,20 @@ export type StageFleetStatus = Message<"stageconfig.v1.StageFleetStatus"> & {
    * @generated from field: int32 silent_clients = 4;
    */
   silentClients: number;
+
+  /**
+   * Each route's health across the fleet.
+   *
+   * @generated from field: repeated stageconfig.v1.RouteFleetStatus routes = 5;
+   */
+  routes: RouteFleetStatus[];
+
+  /**
+   * The stage's rollout, when one runs.
+   *
+   * @generated from field: stageconfig.v1.Rollout rollout = 6;
+   */
+  rollout?: Rollout | undefined;
 };
 
 /**
@@ -1257,7 +1840,70 @@ export type StageFleetStatus = Message<"stageconfig.v1.StageFleetStatus"> & {
  * Use `create(StageFleetStatusSchema)` to create a new message.
  */
 export const StageFleetStatusSchema: GenMessage<StageFleetStatus> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 33);
+  messageDesc(file_stageconfig_v1_stage_config, 44);
+
+/**
+ * RouteFleetStatus is one route of a stage across the fleet.
+ *
+ * @generated from message stageconfig.v1.RouteFleetStatus
+ */
+export type RouteFleetStatus = Message<"stageconfig.v1.RouteFleetStatus"> & {
+  /**
+   * @generated from field: int32 route_index = 1;
+   */
+  routeIndex: number;
+
+  /**
+   * @generated from field: stageconfig.v1.ProviderKind provider_kind = 2;
+   */
+  providerKind: ProviderKind;
+
+  /**
+   * @generated from field: string api_key_fingerprint = 3;
+   */
+  apiKeyFingerprint: string;
+
+  /**
+   * Clients that reported this route, and those whose breaker is open for it.
+   *
+   * @generated from field: int32 clients = 4;
+   */
+  clients: number;
+
+  /**
+   * @generated from field: int32 clients_open = 5;
+   */
+  clientsOpen: number;
+
+  /**
+   * @generated from field: int64 succeeded = 6;
+   */
+  succeeded: bigint;
+
+  /**
+   * @generated from field: int64 failed = 7;
+   */
+  failed: bigint;
+
+  /**
+   * @generated from field: int64 failovers = 8;
+   */
+  failovers: bigint;
+
+  /**
+   * The most frequent newest failure cause among the clients.
+   *
+   * @generated from field: stageconfig.v1.StatusCause failure_cause = 9;
+   */
+  failureCause: StatusCause;
+};
+
+/**
+ * Describes the message stageconfig.v1.RouteFleetStatus.
+ * Use `create(RouteFleetStatusSchema)` to create a new message.
+ */
+export const RouteFleetStatusSchema: GenMessage<RouteFleetStatus> = /*@__PURE__*/
+  messageDesc(file_stageconfig_v1_stage_config, 45);
 
 /**
  * FleetClient is one client that has reported.
@@ -1315,7 +1961,7 @@ export type FleetClient = Message<"stageconfig.v1.FleetClient"> & {
  * Use `create(FleetClientSchema)` to create a new message.
  */
 export const FleetClientSchema: GenMessage<FleetClient> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 34);
+  messageDesc(file_stageconfig_v1_stage_config, 46);
 
 /**
  * @generated from message stageconfig.v1.GetFleetStatusResponse
@@ -1347,7 +1993,7 @@ export type GetFleetStatusResponse = Message<"stageconfig.v1.GetFleetStatusRespo
  * Use `create(GetFleetStatusResponseSchema)` to create a new message.
  */
 export const GetFleetStatusResponseSchema: GenMessage<GetFleetStatusResponse> = /*@__PURE__*/
-  messageDesc(file_stageconfig_v1_stage_config, 35);
+  messageDesc(file_stageconfig_v1_stage_config, 47);
 
 /**
  * StageType is a step of the content pipeline.
@@ -1623,6 +2269,27 @@ export enum ChangeReason {
    * @generated from enum value: CHANGE_REASON_IMPORT = 5;
    */
   IMPORT = 5,
+
+  /**
+   * A rollout started: the candidate, written for the cohort only.
+   *
+   * @generated from enum value: CHANGE_REASON_ROLLOUT_STARTED = 6;
+   */
+  ROLLOUT_STARTED = 6,
+
+  /**
+   * A rollout's candidate became the config for everyone.
+   *
+   * @generated from enum value: CHANGE_REASON_ROLLOUT_PROMOTED = 7;
+   */
+  ROLLOUT_PROMOTED = 7,
+
+  /**
+   * A rollout ended without promotion: the cohort went back to the stable config.
+   *
+   * @generated from enum value: CHANGE_REASON_ROLLOUT_ABORTED = 8;
+   */
+  ROLLOUT_ABORTED = 8,
 }
 
 /**
@@ -1630,6 +2297,84 @@ export enum ChangeReason {
  */
 export const ChangeReasonSchema: GenEnum<ChangeReason> = /*@__PURE__*/
   enumDesc(file_stageconfig_v1_stage_config, 5);
+
+/**
+ * RolloutState is where a rollout stands.
+ *
+ * @generated from enum stageconfig.v1.RolloutState
+ */
+export enum RolloutState {
+  /**
+   * @generated from enum value: ROLLOUT_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The cohort runs the candidate; the rest keep the stable config.
+   *
+   * @generated from enum value: ROLLOUT_STATE_RUNNING = 1;
+   */
+  RUNNING = 1,
+
+  /**
+   * The candidate became the config for everyone.
+   *
+   * @generated from enum value: ROLLOUT_STATE_PROMOTED = 2;
+   */
+  PROMOTED = 2,
+
+  /**
+   * The cohort went back to the stable config.
+   *
+   * @generated from enum value: ROLLOUT_STATE_ABORTED = 3;
+   */
+  ABORTED = 3,
+}
+
+/**
+ * Describes the enum stageconfig.v1.RolloutState.
+ */
+export const RolloutStateSchema: GenEnum<RolloutState> = /*@__PURE__*/
+  enumDesc(file_stageconfig_v1_stage_config, 6);
+
+/**
+ * BreakerState is a route's circuit breaker in one worker process.
+ *
+ * @generated from enum stageconfig.v1.BreakerState
+ */
+export enum BreakerState {
+  /**
+   * @generated from enum value: BREAKER_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Calls go to the route.
+   *
+   * @generated from enum value: BREAKER_STATE_CLOSED = 1;
+   */
+  CLOSED = 1,
+
+  /**
+   * The route failed repeatedly and is skipped until its cooldown ends.
+   *
+   * @generated from enum value: BREAKER_STATE_OPEN = 2;
+   */
+  OPEN = 2,
+
+  /**
+   * The cooldown ended: the next call tries the route once.
+   *
+   * @generated from enum value: BREAKER_STATE_HALF_OPEN = 3;
+   */
+  HALF_OPEN = 3,
+}
+
+/**
+ * Describes the enum stageconfig.v1.BreakerState.
+ */
+export const BreakerStateSchema: GenEnum<BreakerState> = /*@__PURE__*/
+  enumDesc(file_stageconfig_v1_stage_config, 7);
 
 /**
  * StageConfigService owns the provider configuration of every pipeline stage.
@@ -1759,6 +2504,28 @@ export const StageConfigService: GenService<{
     methodKind: "unary";
     input: typeof GetFleetStatusRequestSchema;
     output: typeof GetFleetStatusResponseSchema;
+  },
+  /**
+   * PromoteRollout makes a running rollout's candidate the config for every client: one
+   * new revision (admin role). FAILED_PRECONDITION when no rollout runs for the stage.
+   *
+   * @generated from rpc stageconfig.v1.StageConfigService.PromoteRollout
+   */
+  promoteRollout: {
+    methodKind: "unary";
+    input: typeof PromoteRolloutRequestSchema;
+    output: typeof PromoteRolloutResponseSchema;
+  },
+  /**
+   * AbortRollout returns a running rollout's cohort to the stable config: one new
+   * revision that only the cohort receives (admin role).
+   *
+   * @generated from rpc stageconfig.v1.StageConfigService.AbortRollout
+   */
+  abortRollout: {
+    methodKind: "unary";
+    input: typeof AbortRolloutRequestSchema;
+    output: typeof AbortRolloutResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_stageconfig_v1_stage_config, 0);
