@@ -10,6 +10,7 @@ import pytest
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 import stageconfig_server.domain as server_domain
+from stageconfig import _admin_rollout as admin_rollout
 from stageconfig import _types as client_types
 from stageconfig_contract import facts
 from stageconfig_contract.v1 import stage_config_pb2 as pb
@@ -22,6 +23,13 @@ ENUMS = [
     (pb.StatusCause, "STATUS_CAUSE_", client_types.StatusCause, server_domain.StatusCause),
     (pb.ConfigSource, "CONFIG_SOURCE_", client_types.ConfigSource, server_domain.ConfigSource),
     (pb.ChangeReason, "CHANGE_REASON_", client_types.ChangeReason, server_domain.ChangeReason),
+    # The server's own enum is checked as soon as its domain names one.
+    (
+        pb.RolloutState,
+        "ROLLOUT_STATE_",
+        admin_rollout.RolloutState,
+        getattr(server_domain, "RolloutState", None),
+    ),
 ]
 
 
@@ -46,8 +54,10 @@ def test_client_enums_carry_every_proto_value_with_its_number(
 
 @pytest.mark.parametrize(("proto", "prefix", "client", "server"), ENUMS)
 def test_server_enums_name_every_proto_value(
-    proto: EnumTypeWrapper, prefix: str, client: type, server: type
+    proto: EnumTypeWrapper, prefix: str, client: type, server: type | None
 ) -> None:
+    if server is None:
+        pytest.skip(f"the server has no {client.__name__} enum (yet)")
     names = {m.value for m in server} - {"UNSPECIFIED"}
     assert names == set(_proto_members(proto, prefix))
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import TypeVar
 
+from stageconfig._admin_rollout import rollout_from_pb
 from stageconfig._admin_types import (
     ChangeEvent,
     ConfigOverview,
@@ -109,6 +110,9 @@ def stage_view_from_pb(message: pb.StageConfigView) -> StageView:
         ),
         revision=message.config.revision if stored else 0,
         unknown_provider_kind=provider_number if configured and not known_provider else 0,
+        rollout=rollout_from_pb(
+            message.rollout, message.HasField("rollout"), masked_config_from_pb
+        ),
     )
 
 
@@ -200,6 +204,7 @@ def watcher_from_pb(w: pb.WatcherInfo) -> WatcherInfo:
         nack_reason=w.nack_reason,
         last_report_time=time_from_pb(w.last_report_time, w.HasField("last_report_time")),
         stages=_stage_reports(w.stages),
+        canary_stages=tuple(s for s in map(stage_from_pb, w.canary_stages) if s is not None),
     )
 
 
@@ -235,6 +240,9 @@ def stage_fleet_from_pb(message: pb.StageFleetStatus) -> StageFleetStatus:
         revision=message.revision,
         revisions=tuple(map(revision_fleet_from_pb, message.revisions)),
         silent_clients=message.silent_clients,
+        rollout=rollout_from_pb(
+            message.rollout, message.HasField("rollout"), masked_config_from_pb
+        ),
     )
 
 
@@ -274,6 +282,7 @@ def update_result_from_pb(answer: pb.UpdateConfigResponse) -> UpdateResult:
         config=masked_config_from_pb(answer.config),
         models=tuple(answer.models),
         written=answer.written,
+        rollout=rollout_from_pb(answer.rollout, answer.HasField("rollout"), masked_config_from_pb),
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from stageconfig._admin_rollout import Rollout
 from stageconfig._types import (
     ChangeReason,
     ConfigSource,
@@ -49,6 +50,9 @@ class StageView:
     unknown_provider_kind: int = 0
     """The number of the stored provider kind when this client does not know it (a newer
     server); 0 otherwise."""
+    rollout: Rollout | None = None
+    """The stage's running rollout (``config`` is then the stable config), None when none
+    runs."""
 
     @property
     def provider(self) -> str:
@@ -85,6 +89,8 @@ class UpdateResult:
     """The models the provider offers for this key."""
     written: bool
     """False with ``validate_only``."""
+    rollout: Rollout | None = None
+    """Set when the update started a rollout (``config`` is then the candidate)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +226,8 @@ class WatcherInfo:
     stages: tuple[StageReport, ...] = ()
     """Each stage as it last reported it, with its task outcomes over the last 15
     minutes (stages this client knows)."""
+    canary_stages: tuple[StageType, ...] = ()
+    """The stages for which this client is in a running rollout's cohort."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +303,9 @@ class StageFleetStatus:
     silent_clients: int
     """Clients that reported this stage before but not within three report intervals:
     they are not counted as holding any revision."""
+    rollout: Rollout | None = None
+    """The stage's running rollout with each side's clients and outcomes; None when none
+    runs."""
 
     @property
     def reporting_clients(self) -> int:

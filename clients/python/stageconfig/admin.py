@@ -41,6 +41,14 @@ from stageconfig._admin_convert import (
     update_result_from_pb,
     watchers_from_pb,
 )
+from stageconfig._admin_rollout import (
+    Rollout,
+    RolloutCalls,
+    RolloutPolicy,
+    RolloutResult,
+    RolloutSide,
+    RolloutState,
+)
 from stageconfig._admin_types import (
     ChangeEvent,
     ConfigOverview,
@@ -84,15 +92,19 @@ DEFAULT_FLEET_WINDOW = 900
 server's own default."""
 
 
-class AdminClient:
+class AdminClient(RolloutCalls):
     """A synchronous client for the admin RPCs of one stageconfig server.
 
     ``token`` is an admin token (``STAGECONFIG_TOKENS`` entry with role ``admin``); omit
     it for a development server without tokens. ``tls`` turns on TLS (``TlsConfig()``:
     the system roots; a client certificate in it means mTLS); None is plaintext.
     ``timeout`` bounds each unary call. Thread-safe; close it (or use ``with``) to
-    release the channel.
+    release the channel. Rollouts: ``start_rollout``, ``promote_rollout`` and
+    ``abort_rollout`` (``RolloutCalls``); a running one shows on ``StageView.rollout``
+    and ``StageFleetStatus.rollout``.
     """
+
+    _masked = staticmethod(masked_config_from_pb)
 
     def __init__(
         self,
@@ -123,6 +135,13 @@ class AdminClient:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as error:
             raise translate_rpc_error(error) from error
+
+    def _current_provider(self, stage: StageType | str) -> ProviderKind:
+        """The stage's stored provider (ValueError when none is stored)."""
+        config = self.list_configs().stage(stage).config
+        if config is None:
+            raise ValueError(f"nothing is stored for {StageType(stage).value}: name a provider")
+        return config.provider_kind
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -323,6 +342,11 @@ __all__ = [
     "ModelList",
     "RefreshResult",
     "RevisionFleetStatus",
+    "Rollout",
+    "RolloutPolicy",
+    "RolloutResult",
+    "RolloutSide",
+    "RolloutState",
     "SnapshotEvent",
     "StageFleetStatus",
     "StageReport",

@@ -10,6 +10,8 @@
     stageconfigctl watch [STAGE…] [--timeout S]   live changes, one line each
     stageconfigctl watchers                       connected streams: sent, applied, NACK
     stageconfigctl fleet [STAGE] [--window 15m]   revisions in use, NACKs, failure rates
+    stageconfigctl rollout start POEM --model M --percent 25   a new config for a cohort
+    stageconfigctl rollout status|promote|abort [STAGE]       (see docs/rollouts.md)
 
 Keys are only ever shown masked. ``set`` keeps the stored key unless one is given, and
 reads a new one without echo (``--prompt-key``) or from stdin (``--key-stdin``); it takes
@@ -25,6 +27,7 @@ Exit codes: 0 done; 1 the server refused (invalid argument, not found, key rejec
 
 Modules: ``arguments`` (the parser), ``commands`` (one function per command),
 ``fleet`` (``fleet`` and ``watchers``: what workers applied, refused and ran),
+``rollout`` (``rollout start|status|promote|abort`` and the rollout lines of ``status``),
 ``output`` (tables, lines, JSON), ``exits`` (exit codes and error lines),
 ``server_flags`` (--target and the TLS flags, shared with the web page). Only public
 names of ``stageconfig`` are used.

@@ -25,6 +25,7 @@ from stageconfig.ctl.commands import (
 )
 from stageconfig.ctl.exits import PROG, TOKEN_ENV, Exit, UsageError
 from stageconfig.ctl.fleet import cmd_fleet, cmd_watchers, parse_window
+from stageconfig.ctl.rollout import add_rollout_commands
 from stageconfig.ctl.server_flags import add_server_flags
 from stageconfig_contract import __version__
 
@@ -189,4 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="WINDOW",
         help="count task outcomes over this window: 90s, 15m, 1h, 1d (default 15m)",
     )
+
+    rollout = commands.add_parser(
+        "rollout",
+        help="send a new config to a cohort first: start, status, promote, abort",
+        description="Rollouts: a stage's new config for a cohort of clients first.",
+    )
+    add_rollout_commands(rollout, _stage, common)
     return parser

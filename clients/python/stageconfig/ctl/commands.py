@@ -26,6 +26,7 @@ from stageconfig.ctl.output import (
     terminal_width,
     when,
 )
+from stageconfig.ctl.rollout import status_lines
 
 
 def cmd_status(client: AdminClient, args: argparse.Namespace, out: TextIO) -> Exit:
@@ -41,6 +42,8 @@ def cmd_status(client: AdminClient, args: argparse.Namespace, out: TextIO) -> Ex
         out,
     )
     out.write(f"head revision {overview.head_revision}\n")
+    for line in status_lines(overview.stages):  # each running rollout, with both sides
+        out.write(line + "\n")
     return Exit.OK
 
 
