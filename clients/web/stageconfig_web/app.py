@@ -9,10 +9,13 @@ Routes::
     POST /admin/providers/refresh     RefreshModels for one stage
     GET  /admin/providers/{stage}/history   one stage's revisions, newest first
     POST /admin/providers/rollback    RollbackConfig with the page's expected_revision
+    POST /admin/providers/rollout/promote   PromoteRollout with the candidate's revision
+    POST /admin/providers/rollout/abort     AbortRollout with the candidate's revision
     GET  /admin/fleet                 what the workers run: revisions, NACKs, failure rates
 
 Modules: ``settings`` (WebSettings), ``pages`` (what every handler shares), ``login``,
-``providers``, ``history`` and ``fleet`` (the handlers), ``forms`` (the stage forms' view models),
+``providers``, ``history``, ``rollouts`` and ``fleet`` (the handlers), ``forms`` (the
+stage forms' view models),
 ``display`` (names, ages and times as people write them), ``sessions`` (cookies, CSRF),
 ``security`` (response headers). Keys appear only masked; a new key is
 typed into a password field and is never rendered back, not even after an error.
@@ -35,6 +38,7 @@ from stageconfig_web.history import HistoryPages
 from stageconfig_web.login import LoginPages
 from stageconfig_web.pages import HERE, AdminWeb
 from stageconfig_web.providers import ProviderPages
+from stageconfig_web.rollouts import RolloutPages
 from stageconfig_web.security import SecurityHeaders
 from stageconfig_web.settings import WebSettings
 
@@ -43,7 +47,7 @@ def create_app(settings: WebSettings) -> Starlette:
     """The ASGI app of the admin page."""
     web = AdminWeb(settings)
     login, providers, history = LoginPages(web), ProviderPages(web), HistoryPages(web)
-    fleet = FleetPages(web)
+    fleet, rollouts = FleetPages(web), RolloutPages(web)
 
     async def index(_request: Request) -> Response:
         return web.redirect("/admin/providers")
@@ -63,6 +67,8 @@ def create_app(settings: WebSettings) -> Starlette:
             Route("/admin/providers/update", providers.update, methods=["POST"]),
             Route("/admin/providers/refresh", providers.refresh, methods=["POST"]),
             Route("/admin/providers/rollback", history.rollback, methods=["POST"]),
+            Route("/admin/providers/rollout/promote", rollouts.promote, methods=["POST"]),
+            Route("/admin/providers/rollout/abort", rollouts.abort, methods=["POST"]),
             Route("/admin/providers/{stage}/history", history.history, methods=["GET"]),
             Route("/admin/fleet", fleet.fleet, methods=["GET"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

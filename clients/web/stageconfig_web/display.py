@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime
 
+from stageconfig.admin import RolloutPolicy, RolloutSide
 from stageconfig_contract.facts import PROVIDER_LABELS, PROVIDER_OPTIONS, STAGE_LABELS
 
 _FIELD_LABELS = {
@@ -70,3 +71,23 @@ def report_age(value: datetime | None, now: datetime | None = None) -> str:
         return "never"
     seconds = max(0, int(((now or datetime.now(UTC)) - value).total_seconds()))
     return f"{seconds} s ago" if seconds < 60 else age(value, now)
+
+
+def rollout_side(side: RolloutSide) -> str:
+    """One side of a rollout: ``5 clients, 4 of 10 tasks failed (40.0 %)``."""
+    clients = f"{side.clients} client{'' if side.clients == 1 else 's'}"
+    if not side.finished:
+        return f"{clients}, no task finished yet"
+    return f"{clients}, {side.failed} of {side.finished} tasks failed ({side.failure_rate:.1%})"
+
+
+def rollout_policy(policy: RolloutPolicy | None) -> str:
+    """The rollout's policy in a sentence."""
+    if policy is None:
+        return "Manual: it runs until you promote or abort it."
+    return (
+        f"Automatic: after {policy.bake_seconds} s and {policy.min_tasks} canary tasks the "
+        f"server promotes it if the canary's failure rate is at most "
+        f"{policy.max_failure_rate_increase * 100:.1f} points above the stable side's, and "
+        "aborts it otherwise."
+    )

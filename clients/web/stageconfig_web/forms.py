@@ -71,6 +71,8 @@ class StageForm:
     key_was_entered: bool = False
     allow_unverified: bool = False
     """The "allow unverified key" box as the person left it."""
+    rollout: dict[str, str] = field(default_factory=dict)
+    """The "roll out to a cohort first" inputs as typed (``rollouts.ROLLOUT_INPUTS``)."""
 
     @property
     def stage(self) -> str:

@@ -22,6 +22,8 @@ from stageconfig_web.display import (
     field_label,
     provider_label,
     report_age,
+    rollout_policy,
+    rollout_side,
     stage_label,
     when,
 )
@@ -55,6 +57,8 @@ class AdminWeb:
         env.filters["provider_label"] = provider_label
         env.filters["stage_label"] = stage_label
         env.filters["field_label"] = field_label
+        env.filters["rollout_side"] = rollout_side
+        env.filters["rollout_policy"] = rollout_policy
         self.templates = Jinja2Templates(env=env)
 
     def session(self, request: Request) -> Session | None:

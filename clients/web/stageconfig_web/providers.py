@@ -20,9 +20,10 @@ from stageconfig import (
     RPCError,
     UnavailableError,
 )
-from stageconfig.admin import UpdateResult
+from stageconfig.admin import Rollout, UpdateResult
 from stageconfig_web.display import provider_label
 from stageconfig_web.forms import (
+    PostedUpdate,
     StageForm,
     field_message,
     form_field,
@@ -31,6 +32,13 @@ from stageconfig_web.forms import (
     posted_update,
 )
 from stageconfig_web.pages import AdminWeb, LoggedOut
+from stageconfig_web.rollouts import (
+    PostedRollout,
+    RolloutFormError,
+    posted_rollout,
+    rollout_inputs,
+    started_text,
+)
 from stageconfig_web.sessions import Flash, Session
 
 
@@ -121,19 +129,29 @@ class ProviderPages:
         if update is None:
             return Response("malformed form", status_code=400, media_type="text/plain")
         stage, submitted = update.stage, update.form
+        submitted.rollout = rollout_inputs(form)
         try:
-            result = await self.web.call(
-                session,
-                client.update_config,
-                stage,
-                update.provider,
-                api_key=update.new_key,
-                model=submitted.model or None,
-                options=update.options or None,
-                expected_revision=submitted.expected_revision,
-                comment=submitted.comment,
-                allow_unverified=update.allow_unverified,
-            )
+            cohort = posted_rollout(submitted.rollout)
+        except RolloutFormError as error:
+            submitted.error = str(error)
+            return await self._page(request, session, override=submitted, status=400)
+        try:
+            if cohort is not None:  # the stage form with "roll out to a cohort first"
+                notice = started_text(await self._start_rollout(session, update, cohort))
+            else:
+                result = await self.web.call(
+                    session,
+                    client.update_config,
+                    stage,
+                    update.provider,
+                    api_key=update.new_key,
+                    model=submitted.model or None,
+                    options=update.options or None,
+                    expected_revision=submitted.expected_revision,
+                    comment=submitted.comment,
+                    allow_unverified=update.allow_unverified,
+                )
+                notice = _saved(result)
         except LoggedOut as out:
             return self.web.login_again(str(out))
         except ConflictError as error:
@@ -161,8 +179,31 @@ class ProviderPages:
         except RPCError as error:
             submitted.error = f"Not saved: {error.message}"
             return await self._page(request, session, override=submitted, status=502)
-        session.flashes.append(Flash(stage.value, _saved(result)))
+        session.flashes.append(Flash(stage.value, notice))
         return self.web.redirect(f"/admin/providers#stage-{stage.value}")
+
+    async def _start_rollout(
+        self, session: Session, update: PostedUpdate, wanted: PostedRollout
+    ) -> Rollout:
+        """UpdateConfig with a RolloutSpec: the form's config for the cohort only."""
+        assert session.client is not None
+        submitted = update.form
+        return await self.web.call(
+            session,
+            session.client.start_rollout,
+            update.stage,
+            update.provider,
+            api_key=update.new_key,
+            model=submitted.model or None,
+            options=update.options or None,
+            percent=wanted.percent,
+            client_ids=wanted.client_ids,
+            bake_seconds=wanted.bake_seconds,
+            min_tasks=wanted.min_tasks,
+            max_failure_rate_increase=wanted.max_failure_rate_increase,
+            expected_revision=submitted.expected_revision,
+            comment=submitted.comment,
+        )
 
     async def refresh(self, request: Request) -> Response:
         """POST /admin/providers/refresh: RefreshModels for one stage."""
