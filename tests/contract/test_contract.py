@@ -3,6 +3,7 @@ and the stubs package pulls in neither the server nor the client."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -15,6 +16,17 @@ from stageconfig import _types as client_types
 from stageconfig_contract import facts
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 
+
+def _server_rollout_state() -> type | None:
+    """The server's RolloutState (stageconfig_server.rollout_types), once it has one."""
+    try:
+        rollout_types = importlib.import_module("stageconfig_server.rollout_types")
+    except ImportError:
+        return None
+    found: type | None = getattr(rollout_types, "RolloutState", None)
+    return found
+
+
 # (proto enum, its value prefix, the client's enum, the server's enum or None)
 ENUMS = [
     (pb.StageType, "STAGE_TYPE_", client_types.StageType, server_domain.StageType),
@@ -23,13 +35,8 @@ ENUMS = [
     (pb.StatusCause, "STATUS_CAUSE_", client_types.StatusCause, server_domain.StatusCause),
     (pb.ConfigSource, "CONFIG_SOURCE_", client_types.ConfigSource, server_domain.ConfigSource),
     (pb.ChangeReason, "CHANGE_REASON_", client_types.ChangeReason, server_domain.ChangeReason),
-    # The server's own enum is checked as soon as its domain names one.
-    (
-        pb.RolloutState,
-        "ROLLOUT_STATE_",
-        admin_rollout.RolloutState,
-        getattr(server_domain, "RolloutState", None),
-    ),
+    # The server's own enum is checked as soon as the server has one.
+    (pb.RolloutState, "ROLLOUT_STATE_", admin_rollout.RolloutState, _server_rollout_state()),
 ]
 
 

@@ -7,6 +7,7 @@ Usage (any test in the project)::
         fake.reject_key("sk-bad")                      # this key gets the auth error
         fake.fail_key("sk-typo", "no_connected_db")    # this key gets that failure
         fake.set_failure(ProviderKind.GEMINI, "quota") # Gemini answers 429 for all keys
+        fake.fail_model("gpt-broken", "server_error")   # generating with it fails
         env = {**os.environ, **fake.env()}             # for a server in a subprocess
 
 One ``ThreadingHTTPServer`` on 127.0.0.1 (port 0), one URL prefix per kind, each
@@ -39,7 +40,9 @@ Failures (``set_failure``; SUPPORTED_FAILURES says which kind knows which)::
 
 Generation, for workers' tests: ``POST /v1/chat/completions`` (OpenAI, YandexGPT) and
 ``POST /v1[beta]/models/{model}:generateContent`` (Gemini) answer with a short text
-naming the model; a model the listing does not offer gets the provider's 404.
+naming the model; a model the listing does not offer gets the provider's 404, and a
+model given to ``fail_model`` gets that failure (the listing still offers it: a model
+that verifies but cannot generate, a bad canary).
 """
 
 from __future__ import annotations
@@ -196,6 +199,7 @@ class FakeProviders:
         self._failures: dict[ProviderKind, str] = {}
         self._rejected: set[str] = set()
         self._key_failures: dict[str, str] = {}
+        self._model_failures: dict[str, str] = {}
         # Hung handlers wait on their kind's event; it is set (and replaced) when that
         # kind's failure changes, on reset() and on stop(), so a "hang" never outlives
         # its test and never cuts short a hang of another kind.
@@ -313,6 +317,17 @@ class FakeProviders:
         with self._lock:
             self._key_failures[key] = failure
 
+    def fail_model(self, model: str, failure: str | None) -> None:
+        """Generating with this model fails this way (None: it works again); listing and
+        key checks are not affected, so an update to it still verifies."""
+        if failure is not None and (failure not in FAILURES or failure == "hang"):
+            raise ValueError(f"cannot fail a model with {failure!r}")
+        with self._lock:
+            if failure is None:
+                self._model_failures.pop(model, None)
+            else:
+                self._model_failures[model] = failure
+
     def reset(self) -> None:
         """Back to defaults: default models, no failures, no rejected keys, no requests."""
         with self._lock:
@@ -320,6 +335,7 @@ class FakeProviders:
             self._failures.clear()
             self._rejected.clear()
             self._key_failures.clear()
+            self._model_failures.clear()
             self._requests.clear()
         self._release_hung(*ProviderKind)
 
@@ -381,6 +397,7 @@ class FakeProviders:
             failure = self._failures.get(kind) if kind else None
             rejected = set(self._rejected)
             key_failures = dict(self._key_failures)
+            model_failure = self._model_failures.get(_generation_model(request))
             models = self._models.get(kind, ()) if kind else ()
             release = self._release[kind] if kind else None
         if kind is None:
@@ -404,6 +421,8 @@ class FakeProviders:
                 return provider.failure(failure, request)
         if failure == "invalid_key" or not key or key in rejected:
             return provider.failure("invalid_key", request)
+        if model_failure is not None and model_failure in SUPPORTED_FAILURES[kind]:
+            return provider.failure(model_failure, request)
         return provider.route(request, models)
 
 
@@ -554,6 +573,18 @@ def _chat_completion(request: RecordedRequest, models: tuple[str, ...], model: s
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         },
     )
+
+
+def _generation_model(request: RecordedRequest) -> str:
+    """The model a generation call asks for (OpenAI-style body, Gemini path); empty for
+    any other call."""
+    if request.method != "POST":
+        return ""
+    if request.path.endswith("/chat/completions"):
+        return _requested_model(request)
+    if request.path.endswith(":generateContent") and "/models/" in request.path:
+        return request.path.split("/models/", 1)[1].removesuffix(":generateContent")
+    return ""
 
 
 def _requested_model(request: RecordedRequest) -> str:
