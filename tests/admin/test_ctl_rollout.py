@@ -8,7 +8,9 @@ The tests share one server and one set of watchers; each leaves no rollout runni
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +26,8 @@ from stageconfig import (
     TimingOptions,
 )
 from stageconfig.admin import RolloutState
+from stageconfig.ctl.output import safe_output
+from stageconfig.ctl.rollout import rollout_lines
 from tests.admin.conftest import (
     ADMIN_TOKEN,
     OPENAI_KEY_B,
@@ -256,15 +260,26 @@ def test_usage_errors_exit_2_before_any_call(
     assert json.loads(as_json.stderr)["error"]["exit_code"] == 2
 
 
-def test_cohort_ids_reach_the_terminal_escaped(server: ServerProcess, admin: AdminClient) -> None:
+def test_control_characters_are_refused_by_the_server_and_escaped_by_the_printer(
+    server: ServerProcess, admin: AdminClient
+) -> None:
+    # Client ids and models with control characters never get in: refused, field named.
+    for flags, field in (
+        (["--model", "gpt-4o", "--client-id", "evil\x1b[2J", "--client-id", "ok"],
+         "rollout.client_ids[0]"),
+        (["--model", "gpt\x1b]0;owned\x07", "--percent", "10"], "model"),
+    ):  # fmt: skip
+        refused = run_ctl(server.target, "rollout", "start", "POEM", *flags)
+        assert refused.code == 1
+        assert f"invalid argument {field}" in refused.stderr
+        assert "\x1b" not in refused.stderr
+        assert admin.list_configs().stage("POEM").rollout is None
+    # Should one come from an older or foreign server, the printer escapes it anyway.
     hostile = "evil\x1b]0;owned\x07\u202e"
-    started = run_ctl(server.target, "rollout", "start", "POEM", "--model", "gpt-4o",
-                      "--client-id", hostile, "--client-id", "ok")  # fmt: skip
-    assert started.code == 0, started.stderr
-    for result in (started, run_ctl(server.target, "rollout", "status", "POEM")):
-        assert "\x1b" not in result.stdout
-        assert "\u202e" not in result.stdout
-        assert "evil\\x1b]0;owned\\x07\\u202e" in result.stdout
-    as_json = run_ctl(server.target, "rollout", "status", "POEM", "--json")
-    assert json.loads(as_json.stdout)["POEM"]["client_ids"] == [hostile, "ok"]
-    assert "\x1b" not in as_json.stdout
+    started = admin.start_rollout("POEM", model="gpt-4o", client_ids=["ok"])
+    shown = dataclasses.replace(started, client_ids=(hostile,), decision=hostile)
+    out = io.StringIO()
+    safe_output(out).write("\n".join(rollout_lines(shown)) + "\n")
+    assert "\x1b" not in out.getvalue()
+    assert "\u202e" not in out.getvalue()
+    assert "evil\\x1b]0;owned\\x07\\u202e" in out.getvalue()
