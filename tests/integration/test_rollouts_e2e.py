@@ -13,7 +13,10 @@ client's ``on_change`` saw is recorded (the Celery children's through ``probe.ev
 - with the automatic policy and a candidate model the fake provider fails every
   generation with, the rollout aborts by itself within the bake window plus a report
   interval (and the judge's period), and the stable side never saw the candidate;
-- with a healthy candidate it promotes by itself.
+- with a healthy candidate it promotes by itself;
+- a server restart in the middle of an automatic rollout (same database and port)
+  changes none of that: the failing candidate is still aborted by the judge, and the
+  stable side still never sees it.
 """
 
 from __future__ import annotations
@@ -40,7 +43,13 @@ from stageconfig.admin import Rollout
 from stageconfig.providers import ProviderFactory
 from stageconfig_server.domain import ProviderKind as ServerProviderKind
 from tests.fakes.provider_server import FakeProviders
-from tests.integration.support import REDIS_URL, CeleryWorker, TaskClient, unique_queue
+from tests.integration.support import (
+    REDIS_URL,
+    CeleryWorker,
+    TaskClient,
+    free_port,
+    unique_queue,
+)
 from tests.support.servers import ServerProcess, server_env
 
 pytestmark = pytest.mark.slow
@@ -187,7 +196,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     fake.fail_model(BROKEN, "permission")  # a 403: the SDK does not retry it
     server = ServerProcess(
         server_env(
-            tmp / "stageconfig.db", fake, STAGECONFIG_ROLLOUT_CHECK_SECONDS=str(CHECK_SECONDS)
+            tmp / "stageconfig.db",
+            fake,
+            STAGECONFIG_ROLLOUT_CHECK_SECONDS=str(CHECK_SECONDS),
+            STAGECONFIG_ADDRESS=f"127.0.0.1:{free_port()}",  # the same after a restart
         )
     ).start()
     admin = AdminClient(server.target, timeout=15)
@@ -332,9 +344,10 @@ def test_a_manual_rollout_reaches_exactly_the_cohort_then_promote_and_abort(
             assert not {candidate, second.candidate_revision} & child_seen[pid], client_id
 
 
-def _run_automatic(fleet: Fleet, model: str) -> tuple[Rollout, float, int]:
+def _run_automatic(fleet: Fleet, model: str, restart: bool = False) -> tuple[Rollout, float, int]:
     """Start an automatic 25 % rollout of ``model`` under load and wait for the server
-    to end it; the rollout as started, how long it ran, the revision that ended it."""
+    to end it (``restart``: restart the server a second into the bake); the rollout as
+    started, how long it ran, the revision that ended it."""
     started = time.monotonic()
     rollout = fleet.admin.start_rollout(
         "POEM",
@@ -347,34 +360,40 @@ def _run_automatic(fleet: Fleet, model: str) -> tuple[Rollout, float, int]:
     )
     assert rollout.policy is not None
     with Load(fleet):
+        if restart:
+            time.sleep(1.0)  # into the bake window, with reports on both sides
+            fleet.server.stop()
+            fleet.server.start()
         wait_for(lambda: fleet.rollout() is None, 30, "the judge ending the rollout")
         took = time.monotonic() - started
     (entry,) = fleet.admin.history("POEM", page_size=1).entries
     return rollout, took, entry.revision
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["steady", "server-restart"])
 def test_a_failing_candidate_aborts_by_itself_and_the_stable_side_never_sees_it(
-    fleet: Fleet, no_rollout_left: None
+    fleet: Fleet, no_rollout_left: None, restart: bool
 ) -> None:
     stable_model = fleet.plain["plain-00"].client.get(StageType.POEM).model
     cohort = {c for c in fleet.all_ids if in_cohort(c, 25)}
-    rollout, took, end_revision = _run_automatic(fleet, BROKEN)
+    rollout, took, end_revision = _run_automatic(fleet, BROKEN, restart)
     print(f"\nthe failing candidate was aborted {took:.2f} s after its start")
     (entry,) = fleet.admin.history("POEM", page_size=1).entries
     assert entry.reason is ChangeReason.ROLLOUT_ABORTED
-    assert took <= BAKE_SECONDS + REPORT_INTERVAL + CHECK_SECONDS + SLACK
+    # A restart adds the server's start and the clients' reconnect (backoff ≤ 1 s).
+    allowed = BAKE_SECONDS + REPORT_INTERVAL + CHECK_SECONDS + SLACK + (3.0 if restart else 0)
+    assert took <= allowed
 
-    wait_for(
-        lambda: all(
+    def cohort_back() -> bool:
+        return all(
             fleet.poem_config(c) == (end_revision, stable_model) for c in cohort & set(fleet.plain)
-        ),
-        10,
-        "the cohort back on the stable config",
-    )
-    for client_id, entry_ in fleet.plain.items():
+        )
+
+    wait_for(cohort_back, 10, "the cohort back on the stable config")
+    for client_id, plain in fleet.plain.items():
         if client_id not in cohort:
-            assert rollout.candidate_revision not in entry_.revisions, client_id
-            assert BROKEN not in {model for _, model in entry_.seen}, client_id
+            assert rollout.candidate_revision not in plain.revisions, client_id
+            assert BROKEN not in {model for _, model in plain.seen}, client_id
     child_seen = fleet.child_revisions()
     for client_id, pid in fleet.child_ids.items():
         if client_id not in cohort:
