@@ -183,7 +183,11 @@ class StageConfigApp:
             service.rollouts.attach_sides(
                 lambda record: fleet.rollout_sides(
                     record,
-                    [w.client_id for w in broadcaster.watchers if record.stage_type in w.stages],
+                    [
+                        w.cohort_id
+                        for w in broadcaster.watchers
+                        if w.cohort_id and record.stage_type in w.stages
+                    ],
                 )
             )
             metrics = Metrics(service, broadcaster, fleet=fleet, refusals=refusals)

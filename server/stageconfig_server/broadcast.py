@@ -83,6 +83,10 @@ class Watcher:
     connected_since: datetime
     client_version: str = ""
     """What the client sent in WatchConfigRequest.client_version ("" from older ones)."""
+    cohort_id: str = ""
+    """The client id rollout cohorts are computed from: the one the client sent, never
+    the peer address shown when it sent none (such a client stays on the stable side,
+    as its GetActiveConfig calls without a client_id do)."""
     last_revision: int = 0
     """The newest revision written to the stream (a snapshot, a change or a heartbeat's
     head): what ListWatchers reports as delivered."""
@@ -97,7 +101,7 @@ class Watcher:
         if (
             change.stage_type in self.stages
             and change.revision > self.position
-            and change.reaches(self.client_id)
+            and change.reaches(self.cohort_id)
         ):
             self.pending[change.stage_type] = change
             self.wakeup.set()
@@ -257,6 +261,7 @@ class Broadcaster:
         actor: str,
         reveal_keys: bool,
         client_version: str = "",
+        cohort_id: str | None = None,
     ) -> AsyncGenerator[bytes, None]:
         """The serialized messages of one WatchConfig stream, until the client leaves or
         the server shuts down. The caller writes each with a bound (``send_timeout``)."""
@@ -268,6 +273,7 @@ class Broadcaster:
             reveal_keys=reveal_keys,
             connected_since=datetime.now(UTC),
             client_version=client_version,
+            cohort_id=client_id if cohort_id is None else cohort_id,
         )
         if resume_revision is not None and resume_revision > self._service.head_revision:
             # This replica is behind the client (it last talked to another one): catch
@@ -278,14 +284,15 @@ class Broadcaster:
         self._watchers.add(watcher)
         try:
             missed = (
-                self._missed_since(resume_revision, watcher.stages, client_id)
+                self._missed_since(resume_revision, watcher.stages, watcher.cohort_id)
                 if resume_revision is not None
                 else None
             )
             head = self._service.head_revision
             first: list[tuple[bytes, int]]
             if missed is None:
-                revision, configs = self._service.snapshot(sorted(watcher.stages), client_id)
+                stages = sorted(watcher.stages)
+                revision, configs = self._service.snapshot(stages, watcher.cohort_id)
                 snapshot = self._encoder.snapshot(revision, configs, reveal_keys=reveal_keys)
                 first = [(snapshot, revision)]
             else:

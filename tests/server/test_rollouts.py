@@ -265,3 +265,17 @@ async def test_list_watchers_names_the_canary_stages(stub: Stub) -> None:
     assert canary == {"in": [VOICE], "out": []}
     for call in calls:
         call.cancel()
+
+
+async def test_a_client_without_a_client_id_stays_on_the_stable_side(stub: Stub) -> None:
+    await set_voice(stub, "alena")
+    anonymous = watch(stub, "")
+    await snapshot_of(anonymous)
+    candidate = (await start_rollout(stub, "filipp", percent=99)).config.revision
+    assert await changes_until_head(anonymous, candidate) == []
+    anonymous.cancel()
+    again = watch(stub, "")
+    assert [c.model for c in (await snapshot_of(again)).configs] == ["alena"]
+    again.cancel()
+    active = await stub.GetActiveConfig(pb.GetActiveConfigRequest(stage_type=VOICE))
+    assert active.config.model == "alena"

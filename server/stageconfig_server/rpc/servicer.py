@@ -240,7 +240,7 @@ class StageConfigServicer:
                     convert.stage_to_pb(s)
                     for s in sorted(w.stages)
                     if (r := self._service.running_rollout(s)) is not None
-                    and r.cohort.contains(w.client_id)
+                    and r.cohort.contains(w.cohort_id)
                 ],
             )
             if (ts := convert.timestamp(w.connected_since)) is not None:
@@ -341,6 +341,7 @@ class StageConfigServicer:
             actor=caller.name,
             reveal_keys=caller.reveals_keys,
             client_version=watch.client_version,
+            cohort_id=watch.client_id,
         )
         timeout = self._broadcaster.send_timeout
         # aclosing: the watcher is unregistered at once however the call ends (client
