@@ -1,4 +1,5 @@
-"""Events an admin must hear about (a replaced model): a structured WARNING log line and,
+"""Events an admin must hear about (a replaced model, a rollout that started or ended): a
+structured WARNING log line and,
 when ``STAGECONFIG_ADMIN_WEBHOOK_URL`` is set, a JSON POST with a short timeout whose
 failure never affects the sync."""
 
@@ -44,11 +45,46 @@ class ModelReplaced:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class RolloutEvent:
+    """A rollout started, was promoted or was aborted (issue 15); no key in any form."""
+
+    event: str
+    """rollout_started, rollout_promoted or rollout_aborted."""
+    stage_type: StageType
+    rollout_id: int
+    candidate_revision: int
+    stable_revision: int
+    revision: int
+    """The revision the event wrote."""
+    actor: str
+    decision: str
+    at: datetime
+
+    def as_json(self) -> dict[str, object]:
+        """The event's JSON form (log line and webhook body)."""
+        return {
+            "event": self.event,
+            "stage_type": self.stage_type.value,
+            "rollout_id": self.rollout_id,
+            "candidate_revision": self.candidate_revision,
+            "stable_revision": self.stable_revision,
+            "revision": self.revision,
+            "actor": self.actor,
+            "decision": self.decision,
+            "at": self.at.isoformat(),
+        }
+
+
 class AdminEvents(Protocol):
     """Where admin-facing events go."""
 
     async def model_replaced(self, event: ModelReplaced) -> None:
         """Report a replaced model. Must not raise."""
+        ...
+
+    async def rollout(self, event: RolloutEvent) -> None:
+        """Report a rollout's start or end. Must not raise."""
         ...
 
 
@@ -72,6 +108,23 @@ class LogAndWebhookEvents:
             event.revision,
             json.dumps(body, sort_keys=True),
         )
+        await self._post(body)
+
+    async def rollout(self, event: RolloutEvent) -> None:
+        """Log the rollout event and POST it; a failing webhook is logged, never raised."""
+        body = event.as_json()
+        log.warning(
+            "rollout %d of stage %s: %s at revision %d by %s %s",
+            event.rollout_id,
+            event.stage_type.value,
+            event.event,
+            event.revision,
+            event.actor,
+            json.dumps(body, sort_keys=True),
+        )
+        await self._post(body)
+
+    async def _post(self, body: dict[str, object]) -> None:
         if not self._url:
             return
         try:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -31,6 +31,7 @@ from stageconfig_server.metrics import Metrics
 from stageconfig_server.providers.base import ProviderAdapter
 from stageconfig_server.providers.registry import build_adapters
 from stageconfig_server.replication import PostgresChangeFeed
+from stageconfig_server.rollout_judge import RolloutJudge
 from stageconfig_server.rpc.instrumentation import method_instrumentation
 from stageconfig_server.rpc.refusals import RefusalLog
 from stageconfig_server.rpc.server import NOT_SERVING, connection_age_options, create_server
@@ -133,6 +134,7 @@ class StageConfigApp:
     feed: PostgresChangeFeed | None = None
     database_health: DatabaseHealth | None = None
     fleet: FleetService | None = None
+    judge: RolloutJudge | None = None
 
     @classmethod
     async def start(
@@ -178,6 +180,16 @@ class StageConfigApp:
                 feed = PostgresChangeFeed(service, settings.database_url)
                 await feed.start()
             fleet = build_fleet(service, engine, clock)
+            service.rollouts.attach_sides(
+                lambda record: fleet.rollout_sides(
+                    record,
+                    [
+                        w.cohort_id
+                        for w in broadcaster.watchers
+                        if w.cohort_id and record.stage_type in w.stages
+                    ],
+                )
+            )
             metrics = Metrics(service, broadcaster, fleet=fleet, refusals=refusals)
             servicer = StageConfigServicer(service, broadcaster, security.caller_of, fleet=fleet)
             server, port, health_servicer = create_server(
@@ -224,6 +236,13 @@ class StageConfigApp:
             if run_sync:
                 await sync.start()
             fleet.start()
+            judge = RolloutJudge(
+                repository,
+                service.rollouts,
+                interval_seconds=settings.rollout_check_seconds,
+                clock=clock or (lambda: datetime.now(UTC)),
+            )
+            judge.start()
         except BaseException:
             if database_health is not None:
                 await database_health.stop()
@@ -245,6 +264,7 @@ class StageConfigApp:
             feed,
             database_health,
             fleet,
+            judge,
         )
 
     @property
@@ -261,6 +281,8 @@ class StageConfigApp:
         if self.database_health is not None:
             await self.database_health.stop()
         self.sync.stop()
+        if self.judge is not None:
+            await self.judge.stop()
         if self.fleet is not None:
             await self.fleet.stop()
         if self.feed is not None:

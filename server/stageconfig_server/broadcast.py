@@ -18,6 +18,14 @@ heartbeats. A heartbeat is only sent when the watcher has nothing pending, so it
 written to the stream before it — a client may treat itself as current up to that
 head. Coalescing drops only changes that a newer change of the same stage supersedes,
 so a reader's state after any message equals the server's state at that revision.
+
+During a rollout (issue 15) a revision may be for one side only: a rollout's start and
+its abort reach only the watchers in its cohort (``EncodedChange.reaches``: membership is
+recomputed from the rollout, never stored per watcher), everything else reaches everyone.
+Live changes, the resume window and snapshots all filter the same way, so a watcher
+resuming after a reconnect gets exactly what it missed on its own side. A heartbeat's
+head stays the global head: every change up to it that this watcher receives has been
+written before it, and resuming from it returns that side's later changes only.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from stageconfig_server.domain import StageConfig, StageType
+from stageconfig_server.rollout_types import Audience, Cohort, RolloutRecord
 from stageconfig_server.service import ConfigChange, ConfigService
 
 log = logging.getLogger(__name__)
@@ -50,6 +59,12 @@ class EncodedChange:
     worker_bytes: bytes
     admin_bytes: bytes
     committed_at: float = 0.0  # time.monotonic() at publish; 0 for changes read back
+    cohort: Cohort | None = None
+    """Set for a change only a rollout's cohort receives; None: everyone."""
+
+    def reaches(self, client_id: str) -> bool:
+        """Whether a watcher named ``client_id`` receives this change."""
+        return self.cohort is None or self.cohort.contains(client_id)
 
     def for_audience(self, reveal_keys: bool) -> bytes:
         """The bytes a watcher of this audience receives."""
@@ -68,6 +83,10 @@ class Watcher:
     connected_since: datetime
     client_version: str = ""
     """What the client sent in WatchConfigRequest.client_version ("" from older ones)."""
+    cohort_id: str = ""
+    """The client id rollout cohorts are computed from: the one the client sent, never
+    the peer address shown when it sent none (such a client stays on the stable side,
+    as its GetActiveConfig calls without a client_id do)."""
     last_revision: int = 0
     """The newest revision written to the stream (a snapshot, a change or a heartbeat's
     head): what ListWatchers reports as delivered."""
@@ -79,7 +98,11 @@ class Watcher:
 
     def offer(self, change: EncodedChange) -> None:
         """Queue a change, replacing an older pending change of the same stage."""
-        if change.stage_type in self.stages and change.revision > self.position:
+        if (
+            change.stage_type in self.stages
+            and change.revision > self.position
+            and change.reaches(self.cohort_id)
+        ):
             self.pending[change.stage_type] = change
             self.wakeup.set()
 
@@ -140,14 +163,17 @@ class Broadcaster:
         connected before a restart resume with exactly what they missed."""
         head = self._service.head_revision
         maxlen = self._recent.maxlen or DEFAULT_RETAINED_CHANGES
-        entries = await self._service.repository.log_since(max(0, head - maxlen))
+        store = self._service.repository
+        entries = await store.log_since(max(0, head - maxlen))
+        ids = {e.rollout_id for e in entries if e.rollout_id is not None}
+        rollouts = await store.rollouts_by_id(ids) if ids else {}
         self._recent.clear()
         for entry in entries:
             if entry.revision <= head:
                 config = self._service.config_at(entry)
-                self._recent.append(
-                    self._encode(ConfigChange(entry.revision, config, entry.reason))
-                )
+                record = rollouts.get(entry.rollout_id) if entry.rollout_id else None
+                change = ConfigChange(entry.revision, config, entry.reason, entry.audience, record)
+                self._recent.append(self._encode(change))
 
     @property
     def watchers(self) -> list[Watcher]:
@@ -185,6 +211,7 @@ class Broadcaster:
             self._encoder.change(change, reveal_keys=True),
             self._encoder.change(change, reveal_keys=False),
             committed_at,
+            _cohort_of(change.audience, change.rollout),
         )
 
     def close(self) -> None:
@@ -205,7 +232,7 @@ class Broadcaster:
         return encoded
 
     def _missed_since(
-        self, revision: int, stages: frozenset[StageType]
+        self, revision: int, stages: frozenset[StageType], client_id: str
     ) -> list[EncodedChange] | None:
         """The changes after ``revision`` from the window, or None when the window does
         not reach back that far (the caller then sends a snapshot)."""
@@ -218,7 +245,11 @@ class Broadcaster:
         # something the client missed is gone and only a snapshot is safe.
         if not self._recent or self._recent[0].revision > revision + 1:
             return None
-        return [c for c in self._recent if c.revision > revision and c.stage_type in stages]
+        return [
+            c
+            for c in self._recent
+            if c.revision > revision and c.stage_type in stages and c.reaches(client_id)
+        ]
 
     async def watch(
         self,
@@ -230,6 +261,7 @@ class Broadcaster:
         actor: str,
         reveal_keys: bool,
         client_version: str = "",
+        cohort_id: str | None = None,
     ) -> AsyncGenerator[bytes, None]:
         """The serialized messages of one WatchConfig stream, until the client leaves or
         the server shuts down. The caller writes each with a bound (``send_timeout``)."""
@@ -241,6 +273,7 @@ class Broadcaster:
             reveal_keys=reveal_keys,
             connected_since=datetime.now(UTC),
             client_version=client_version,
+            cohort_id=client_id if cohort_id is None else cohort_id,
         )
         if resume_revision is not None and resume_revision > self._service.head_revision:
             # This replica is behind the client (it last talked to another one): catch
@@ -251,14 +284,15 @@ class Broadcaster:
         self._watchers.add(watcher)
         try:
             missed = (
-                self._missed_since(resume_revision, watcher.stages)
+                self._missed_since(resume_revision, watcher.stages, watcher.cohort_id)
                 if resume_revision is not None
                 else None
             )
             head = self._service.head_revision
             first: list[tuple[bytes, int]]
             if missed is None:
-                revision, configs = self._service.snapshot(sorted(watcher.stages))
+                stages = sorted(watcher.stages)
+                revision, configs = self._service.snapshot(stages, watcher.cohort_id)
                 snapshot = self._encoder.snapshot(revision, configs, reveal_keys=reveal_keys)
                 first = [(snapshot, revision)]
             else:
@@ -300,3 +334,14 @@ class Broadcaster:
     def send_timeout(self) -> float:
         """How long one write to a stream may take before the watcher is dropped."""
         return self._send_timeout
+
+
+def _cohort_of(audience: str, rollout: RolloutRecord | None) -> Cohort | None:
+    """Who receives a change of ``audience``: the rollout's cohort for "canary", else
+    everyone (None). A canary change whose rollout is unknown reaches nobody's wrong
+    side: it is treated as reaching only an empty cohort."""
+    if audience != Audience.CANARY.value:
+        return None
+    if rollout is None:
+        return Cohort(StageType.POEM, 0, frozenset())
+    return rollout.cohort

@@ -8,6 +8,8 @@ to gRPC status codes in one table.
       KeyRejected          the provider refused the key (nothing written)
       KeyUnverified        the provider could not verify a key that would replace a
                            working config, and allow_unverified was not set (nothing written)
+      RolloutConflict      a rollout runs and the change must wait for its end, or no
+                           rollout runs that could be promoted or aborted (nothing written)
       PermissionDenied     the caller's role may not do this
       Unauthenticated      no or unknown token
       StorageUnavailable   the database cannot be reached / written
@@ -67,6 +69,18 @@ class KeyUnverified(StageConfigError):
     def __init__(self, message: str, cause: str) -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class RolloutConflict(StageConfigError):
+    """The stage's rollout state forbids the call: a rollout runs (another change of the
+    stage must wait for PromoteRollout or AbortRollout), or none runs (nothing to promote
+    or abort), or the stage has nothing stored to roll out against. Nothing written.
+
+    ``candidate_revision`` is the running rollout's candidate (0 when none runs)."""
+
+    def __init__(self, message: str, candidate_revision: int = 0) -> None:
+        super().__init__(message)
+        self.candidate_revision = candidate_revision
 
 
 class PermissionDenied(StageConfigError):

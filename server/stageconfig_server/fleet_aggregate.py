@@ -24,6 +24,7 @@ from stageconfig_server.fleet import (
     merge_outcomes,
     percentile_seconds,
 )
+from stageconfig_server.rollout_types import RolloutRecord, Side
 
 MAX_NACK_REASONS = 8
 """Distinct refusal reasons shown per revision."""
@@ -199,4 +200,37 @@ def _revision_status(
         failures_by_cause=dict(outcomes.failures_by_cause),
         p50_duration_seconds=percentile_seconds(outcomes.duration_buckets, 0.5),
         p95_duration_seconds=percentile_seconds(outcomes.duration_buckets, 0.95),
+    )
+
+
+def rollout_sides(
+    record: RolloutRecord,
+    clients: Sequence[ClientState],
+    buckets: Iterable[OutcomeBucket],
+    *,
+    now: datetime,
+    connected: Iterable[str] = (),
+) -> tuple[Side, Side]:
+    """A rollout's canary and stable sides: the tasks each ran with its revision
+    (``buckets``: the stage's, since the rollout started), and the clients on each side
+    by cohort membership (live reporting clients of the stage, and ``connected``
+    watchers of it)."""
+    cohort = record.cohort
+    tasks = {record.candidate_revision: [0, 0], record.stable_revision: [0, 0]}
+    for bucket in buckets:
+        counts = tasks.get(bucket.outcomes.revision)
+        if bucket.stage_type is record.stage_type and counts is not None:
+            counts[0] += bucket.outcomes.succeeded
+            counts[1] += bucket.outcomes.failed
+    reporting = {
+        c.client_id
+        for c in clients
+        if not c.silent(now) and any(s.stage_type is record.stage_type for s in c.stages)
+    }
+    members = reporting | set(connected)
+    canary_clients = sum(1 for client_id in members if cohort.contains(client_id))
+    canary, stable = tasks[record.candidate_revision], tasks[record.stable_revision]
+    return (
+        Side(record.candidate_revision, canary_clients, canary[0], canary[1]),
+        Side(record.stable_revision, len(members) - canary_clients, stable[0], stable[1]),
     )

@@ -29,8 +29,10 @@ from stageconfig_server.fleet_aggregate import (
     FleetStatus,
     client_stages,
     fleet_status,
+    rollout_sides,
     sum_by_client,
 )
+from stageconfig_server.rollout_types import RolloutRecord, Side
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +171,18 @@ class FleetService:
             c.client_id: ClientView(c, c.silent(now), client_stages(c, summed, stages))
             for c in clients
         }
+
+    async def rollout_sides(
+        self, record: RolloutRecord, connected: Iterable[str] = ()
+    ) -> tuple[Side, Side]:
+        """A rollout's canary and stable sides from the reports since it started
+        (``connected``: the client ids watching its stage here)."""
+        now = self._now()
+        clients = await self._store.clients()
+        buckets = await self._store.outcomes_since(
+            _window_start(record.started_at, 0), record.stage_type
+        )
+        return rollout_sides(record, clients, buckets, now=now, connected=connected)
 
     async def prune(self) -> int:
         """Forget buckets and clients older than the largest window."""

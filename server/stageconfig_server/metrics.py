@@ -212,6 +212,18 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.rollouts = Counter(
+            "stageconfig_rollouts",
+            "Rollouts started and ended, by stage, state (RUNNING: started; PROMOTED, "
+            "ABORTED) and trigger (manual, automatic).",
+            ["stage", "state", "trigger"],
+            registry=self.registry,
+        )
+        service.rollouts.add_listener(
+            lambda record, trigger: self.rollouts.labels(
+                record.stage_type.value, record.state.value, trigger
+            ).inc()
+        )
         if fleet is not None:
             self.registry.register(_FleetCollector(fleet))
             fleet.add_listener(self._record_report)

@@ -5,7 +5,8 @@ Run by the daily sync (``sync.ModelSync``), by RefreshModels and by ListModels w
 turns WARNING, and an admin event says so; a failed call keeps the last good cache and
 model; a refresh that finds nothing new moves only the cache's time (no revision, so
 no worker wakes up). The stored key is reused as the view holds it: nothing is read
-back from the database.
+back from the database. A stage under rollout is skipped (issue 15): its outcome says
+so in ``status_reason`` and nothing is written until the rollout ends.
 
 Provider calls are coalesced per stage: while one is in flight, every other refresh of
 that stage (ListModels, RefreshModels, the sync) shares its outcome instead of calling
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from stageconfig_server.admin_events import AdminEvents, ModelReplaced
@@ -32,7 +34,7 @@ from stageconfig_server.domain import (
     StageType,
     StatusCause,
 )
-from stageconfig_server.errors import NotFound, RevisionConflict
+from stageconfig_server.errors import NotFound, RevisionConflict, RolloutConflict
 from stageconfig_server.verification import ProviderCheck, Settled, Verdict
 from stageconfig_server.view import ConfigView
 
@@ -165,6 +167,8 @@ class ModelRefresher:
         before = self._view.stored(stage)
         if before is None:
             raise NotFound(f"no config is stored for stage {stage.value}: nothing to refresh")
+        if (rollout := self._view.rollout(stage)) is not None:
+            return rollout_skipped(before, rollout.candidate_revision)
         verdict = await self._check.verdict(before.provider_kind, before.api_key, before.options)
         # Re-read after the (slow) provider call: an admin may have changed the stage.
         held = self._view.held(stage)
@@ -194,6 +198,8 @@ class ModelRefresher:
             change = await self._view.commit(write, current.revision, current.api_key)
         except RevisionConflict:
             return RefreshOutcome.of(self._view.stored(stage) or current)
+        except RolloutConflict as conflict:  # started on another replica meanwhile
+            return rollout_skipped(current, conflict.candidate_revision)
         if replaced:
             await self._events.model_replaced(
                 ModelReplaced(
@@ -206,6 +212,22 @@ class ModelRefresher:
                 )
             )
         return RefreshOutcome.of(change.config, replaced)
+
+
+def rollout_skipped(config: StageConfig, candidate_revision: int) -> RefreshOutcome:
+    """The outcome of a refresh skipped because the stage is under rollout."""
+    logging.getLogger(__name__).info(
+        "model refresh of stage %s skipped: rollout of candidate revision %d runs",
+        config.stage_type.value,
+        candidate_revision,
+    )
+    return replace(
+        RefreshOutcome.of(config),
+        status_reason=(
+            f"refresh skipped: a rollout (candidate revision {candidate_revision}) runs; "
+            "nothing is written until it is promoted or aborted"
+        ),
+    )
 
 
 def _found(current: StageConfig, verdict: Verdict, now: datetime) -> tuple[Settled, str] | None:

@@ -7,6 +7,7 @@ of gRPC, SQL or HTTP.
     updates.ConfigUpdates   update / rollback / import: validation → key → provider → commit
     refresh.ModelRefresher  the model refresh (the daily sync, RefreshModels)
     history.read_history    GetConfigHistory's pages
+    rollouts.Rollouts       PromoteRollout / AbortRollout and every rollout's announcement
     verification            the bounded provider call both updates and refresh use
 
 Storage is reached only through the ``store.ConfigStore`` Protocol. The transport gets
@@ -32,6 +33,8 @@ from stageconfig_server.refresh import (
     RefreshOutcome,
     Served,
 )
+from stageconfig_server.rollout_types import RolloutRecord, RolloutState, RolloutView
+from stageconfig_server.rollouts import Rollouts
 from stageconfig_server.settings import LegacySettings
 from stageconfig_server.store import ConfigStore
 from stageconfig_server.updates import ConfigUpdates, UpdateRequest, UpdateResult
@@ -68,6 +71,8 @@ class ConfigService:
         self._view = ConfigView(repository, cipher, fallbacks)
         self._updates = ConfigUpdates(self._view, repository, cipher, check, now)
         self._refresher = ModelRefresher(self._view, check, events, now)
+        self.rollouts = Rollouts(self._view, events, now)
+        """Rollout ends and announcements (the judge, metrics and fleet attach here)."""
 
     # -- lifecycle and listeners ----------------------------------------------------------
 
@@ -104,13 +109,26 @@ class ConfigService:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def get_active(self, stage: StageType) -> StageConfig:
-        """The stage's config with its plaintext key: stored, else the legacy fallback."""
-        return self._view.get_active(stage)
+    def get_active(self, stage: StageType, client_id: str = "") -> StageConfig:
+        """The stage's config with its plaintext key: a running rollout's candidate for a
+        client of its cohort, else stored, else the legacy fallback."""
+        return self._view.get_active(stage, client_id)
 
-    def snapshot(self, stages: Sequence[StageType]) -> tuple[int, list[StageConfig]]:
-        """Every requested stage that has a config (stored or fallback), at the head."""
-        return self._view.snapshot(stages)
+    def snapshot(
+        self, stages: Sequence[StageType], client_id: str = ""
+    ) -> tuple[int, list[StageConfig]]:
+        """Every requested stage that has a config (candidate for ``client_id`` in a
+        rollout's cohort, stored or fallback), at the head."""
+        return self._view.snapshot(stages, client_id)
+
+    def running_rollout(self, stage: StageType) -> RolloutRecord | None:
+        """The stage's running rollout, as this replica knows it."""
+        return self._view.rollout(stage)
+
+    async def rollout_view(self, stage: StageType) -> RolloutView | None:
+        """The stage's running rollout with both sides' figures, or None."""
+        record = self._view.rollout(stage)
+        return await self.rollouts.view_of(record) if record is not None else None
 
     def list_configs(self) -> list[StageView]:
         """All four stages, configured or not."""
@@ -144,8 +162,26 @@ class ConfigService:
     # -- changes --------------------------------------------------------------------------
 
     async def update(self, request: UpdateRequest, actor: str) -> UpdateResult:
-        """Validate, verify with the provider, and store a stage's config (UpdateConfig)."""
-        return await self._updates.update(request, actor)
+        """Validate, verify with the provider, and store a stage's config (UpdateConfig),
+        or start a rollout of it (``request.rollout``)."""
+        result = await self._updates.update(request, actor)
+        if result.rollout is not None:
+            await self.rollouts.announce_start(result.rollout)
+        return result
+
+    async def end_rollout(
+        self,
+        stage: StageType,
+        outcome: RolloutState,
+        *,
+        expected_revision: int | None,
+        comment: str,
+        actor: str,
+    ) -> tuple[StageConfig, RolloutView]:
+        """PromoteRollout (``outcome`` PROMOTED) or AbortRollout (ABORTED)."""
+        return await self.rollouts.end_by_admin(
+            stage, outcome, expected_revision=expected_revision, comment=comment, actor=actor
+        )
 
     async def rollback(
         self, stage: StageType, to_revision: int, expected_revision: int | None, actor: str

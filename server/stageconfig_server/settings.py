@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(10.0, gt=0, validation_alias="STAGECONFIG_HEARTBEAT_SECONDS")
     """WatchConfig heartbeat period."""
 
+    rollout_check_seconds: float = Field(
+        5.0, gt=0, validation_alias="STAGECONFIG_ROLLOUT_CHECK_SECONDS"
+    )
+    """How often running rollouts with a policy are judged (promoted or aborted)."""
+
     watch_send_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias="STAGECONFIG_WATCH_SEND_TIMEOUT_SECONDS"
     )

@@ -4,12 +4,13 @@ this Protocol only, so they never see SQL, a row or an engine."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
 from stageconfig_server.db.records import ConfigWrite, LogEntry, StoredConfig, StoredKey
 from stageconfig_server.domain import HistoryEntry, ProviderKind, StageType
+from stageconfig_server.rollout_types import RolloutRecord, RolloutSpec, RolloutState
 
 
 class ConfigStore(Protocol):
@@ -55,4 +56,31 @@ class ConfigStore(Protocol):
         self, stage: StageType | None, before_revision: int | None, limit: int
     ) -> Sequence[HistoryEntry]:
         """Log entries as admins see them, newest first."""
+        ...
+
+    async def running_rollouts(self) -> Sequence[RolloutRecord]:
+        """Every running rollout (at most one per stage)."""
+        ...
+
+    async def rollouts_by_id(self, ids: Collection[int]) -> Mapping[int, RolloutRecord]:
+        """The rollouts of ``ids``, running or ended."""
+        ...
+
+    async def start_rollout(
+        self, write: ConfigWrite, expected_revision: int | None, spec: RolloutSpec
+    ) -> tuple[RolloutRecord, LogEntry]:
+        """Write ``write`` as a rollout's candidate, for its cohort only."""
+        ...
+
+    async def end_rollout(
+        self,
+        stage: StageType,
+        outcome: RolloutState,
+        *,
+        actor: str,
+        decision: str,
+        comment: str,
+        expected_candidate: int | None = None,
+    ) -> tuple[RolloutRecord, LogEntry]:
+        """Promote or abort the stage's running rollout (one writer wins)."""
         ...

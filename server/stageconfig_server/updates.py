@@ -42,6 +42,7 @@ from stageconfig_server.errors import (
     NotFound,
     RevisionConflict,
 )
+from stageconfig_server.rollout_types import RolloutRecord, RolloutSpec, admit_change
 from stageconfig_server.store import ConfigStore
 from stageconfig_server.validation import (
     check_allowed,
@@ -71,6 +72,8 @@ class UpdateRequest:
     comment: str = ""
     allow_unverified: bool = False
     """Store a key the provider could not verify even over a working config."""
+    rollout: RolloutSpec | None = None
+    """Start a rollout of the config instead of storing it for everyone (issue 15)."""
 
     def __repr__(self) -> str:  # the key never reaches a log through repr
         key = "<hidden>" if self.api_key is not None else None
@@ -91,6 +94,8 @@ class UpdateResult:
     written: bool
     """False with validate_only, and when the change was identical to the stored config
     (``config`` is then the stored one, at its current revision)."""
+    rollout: RolloutRecord | None = None
+    """The rollout the update started (``config`` is then its candidate)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,7 @@ class _Change:
         False  # store an unverifiable key as UNVERIFIED, even over a working one
     )
     guard_working: bool = False  # refuse an unverifiable key over a working config (UpdateConfig)
+    rollout: RolloutSpec | None = None  # commit as a rollout's candidate (cohort only)
 
 
 class ConfigUpdates:
@@ -159,8 +165,8 @@ class ConfigUpdates:
             check_api_key(request.api_key)
         check_comment(request.comment)
         check_revision("expected_revision", request.expected_revision)
-
         current = self._view.stored(stage)
+        admit_change(stage, self._view.rollout(stage), current is not None, request.rollout)
         _check_expected(stage, current, request.expected_revision)
         if request.options:
             options = check_options(provider, request.options)
@@ -180,6 +186,7 @@ class ConfigUpdates:
             comment=request.comment,
             allow_unverified=request.allow_unverified,
             guard_working=True,
+            rollout=request.rollout,
         )
         return await self._verify_and_commit(change, validate_only=request.validate_only)
 
@@ -203,6 +210,7 @@ class ConfigUpdates:
         state = entry.state
         if not state.api_key_encrypted or state.api_key_id is None:
             raise NotFound(f"the key of revision {to_revision} is no longer stored")
+        admit_change(stage, self._view.rollout(stage), True, None)
         _check_expected(stage, self._view.stored(stage), expected_revision)
         key = _Key(self._view.plaintext_of(state), state.api_key_encrypted, state.api_key_id, False)
         change = _Change(
@@ -307,8 +315,13 @@ class ConfigUpdates:
             return UpdateResult(preview, settled.models, written=False)
         if not write.api_key_encrypted:  # a new key: encrypted once, here
             write = replace(write, api_key_encrypted=self._cipher.encrypt_key(key.plaintext))
-        committed = await self._view.commit(write, change.expected_revision, key.plaintext)
-        return UpdateResult(committed.config, settled.models, written=True)
+        if change.rollout is not None:
+            committed = await self._view.start_rollout(
+                write, change.expected_revision, key.plaintext, change.rollout
+            )
+        else:
+            committed = await self._view.commit(write, change.expected_revision, key.plaintext)
+        return UpdateResult(committed.config, settled.models, True, committed.rollout)
 
 
 _WORKING = (ConfigStatus.ACTIVE, ConfigStatus.WARNING)

@@ -33,6 +33,12 @@ from stageconfig_server.domain import (
     StageType,
 )
 from stageconfig_server.errors import NotFound
+from stageconfig_server.rollout_types import (
+    Audience,
+    RolloutRecord,
+    RolloutSpec,
+    RolloutState,
+)
 from stageconfig_server.store import ConfigStore
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,10 @@ class ConfigChange:
     revision: int
     config: StageConfig
     reason: ChangeReason
+    audience: str = Audience.ALL.value
+    """"canary": only the cohort of ``rollout`` receives it (a rollout's start or abort)."""
+    rollout: RolloutRecord | None = None
+    """The rollout a ROLLOUT_* change started or ended."""
 
 
 ChangeListener = Callable[[ConfigChange], None]
@@ -83,6 +93,8 @@ class StageView:
     source: ConfigSource
     models: tuple[str, ...]
     allowed_providers: tuple[ProviderKind, ...]
+    rollout: RolloutRecord | None = None
+    """The stage's running rollout (``config`` is then the stable side's)."""
 
 
 class ConfigView:
@@ -98,6 +110,8 @@ class ConfigView:
         self._cipher = cipher
         self._fallbacks = fallbacks
         self._held: dict[StageType, HeldConfig] = {}
+        # A running rollout per stage and its candidate; _held keeps the stable config.
+        self._rollouts: dict[StageType, tuple[RolloutRecord, HeldConfig]] = {}
         self._head = 0
         self._write_lock = asyncio.Lock()
         self._listeners: list[ChangeListener] = []
@@ -106,6 +120,10 @@ class ConfigView:
         """Read and decrypt every stored config (at start)."""
         stored = await self._store.list_all()
         self._held = {stage: self._hold(row, None) for stage, row in stored.items()}
+        self._rollouts = {
+            r.stage_type: (r, self._hold(r.candidate, None))
+            for r in await self._store.running_rollouts()
+        }
         self._head = await self._store.head_revision()
 
     def add_listener(self, listener: ChangeListener) -> None:
@@ -132,20 +150,41 @@ class ConfigView:
         """The stages that have a stored config, in enum order."""
         return [stage for stage in StageType if stage in self._held]
 
-    def get_active(self, stage: StageType) -> StageConfig:
-        """The stage's config with its plaintext key: stored, else the legacy fallback."""
-        config = self.stored(stage) or self._fallbacks[stage]
+    def rollout(self, stage: StageType) -> RolloutRecord | None:
+        """The stage's running rollout, or None."""
+        running = self._rollouts.get(stage)
+        return running[0] if running else None
+
+    def _candidate_for(self, stage: StageType, client_id: str) -> StageConfig | None:
+        running = self._rollouts.get(stage)
+        if running is not None and running[0].cohort.contains(client_id):
+            return running[1].config
+        return None
+
+    def get_active(self, stage: StageType, client_id: str = "") -> StageConfig:
+        """The stage's config with its plaintext key: the rollout's candidate for a
+        client of its cohort, else stored, else the legacy fallback."""
+        config = (
+            self._candidate_for(stage, client_id) or self.stored(stage) or self._fallbacks[stage]
+        )
         if config is None:
             raise NotFound(
                 f"no config is stored for stage {stage.value} and no legacy setting supplies one"
             )
         return config
 
-    def snapshot(self, stages: Sequence[StageType]) -> tuple[int, list[StageConfig]]:
-        """Every requested stage that has a config (stored or fallback), at the head."""
+    def snapshot(
+        self, stages: Sequence[StageType], client_id: str = ""
+    ) -> tuple[int, list[StageConfig]]:
+        """Every requested stage that has a config (candidate for ``client_id`` in a
+        cohort, stored or fallback), at the head."""
         configs = []
         for stage in stages:
-            config = self.stored(stage) or self._fallbacks[stage]
+            config = (
+                self._candidate_for(stage, client_id)
+                or self.stored(stage)
+                or self._fallbacks[stage]
+            )
             if config is not None:
                 configs.append(config)
         return self._head, configs
@@ -169,6 +208,7 @@ class ConfigView:
                     source=source,
                     models=stored.models_cache if stored else (),
                     allowed_providers=ALLOWED_PROVIDERS[stage],
+                    rollout=self.rollout(stage),
                 )
             )
         return views
@@ -230,6 +270,51 @@ class ConfigView:
         )
         return change
 
+    async def start_rollout(
+        self, write: ConfigWrite, expected_revision: int | None, plaintext: str, spec: RolloutSpec
+    ) -> ConfigChange:
+        """Store ``write`` as a rollout's candidate (for its cohort only), apply it and
+        tell the listeners; like ``commit``."""
+        async with self._write_lock:
+            record, entry = await self._store.start_rollout(write, expected_revision, spec)
+            if entry.revision > self._head + 1:
+                await self._catch_up_locked(upto=entry.revision - 1)
+            change = self._apply(entry, plaintext, record)
+        log.info(
+            "stage %s rollout %d started at revision %d (stable revision %d) by %s",
+            write.stage_type.value,
+            record.id,
+            entry.revision,
+            record.stable_revision,
+            write.actor,
+        )
+        return change
+
+    async def end_rollout(
+        self,
+        stage: StageType,
+        outcome: RolloutState,
+        *,
+        actor: str,
+        decision: str,
+        comment: str,
+        expected_candidate: int | None = None,
+    ) -> ConfigChange:
+        """Promote or abort the stage's running rollout, apply it, tell the listeners."""
+        async with self._write_lock:
+            record, entry = await self._store.end_rollout(
+                stage,
+                outcome,
+                actor=actor,
+                decision=decision,
+                comment=comment,
+                expected_candidate=expected_candidate,
+            )
+            if entry.revision > self._head + 1:
+                await self._catch_up_locked(upto=entry.revision - 1)
+            change = self._apply(entry, None, record)
+        return change
+
     async def catch_up(self) -> int:
         """Apply every change committed elsewhere (another replica) since the head, in
         order, and tell the listeners; returns how many were applied."""
@@ -249,15 +334,28 @@ class ConfigView:
 
     async def _catch_up_locked(self, upto: int | None = None) -> int:
         entries = await self._store.log_since(self._head, upto=upto)
+        ids = {e.rollout_id for e in entries if e.rollout_id is not None}
+        rollouts = await self._store.rollouts_by_id(ids) if ids else {}
         for entry in entries:
-            self._apply(entry, None)
+            record = rollouts.get(entry.rollout_id) if entry.rollout_id is not None else None
+            self._apply(entry, None, record)
         return len(entries)
 
-    def _apply(self, entry: LogEntry, plaintext: str | None) -> ConfigChange:
+    def _apply(
+        self, entry: LogEntry, plaintext: str | None, rollout: RolloutRecord | None = None
+    ) -> ConfigChange:
         held = self._hold(entry.state, plaintext)
-        self._held[entry.stage_type] = held
+        stage, reason = entry.stage_type, entry.reason
+        if reason is ChangeReason.ROLLOUT_STARTED:
+            # The candidate: the stable config stays what everyone else is served.
+            if rollout is not None:
+                self._rollouts[stage] = (rollout, held)
+        else:
+            self._held[stage] = held
+        if reason in (ChangeReason.ROLLOUT_PROMOTED, ChangeReason.ROLLOUT_ABORTED):
+            self._rollouts.pop(stage, None)
         self._head = max(self._head, entry.revision)
-        change = ConfigChange(entry.revision, held.config, entry.reason)
+        change = ConfigChange(entry.revision, held.config, reason, entry.audience, rollout)
         for listener in self._listeners:
             try:
                 listener(change)

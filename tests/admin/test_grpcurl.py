@@ -51,6 +51,8 @@ SHOWS = {
     "WatchConfig": '"snapshot"',
     "ReportStatus": '"duplicate"',
     "GetFleetStatus": '"revisions"',
+    "PromoteRollout": '"ROLLOUT_STATE_PROMOTED"',
+    "AbortRollout": '"ROLLOUT_STATE_ABORTED"',
 }
 
 

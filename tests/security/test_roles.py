@@ -58,6 +58,30 @@ async def _watch_first(
 
 
 POEM = pb.STAGE_TYPE_POEM
+VOICE = pb.STAGE_TYPE_VOICE
+
+
+async def _under_rollout(
+    stub: pbg.StageConfigServiceStub, call: Callable[[], Awaitable[Any]]
+) -> Any:
+    """``call()`` once a VOICE rollout runs (started as the admin when none does), so a
+    caller allowed to promote or abort succeeds."""
+    admin = bearer(ADMIN_SECRET)
+    listed = await stub.ListConfigs(pb.ListConfigsRequest(), metadata=admin, timeout=10)
+    voice = next(v for v in listed.stages if v.stage_type == VOICE)
+    if not voice.HasField("rollout"):
+        await stub.UpdateConfig(
+            pb.UpdateConfigRequest(
+                stage_type=VOICE,
+                provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
+                model="ermil" if voice.config.model != "ermil" else "filipp",
+                rollout=pb.RolloutSpec(percent=50),
+            ),
+            metadata=admin,
+            timeout=10,
+        )
+    return await call()  # made only now: a grpc.aio call starts when it is created
+
 
 # One call per RPC, each one that succeeds for a caller allowed to make it (after seed()).
 CALLS: dict[str, Call] = {
@@ -97,6 +121,12 @@ CALLS: dict[str, Call] = {
     ),
     "GetFleetStatus": lambda s, m: s.GetFleetStatus(
         pb.GetFleetStatusRequest(), metadata=m, timeout=10
+    ),
+    "PromoteRollout": lambda s, m: _under_rollout(
+        s, lambda: s.PromoteRollout(pb.PromoteRolloutRequest(stage_type=VOICE), metadata=m)
+    ),
+    "AbortRollout": lambda s, m: _under_rollout(
+        s, lambda: s.AbortRollout(pb.AbortRolloutRequest(stage_type=VOICE), metadata=m)
     ),
 }
 

@@ -62,6 +62,9 @@ class RecordedEvents:
     async def model_replaced(self, event: ModelReplaced) -> None:
         self.replaced.append(event)
 
+    async def rollout(self, event: object) -> None:
+        """Rollout events are not this module's subject (tests/server/test_rollouts.py)."""
+
 
 class StepClock:
     """A clock the test moves by hand."""

@@ -60,6 +60,9 @@ class LogEntry:
 
     change: HistoryEntry
     state: StoredConfig
+    audience: str = "all"
+    """Who receives it: "all", or "canary" (only the cohort of rollout ``rollout_id``)."""
+    rollout_id: int | None = None
 
     @property
     def revision(self) -> int:

@@ -13,7 +13,6 @@ from sqlalchemy import Table, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stageconfig_server.db.database import FailureListener
-from stageconfig_server.db.jobs import JobRuns
 from stageconfig_server.db.models import (
     ApiKeyRow,
     ProviderConfigRow,
@@ -22,6 +21,7 @@ from stageconfig_server.db.models import (
     ServiceStateRow,
 )
 from stageconfig_server.db.records import ConfigWrite, LogEntry, StoredConfig, StoredKey
+from stageconfig_server.db.rollouts import RolloutRecords
 from stageconfig_server.db.rows import (
     MODELS_AT,
     LogRow,
@@ -49,9 +49,9 @@ CHANGE_CHANNEL = "stageconfig_changes"
 other replicas to read the log; the payload is the revision number)."""
 
 
-class Repository(JobRuns):
+class Repository(RolloutRecords):
     """Reads and writes stageconfig's tables through one AsyncEngine (the job runs'
-    table through ``JobRuns``)."""
+    table through ``JobRuns``, the rollouts through ``RolloutRecords``)."""
 
     # -- configs -------------------------------------------------------------------
 
@@ -93,6 +93,9 @@ class Repository(JobRuns):
             # the row read below is the latest committed one (READ COMMITTED reads anew
             # per statement). On SQLite, BEGIN IMMEDIATE already holds the write lock.
             revision = await self._next_revision(conn)
+            # Checked here, not only in memory: a replica that has not yet heard of a
+            # rollout started elsewhere must not slip a change past it.
+            await self.refuse_during_rollout(conn, write.stage_type)
             current_row = (
                 await conn.execute(
                     select(_configs).where(_configs.c.stage_type == write.stage_type)
@@ -134,13 +137,17 @@ class Repository(JobRuns):
             )
             models_at = await self._same_models_at(conn, current, stored)
             await conn.execute(insert(_log).values(**LogRow(change, stored, models_at).columns()))
-            if conn.dialect.name == "postgresql":
-                # Delivered at commit, never before: a replica that hears it can read it.
-                await conn.execute(
-                    text("SELECT pg_notify(:channel, :payload)"),
-                    {"channel": CHANGE_CHANNEL, "payload": str(revision)},
-                )
+            await self._announce(conn, revision)
         return stored, LogEntry(change, stored)
+
+    async def _announce(self, conn: AsyncConnection, revision: int) -> None:
+        """Tell other replicas (PostgreSQL NOTIFY) that ``revision`` was written."""
+        if conn.dialect.name == "postgresql":
+            # Delivered at commit, never before: a replica that hears it can read it.
+            await conn.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": CHANGE_CHANNEL, "payload": str(revision)},
+            )
 
     async def _same_models_at(
         self, conn: AsyncConnection, current: StoredConfig | None, stored: StoredConfig

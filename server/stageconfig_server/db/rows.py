@@ -143,6 +143,8 @@ class LogRow:
     state: StoredConfig
     models_at: int | None = None
     """The revision whose state already holds this state's model list (None: store it)."""
+    audience: str = "all"
+    rollout_id: int | None = None
 
     def columns(self) -> dict[str, Any]:
         """The row to insert."""
@@ -156,6 +158,8 @@ class LogRow:
             "comment": change.comment,
             "state": log_state(self.state, self.models_at),
             "created_at": change.created_at,
+            "audience": self.audience,
+            "rollout_id": self.rollout_id,
         }
 
 
@@ -192,7 +196,8 @@ def log_from_row(
             "api_key_encrypted": ciphertexts.get(key_id, "") if key_id is not None else "",
         },
     )
-    return LogEntry(history_from_row(row), state)
+    audience = getattr(row, "audience", None) or "all"
+    return LogEntry(history_from_row(row), state, audience, getattr(row, "rollout_id", None))
 
 
 def key_from_row(row: Any) -> StoredKey:

@@ -80,6 +80,8 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
         # Reports describe a worker's own state: an admin token reporting is a mistake.
         "ReportStatus": _WORKER,
         "GetFleetStatus": _ADMIN,
+        "PromoteRollout": _ADMIN,
+        "AbortRollout": _ADMIN,
     }.items()
 }
 """Full method name → the roles that may call it (architecture.md's role table)."""

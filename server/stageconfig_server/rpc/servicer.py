@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -21,7 +22,8 @@ from stageconfig_server.domain import StageConfig, StageType
 from stageconfig_server.errors import StageConfigError
 from stageconfig_server.fleet_aggregate import ClientView
 from stageconfig_server.fleet_service import FleetService
-from stageconfig_server.rpc import convert, fleet_convert
+from stageconfig_server.rollout_types import RolloutState
+from stageconfig_server.rpc import convert, fleet_convert, rollout_convert
 from stageconfig_server.rpc.identity import ANONYMOUS, Caller, Role
 from stageconfig_server.rpc.refusals import RefusalLog
 from stageconfig_server.rpc.status import internal_status, status_for
@@ -91,7 +93,8 @@ class StageConfigServicer:
         caller = self._caller_of(context)
 
         async def run() -> bytes:
-            config = self._service.get_active(convert.stage_from_pb(request.stage_type))
+            stage = convert.stage_from_pb(request.stage_type)
+            config = self._service.get_active(stage, request.client_id)
             return self._encoded_active(config, caller.reveals_keys)
 
         return await _answer(context, run())
@@ -117,13 +120,20 @@ class StageConfigServicer:
         caller = self._caller_of(context)
 
         async def run() -> pb.UpdateConfigResponse:
-            update = convert.update_request_from_pb(request)
+            update = dataclasses.replace(
+                convert.update_request_from_pb(request),
+                rollout=rollout_convert.spec_from_pb(request),
+            )
             result = await self._service.update(update, actor=caller.name)
-            return pb.UpdateConfigResponse(
+            response = pb.UpdateConfigResponse(
                 config=convert.config_to_pb(result.config, reveal_key=False),
                 models=list(result.models),
                 written=result.written,
             )
+            if result.rollout is not None:
+                view = await self._service.rollouts.view_of(result.rollout)
+                response.rollout.CopyFrom(rollout_convert.rollout_to_pb(view))
+            return response
 
         return await _answer(context, run())
 
@@ -157,10 +167,14 @@ class StageConfigServicer:
         """All four stages, keys masked."""
 
         async def run() -> pb.ListConfigsResponse:
-            return pb.ListConfigsResponse(
-                stages=[convert.stage_view_to_pb(v) for v in self._service.list_configs()],
-                head_revision=self._service.head_revision,
-            )
+            stages = []
+            for view in self._service.list_configs():
+                message = convert.stage_view_to_pb(view)
+                if view.rollout is not None:
+                    rollout = await self._service.rollouts.view_of(view.rollout)
+                    message.rollout.CopyFrom(rollout_convert.rollout_to_pb(rollout))
+                stages.append(message)
+            return pb.ListConfigsResponse(stages=stages, head_revision=self._service.head_revision)
 
         return await _answer(context, run())
 
@@ -222,6 +236,12 @@ class StageConfigServicer:
                 last_revision=w.last_revision,
                 actor=w.actor,
                 client_version=w.client_version,
+                canary_stages=[
+                    convert.stage_to_pb(s)
+                    for s in sorted(w.stages)
+                    if (r := self._service.running_rollout(s)) is not None
+                    and r.cohort.contains(w.cohort_id)
+                ],
             )
             if (ts := convert.timestamp(w.connected_since)) is not None:
                 info.connected_since.CopyFrom(ts)
@@ -257,9 +277,34 @@ class StageConfigServicer:
         async def run() -> pb.GetFleetStatusResponse:
             stage = convert.optional_stage_from_pb(request.stage_type)
             status = await fleet.status(stage, request.window_seconds)
-            return fleet_convert.fleet_status_to_pb(status)
+            response = fleet_convert.fleet_status_to_pb(status)
+            for message in response.stages:
+                view = await self._service.rollout_view(convert.stage_from_pb(message.stage_type))
+                if view is not None:
+                    message.rollout.CopyFrom(rollout_convert.rollout_to_pb(view))
+            return response
 
         return await _answer(context, run())
+
+    async def PromoteRollout(  # noqa: N802
+        self, request: pb.PromoteRolloutRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PromoteRolloutResponse:
+        """Make a running rollout's candidate the config for everyone."""
+        actor = self._caller_of(context).name
+        config, rollout = await _answer(
+            context, rollout_convert.end(self._service, request, RolloutState.PROMOTED, actor)
+        )
+        return pb.PromoteRolloutResponse(config=config, rollout=rollout)
+
+    async def AbortRollout(  # noqa: N802
+        self, request: pb.AbortRolloutRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AbortRolloutResponse:
+        """Return a running rollout's cohort to the stable config."""
+        actor = self._caller_of(context).name
+        config, rollout = await _answer(
+            context, rollout_convert.end(self._service, request, RolloutState.ABORTED, actor)
+        )
+        return pb.AbortRolloutResponse(config=config, rollout=rollout)
 
     async def _fleet_or_abort(self, context: grpc.aio.ServicerContext[Any, Any]) -> FleetService:
         if self._fleet is None:
@@ -296,6 +341,7 @@ class StageConfigServicer:
             actor=caller.name,
             reveal_keys=caller.reveals_keys,
             client_version=watch.client_version,
+            cohort_id=watch.client_id,
         )
         timeout = self._broadcaster.send_timeout
         # aclosing: the watcher is unregistered at once however the call ends (client

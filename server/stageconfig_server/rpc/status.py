@@ -38,6 +38,7 @@ from stageconfig_server.errors import (
     PermissionDenied,
     ResourceExhausted,
     RevisionConflict,
+    RolloutConflict,
     SecretMismatch,
     StageConfigError,
     StorageUnavailable,
@@ -54,6 +55,9 @@ KEY_REJECTED_REASON_PREFIX = "KEY_REJECTED_"
 KEY_UNVERIFIED_REASON = "KEY_UNVERIFIED"
 """With ``metadata["cause"]``: why the provider could not verify the key."""
 SECRET_MISMATCH_REASON = "SECRET_MISMATCH"
+ROLLOUT_REASON = "ROLLOUT_RUNNING"
+"""With ``metadata["candidate_revision"]``: the running rollout that refused the call."""
+NO_ROLLOUT_REASON = "NO_ROLLOUT"
 
 STATUS_BY_ERROR: tuple[tuple[type[StageConfigError], grpc.StatusCode], ...] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -61,6 +65,7 @@ STATUS_BY_ERROR: tuple[tuple[type[StageConfigError], grpc.StatusCode], ...] = (
     (RevisionConflict, grpc.StatusCode.ABORTED),
     (KeyRejected, grpc.StatusCode.FAILED_PRECONDITION),
     (KeyUnverified, grpc.StatusCode.FAILED_PRECONDITION),
+    (RolloutConflict, grpc.StatusCode.FAILED_PRECONDITION),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
@@ -115,6 +120,14 @@ def _detail_of(
         )
     if isinstance(error, SecretMismatch):
         return error_details_pb2.ErrorInfo(reason=SECRET_MISMATCH_REASON, domain=ERROR_DOMAIN)
+    if isinstance(error, RolloutConflict):
+        if not error.candidate_revision:
+            return error_details_pb2.ErrorInfo(reason=NO_ROLLOUT_REASON, domain=ERROR_DOMAIN)
+        return error_details_pb2.ErrorInfo(
+            reason=ROLLOUT_REASON,
+            domain=ERROR_DOMAIN,
+            metadata={"candidate_revision": str(error.candidate_revision)},
+        )
     return None
 
 
