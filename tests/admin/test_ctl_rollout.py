@@ -21,13 +21,13 @@ from stageconfig import (
     AdminClient,
     ConfigClient,
     ConflictError,
-    KeyRejectedError,
     StageType,
     TimingOptions,
 )
 from stageconfig.admin import RolloutState
 from stageconfig.ctl.output import safe_output
 from stageconfig.ctl.rollout import rollout_lines
+from stageconfig.errors import RolloutStateError
 from tests.admin.conftest import (
     ADMIN_TOKEN,
     OPENAI_KEY_B,
@@ -218,8 +218,10 @@ def test_abort_returns_an_explicit_cohort_and_the_typed_views(
     fleet = admin.fleet_status("POEM").stage("POEM")
     assert fleet.rollout is not None
     assert fleet.rollout.candidate_revision == rollout.candidate_revision
-    with pytest.raises(KeyRejectedError):  # one rollout per stage
+    with pytest.raises(RolloutStateError):  # one rollout per stage
         admin.start_rollout("POEM", model="gpt-4o", percent=10)
+    with pytest.raises(RolloutStateError):
+        admin.update_config("POEM", "OPENAI", model="gpt-4o")
     with pytest.raises(ConflictError):
         admin.abort_rollout("POEM", expected_revision=rollout.candidate_revision + 50)
     with pytest.raises(ValueError, match="exactly one"):
@@ -238,6 +240,8 @@ def test_abort_returns_an_explicit_cohort_and_the_typed_views(
     )
     (entry,) = admin.history("POEM", page_size=1).entries
     assert entry.reason.value == "ROLLOUT_ABORTED"
+    with pytest.raises(RolloutStateError):  # nothing left to abort
+        admin.abort_rollout("POEM")
 
 
 @pytest.mark.parametrize(

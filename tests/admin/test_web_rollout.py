@@ -137,6 +137,12 @@ def test_the_stage_form_starts_a_rollout_and_the_stage_shows_it(
 
         _wait_for(canary_counted, 10, "the canary side counting canary-1")
 
+        # A form loaded before the rollout started: refused for the stage, not the key.
+        late = http.post("/admin/providers/update", data={**form, "csrf_token": _csrf(http)})
+        assert late.status_code == 409
+        assert "has a rollout running" in _poem_section(late.text)
+        assert 'data-field="api_key"' not in _poem_section(late.text)
+
         promote = {
             "stage_type": "POEM",
             "expected_revision": str(rollout.candidate_revision),

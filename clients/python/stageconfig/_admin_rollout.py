@@ -252,8 +252,9 @@ class RolloutCalls:
         ``bake_seconds``, ``min_tasks`` and ``max_failure_rate_increase`` (all three or
         none) let the server promote or abort by itself; without them the rollout waits
         for ``promote_rollout`` or ``abort_rollout``. Raises InvalidArgumentError
-        (``.field``, e.g. ``rollout.percent``), KeyRejectedError (a rollout already runs,
-        or the key was refused), ConflictError (stale ``expected_revision``).
+        (``.field``, e.g. ``rollout.percent``), RolloutStateError (a rollout already runs),
+        KeyRejectedError (the key was refused), ConflictError (stale
+        ``expected_revision``).
         """
         policy = policy_of(bake_seconds, min_tasks, max_failure_rate_increase)
         spec = rollout_spec(percent, client_ids, policy)
@@ -286,7 +287,7 @@ class RolloutCalls:
     ) -> RolloutResult:
         """Make the running rollout's candidate the config of every client (one new
         revision). ``expected_revision``: the candidate's revision, else ConflictError.
-        Raises KeyRejectedError (code FAILED_PRECONDITION) when no rollout runs."""
+        Raises RolloutStateError (FAILED_PRECONDITION) when no rollout runs."""
         request = pb.PromoteRolloutRequest(stage_type=stage_to_pb(stage), comment=comment)
         if expected_revision is not None:
             request.expected_revision = expected_revision

@@ -111,6 +111,15 @@ class KeyRejectedError(RPCError):
     """The provider refused the key; the stored config is unchanged."""
 
 
+class RolloutStateError(KeyRejectedError):
+    """The stage's rollout forbids the call, and nothing was written: a rollout runs (a
+    change of the stage, or a second rollout, waits until it is promoted or aborted), or
+    none runs (nothing to promote or abort). Code FAILED_PRECONDITION, ``ErrorInfo``
+    reason ``ROLLOUT_RUNNING`` or ``NO_ROLLOUT``. A KeyRejectedError only because code
+    written before rollouts caught every FAILED_PRECONDITION as one; the key is fine.
+    """
+
+
 class SecretMismatchError(RPCError):
     """The server's ``ADMIN_SECRET_KEY`` cannot decrypt a key it stored (for instance a
     rollback to a revision encrypted under a secret no longer configured): the server's
@@ -152,6 +161,8 @@ ERROR_DOMAIN = "stageconfig"
 
 _ERROR_BY_REASON: dict[str, type[RPCError]] = {
     "SECRET_MISMATCH": SecretMismatchError,
+    "ROLLOUT_RUNNING": RolloutStateError,
+    "NO_ROLLOUT": RolloutStateError,
 }
 """ErrorInfo reasons that name the error more precisely than the code; they win."""
 

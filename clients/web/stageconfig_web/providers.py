@@ -21,6 +21,7 @@ from stageconfig import (
     UnavailableError,
 )
 from stageconfig.admin import Rollout, UpdateResult
+from stageconfig.errors import RolloutStateError
 from stageconfig_web.display import provider_label
 from stageconfig_web.forms import (
     PostedUpdate,
@@ -173,6 +174,9 @@ class ProviderPages:
             else:
                 submitted.errors[input_name] = field_message(error)
             return await self._page(request, session, override=submitted, status=400)
+        except RolloutStateError as error:  # a rollout started meanwhile: not the key's fault
+            submitted.error = f"Not saved: {error.message}"
+            return await self._page(request, session, override=submitted, status=409)
         except KeyRejectedError as error:
             submitted.errors["api_key"] = error.message
             return await self._page(request, session, override=submitted, status=400)

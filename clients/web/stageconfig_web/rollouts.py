@@ -17,8 +17,9 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stageconfig import ConflictError, KeyRejectedError, RPCError, StageType
+from stageconfig import ConflictError, RPCError, StageType
 from stageconfig.admin import Rollout, RolloutResult
+from stageconfig.errors import RolloutStateError
 from stageconfig_web.forms import posted_stage
 from stageconfig_web.pages import AdminWeb, LoggedOut
 from stageconfig_web.sessions import Flash
@@ -148,7 +149,7 @@ class RolloutPages:
             result = await self.web.call(session, call, stage, expected_revision=expected)
         except LoggedOut as out:
             return self.web.login_again(str(out))
-        except (ConflictError, KeyRejectedError) as error:
+        except (ConflictError, RolloutStateError) as error:
             # ABORTED: another candidate runs now; FAILED_PRECONDITION: none runs any more.
             message = (
                 f"Not {verb.lower()}: the rollout of {stage.value} you saw (candidate revision "
