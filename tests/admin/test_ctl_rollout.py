@@ -141,10 +141,13 @@ def test_start_status_and_promote_from_the_command_line(
     wait_for(sides_counted, 10, "both sides counted")
     status = run_ctl(target, "status")
     assert status.code == 0, status.stderr
-    line = next(x for x in status.stdout.splitlines() if x.startswith("rollout POEM:"))
+    line = next(x for x in status.stdout.splitlines() if x.startswith("POEM rollout:"))
     assert f"candidate revision {candidate.candidate_revision} (OPENAI gpt-4o-mini)" in line
     assert f"canary rev {candidate.candidate_revision}  {len(cohort)} client" in line
     assert f"stable rev {candidate.stable_revision}  {len(WORKERS) - len(cohort)} clients" in line
+    fleet = run_ctl(target, "fleet", "POEM")
+    assert fleet.code == 0, fleet.stderr
+    assert f"POEM  rollout: candidate revision {candidate.candidate_revision}" in fleet.stdout
     shown = run_ctl(target, "rollout", "status")
     assert shown.code == 0, shown.stderr
     assert "VOICE: no rollout running" in shown.stdout

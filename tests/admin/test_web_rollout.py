@@ -136,6 +136,10 @@ def test_the_stage_form_starts_a_rollout_and_the_stage_shows_it(
             return row is not None and "1 client," in row.group(1)
 
         _wait_for(canary_counted, 10, "the canary side counting canary-1")
+        fleet = http.get("/admin/fleet").text
+        assert 'data-testid="fleet-rollout"' in fleet
+        assert f"candidate revision {rollout.candidate_revision} (gemini-2.5-pro)" in fleet
+        assert hostile not in fleet
 
         # A form loaded before the rollout started: refused for the stage, not the key.
         late = http.post("/admin/providers/update", data={**form, "csrf_token": _csrf(http)})

@@ -24,6 +24,7 @@ from stageconfig.admin import (
     FleetClient,
     FleetStatus,
     RevisionFleetStatus,
+    Rollout,
     StageFleetStatus,
 )
 from stageconfig.ctl.fleet import (
@@ -77,6 +78,8 @@ class StageSection:
     silent: int
     silent_ids: list[str]
     rows: list[RevisionRow] = field(default_factory=list)
+    rollout: Rollout | None = None
+    """The stage's running rollout (both sides' clients and outcomes)."""
 
 
 @dataclass
@@ -150,6 +153,7 @@ def sections(status: FleetStatus) -> list[StageSection]:
             silent=stage.silent_clients,
             silent_ids=_silent_ids(status.clients, stage),
             rows=[_row(status, stage, rev) for rev in stage.revisions],
+            rollout=stage.rollout,
         )
         for stage in status.stages
     ]

@@ -172,21 +172,25 @@ def rollout_lines(rollout: Rollout) -> list[str]:
     return [f"  {name.ljust(11)}  {value}" for name, value in lines]
 
 
+def rollout_summary(rollout: Rollout) -> list[str]:
+    """A running rollout in one line (a list, empty for none, to add to others)."""
+    candidate = rollout.candidate
+    model = f" ({candidate.provider_kind.value} {candidate.model})" if candidate else ""
+    return [
+        f"rollout: candidate revision {rollout.candidate_revision}{model} to "
+        f"{cohort_text(rollout)}; canary {side_text(rollout.canary)}; "
+        f"stable {side_text(rollout.stable)}"
+    ]
+
+
 def status_lines(views: tuple[StageView, ...]) -> list[str]:
     """What ``status`` adds under its table: each running rollout in one line."""
-    lines = []
-    for view in views:
-        rollout = view.rollout
-        if rollout is None:
-            continue
-        candidate = rollout.candidate
-        model = f" ({candidate.provider_kind.value} {candidate.model})" if candidate else ""
-        lines.append(
-            f"rollout {view.stage_type.value}: candidate revision {rollout.candidate_revision}"
-            f"{model} to {cohort_text(rollout)}; canary {side_text(rollout.canary)}; "
-            f"stable {side_text(rollout.stable)}"
-        )
-    return lines
+    return [
+        f"{view.stage_type.value} {line}"
+        for view in views
+        if view.rollout is not None
+        for line in rollout_summary(view.rollout)
+    ]
 
 
 def cmd_rollout_start(client: AdminClient, args: argparse.Namespace, out: TextIO) -> Exit:
