@@ -47,6 +47,18 @@ VOICE_UNKNOWN_STATUS = _config(
     pb.STAGE_TYPE_VOICE, pb.PROVIDER_KIND_SPEECHKIT, 8, api_key=VOICE_KEY
 )
 
+VOICE_ROLLOUT = pb.Rollout(
+    stage_type=pb.STAGE_TYPE_VOICE,
+    state=NEWER,
+    candidate=_config(pb.STAGE_TYPE_VOICE, pb.PROVIDER_KIND_SPEECHKIT, 9, api_key=VOICE_KEY),
+    candidate_revision=9,
+    stable_revision=8,
+    percent=25,
+    canary=pb.RolloutSide(revision=9, clients=1),
+    stable=pb.RolloutSide(revision=8, clients=3),
+)
+"""A rollout in a state of tomorrow whose candidate's key comes in plaintext."""
+
 
 def _history(revision: int, stage: int) -> pb.HistoryEntry:
     entry = pb.HistoryEntry(revision=revision, stage_type=stage, actor="tomorrow", reason=NEWER)
@@ -78,6 +90,7 @@ class NewerServicer(pbg.StageConfigServiceServicer):
                     config=VOICE_UNKNOWN_STATUS,
                     models=["model-of-tomorrow"],
                     allowed_providers=[pb.PROVIDER_KIND_SPEECHKIT, NEWER],
+                    rollout=VOICE_ROLLOUT,
                 ),
                 # Nothing stored, and no provider this client could choose.
                 pb.StageConfigView(stage_type=pb.STAGE_TYPE_SONG, allowed_providers=[NEWER]),

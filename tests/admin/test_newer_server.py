@@ -25,7 +25,7 @@ from stageconfig import (
     StageType,
     StatusCause,
 )
-from stageconfig.admin import ChangeEvent, HeartbeatEvent, SnapshotEvent
+from stageconfig.admin import ChangeEvent, HeartbeatEvent, RolloutState, SnapshotEvent
 from tests.admin.conftest import run_ctl
 from tests.admin.newer_server import VOICE_KEY, NewerServer
 from tests.admin.web_process import WebProcess, log_in_over_http
@@ -67,6 +67,11 @@ def test_admin_client_reads_what_it_knows_of_a_newer_server(
         )
         assert voice.revision == 8
         assert voice.config.api_key == "AQVN-…7777"  # masked, though sent in plaintext
+        assert voice.rollout is not None
+        assert voice.rollout.state is RolloutState.UNSPECIFIED
+        assert voice.rollout.candidate is not None
+        assert voice.rollout.candidate.api_key == "AQVN-…7777"
+        assert (voice.rollout.canary.clients, voice.rollout.stable.clients) == (1, 3)
         song = overview.stage("SONG")
         assert (song.config, song.allowed_providers, song.revision) == (None, (), 0)
 
@@ -112,7 +117,8 @@ def test_stageconfigctl_shows_a_newer_server(newer: NewerServer) -> None:
     target = newer.target
     status = run_ctl(target, "status", token=None)
     assert status.code == 0, status.stderr
-    rows = {line.split()[0]: line for line in status.stdout.splitlines()[1:-1]}
+    table_lines = status.stdout.split("\nhead revision")[0].splitlines()[1:]
+    rows = {line.split()[0]: line for line in table_lines}
     assert set(rows) == {"POEM", "VOICE", "SONG"}
     assert "UNKNOWN(99)" in rows["POEM"]
     assert "upgrade stageconfig" in rows["POEM"]
@@ -123,6 +129,12 @@ def test_stageconfigctl_shows_a_newer_server(newer: NewerServer) -> None:
     assert "stageconfigctl: warning: left out:" in status.stderr
     assert "stage_type=99" in status.stderr
     assert VOICE_KEY not in status.stdout + status.stderr
+    assert "VOICE rollout: candidate revision 9 (SPEECHKIT model-of-tomorrow)" in status.stdout
+    rollout = run_ctl(target, "rollout", "status", "VOICE", token=None)
+    assert rollout.code == 0, rollout.stderr
+    assert "  state        UNSPECIFIED" in rollout.stdout
+    assert "AQVN-…7777" in rollout.stdout
+    assert VOICE_KEY not in rollout.stdout
 
     as_json = json.loads(run_ctl(target, "--json", "status", token=None).stdout)
     poem = as_json["stages"][0]
