@@ -23,7 +23,13 @@ from collections.abc import Callable
 from datetime import datetime
 
 from stageconfig_server.errors import RevisionConflict, RolloutConflict, StorageUnavailable
-from stageconfig_server.rollout_types import ROLLOUT_ACTOR, RolloutRecord, RolloutState, Side
+from stageconfig_server.rollout_types import (
+    ROLLOUT_ACTOR,
+    RolloutEnd,
+    RolloutRecord,
+    RolloutState,
+    Side,
+)
 from stageconfig_server.rollouts import Rollouts
 from stageconfig_server.store import ConfigStore
 from stageconfig_server.view import ConfigChange
@@ -97,18 +103,16 @@ class RolloutJudge:
             if verdict is None:
                 continue
             outcome, figures = verdict
+            end = RolloutEnd(
+                record.stage_type,
+                outcome,
+                ROLLOUT_ACTOR,
+                figures,
+                figures,
+                record.candidate_revision,
+            )
             try:
-                written.append(
-                    await self._rollouts.end(
-                        record.stage_type,
-                        outcome,
-                        actor=ROLLOUT_ACTOR,
-                        decision=figures,
-                        comment=figures,
-                        expected_candidate=record.candidate_revision,
-                        trigger="automatic",
-                    )
-                )
+                written.append(await self._rollouts.end(end, trigger="automatic"))
             except (RolloutConflict, RevisionConflict):
                 # Another replica (or an admin) ended it first: one decision, not two.
                 log.info("rollout %d was already ended elsewhere", record.id)

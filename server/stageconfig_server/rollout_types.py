@@ -88,6 +88,20 @@ class Cohort:
 
 
 @dataclass(frozen=True, slots=True)
+class RolloutEnd:
+    """How the running rollout of a stage is to end: promoted or aborted, by whom, why
+    (``decision``: for the policy, the figures), and optionally only if its candidate
+    is at ``expected_candidate``."""
+
+    stage_type: StageType
+    outcome: RolloutState
+    actor: str
+    decision: str = ""
+    comment: str = ""
+    expected_candidate: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RolloutRecord:
     """A ``rollouts`` row; ``candidate`` has its key's ciphertext put back."""
 

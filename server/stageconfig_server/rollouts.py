@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 
 from stageconfig_server.admin_events import AdminEvents, RolloutEvent
-from stageconfig_server.domain import StageConfig, StageType
+from stageconfig_server.domain import StageConfig
 from stageconfig_server.rollout_types import (
     ROLLOUT_ACTOR,
+    RolloutEnd,
     RolloutRecord,
     RolloutState,
     RolloutView,
@@ -85,57 +87,28 @@ class Rollouts:
         """Log, event and metric for a rollout that just started."""
         await self._announce(record, record.candidate_revision, record.started_by, "manual")
 
-    async def end_by_admin(
-        self,
-        stage: StageType,
-        outcome: RolloutState,
-        *,
-        expected_revision: int | None,
-        comment: str,
-        actor: str,
-    ) -> tuple[StageConfig, RolloutView]:
+    async def end_by_admin(self, end: RolloutEnd) -> tuple[StageConfig, RolloutView]:
         """PromoteRollout / AbortRollout: end the stage's running rollout now.
 
         RolloutConflict when none runs, RevisionConflict when its candidate is not at
-        ``expected_revision``, InvalidArgument for a bad comment or revision."""
-        check_comment(comment)
-        check_revision("expected_revision", expected_revision)
-        verb = "promoted" if outcome is RolloutState.PROMOTED else "aborted"
+        ``end.expected_candidate``, InvalidArgument for a bad comment or revision."""
+        check_comment(end.comment)
+        check_revision("expected_revision", end.expected_candidate)
+        verb = "promoted" if end.outcome is RolloutState.PROMOTED else "aborted"
+        decision = f"{verb} by {end.actor}"
         change = await self.end(
-            stage,
-            outcome,
-            actor=actor,
-            decision=f"{verb} by {actor}",
-            comment=comment or f"rollout {verb} by {actor}",
-            expected_candidate=expected_revision,
+            replace(end, decision=decision, comment=end.comment or f"rollout {decision}"),
             trigger="manual",
         )
         assert change.rollout is not None  # an end always carries its rollout
         return change.config, await self.view_of(change.rollout)
 
-    async def end(
-        self,
-        stage: StageType,
-        outcome: RolloutState,
-        *,
-        actor: str,
-        decision: str,
-        comment: str,
-        expected_candidate: int | None,
-        trigger: str,
-    ) -> ConfigChange:
-        """End the running rollout of ``stage`` (one writer wins across replicas) and
-        announce it."""
-        change = await self._view.end_rollout(
-            stage,
-            outcome,
-            actor=actor,
-            decision=decision,
-            comment=comment,
-            expected_candidate=expected_candidate,
-        )
+    async def end(self, end: RolloutEnd, *, trigger: str) -> ConfigChange:
+        """End the running rollout of ``end.stage_type`` (one writer wins across
+        replicas) and announce it."""
+        change = await self._view.end_rollout(end)
         if change.rollout is not None:
-            await self._announce(change.rollout, change.revision, actor, trigger)
+            await self._announce(change.rollout, change.revision, end.actor, trigger)
         return change
 
     async def _announce(

@@ -33,7 +33,7 @@ from stageconfig_server.refresh import (
     RefreshOutcome,
     Served,
 )
-from stageconfig_server.rollout_types import RolloutRecord, RolloutState, RolloutView
+from stageconfig_server.rollout_types import RolloutEnd, RolloutRecord, RolloutView
 from stageconfig_server.rollouts import Rollouts
 from stageconfig_server.settings import LegacySettings
 from stageconfig_server.store import ConfigStore
@@ -169,19 +169,9 @@ class ConfigService:
             await self.rollouts.announce_start(result.rollout)
         return result
 
-    async def end_rollout(
-        self,
-        stage: StageType,
-        outcome: RolloutState,
-        *,
-        expected_revision: int | None,
-        comment: str,
-        actor: str,
-    ) -> tuple[StageConfig, RolloutView]:
-        """PromoteRollout (``outcome`` PROMOTED) or AbortRollout (ABORTED)."""
-        return await self.rollouts.end_by_admin(
-            stage, outcome, expected_revision=expected_revision, comment=comment, actor=actor
-        )
+    async def end_rollout(self, end: RolloutEnd) -> tuple[StageConfig, RolloutView]:
+        """PromoteRollout (``end.outcome`` PROMOTED) or AbortRollout (ABORTED)."""
+        return await self.rollouts.end_by_admin(end)
 
     async def rollback(
         self, stage: StageType, to_revision: int, expected_revision: int | None, actor: str

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from stageconfig_server.db.records import ConfigWrite, LogEntry, StoredConfig, StoredKey
 from stageconfig_server.domain import HistoryEntry, ProviderKind, StageType
-from stageconfig_server.rollout_types import RolloutRecord, RolloutSpec, RolloutState
+from stageconfig_server.rollout_types import RolloutEnd, RolloutRecord, RolloutSpec
 
 
 class ConfigStore(Protocol):
@@ -72,15 +72,6 @@ class ConfigStore(Protocol):
         """Write ``write`` as a rollout's candidate, for its cohort only."""
         ...
 
-    async def end_rollout(
-        self,
-        stage: StageType,
-        outcome: RolloutState,
-        *,
-        actor: str,
-        decision: str,
-        comment: str,
-        expected_candidate: int | None = None,
-    ) -> tuple[RolloutRecord, LogEntry]:
+    async def end_rollout(self, end: RolloutEnd) -> tuple[RolloutRecord, LogEntry]:
         """Promote or abort the stage's running rollout (one writer wins)."""
         ...

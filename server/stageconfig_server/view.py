@@ -35,9 +35,9 @@ from stageconfig_server.domain import (
 from stageconfig_server.errors import NotFound
 from stageconfig_server.rollout_types import (
     Audience,
+    RolloutEnd,
     RolloutRecord,
     RolloutSpec,
-    RolloutState,
 )
 from stageconfig_server.store import ConfigStore
 
@@ -290,30 +290,13 @@ class ConfigView:
         )
         return change
 
-    async def end_rollout(
-        self,
-        stage: StageType,
-        outcome: RolloutState,
-        *,
-        actor: str,
-        decision: str,
-        comment: str,
-        expected_candidate: int | None = None,
-    ) -> ConfigChange:
+    async def end_rollout(self, end: RolloutEnd) -> ConfigChange:
         """Promote or abort the stage's running rollout, apply it, tell the listeners."""
         async with self._write_lock:
-            record, entry = await self._store.end_rollout(
-                stage,
-                outcome,
-                actor=actor,
-                decision=decision,
-                comment=comment,
-                expected_candidate=expected_candidate,
-            )
+            record, entry = await self._store.end_rollout(end)
             if entry.revision > self._head + 1:
                 await self._catch_up_locked(upto=entry.revision - 1)
-            change = self._apply(entry, None, record)
-        return change
+            return self._apply(entry, None, record)
 
     async def catch_up(self) -> int:
         """Apply every change committed elsewhere (another replica) since the head, in

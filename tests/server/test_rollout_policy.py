@@ -26,11 +26,13 @@ from tests.server.rollout_support import (
     VOICE,
     VOICE_KEY,
     Stub,
+    changes_until_head,
     client_ids_by_side,
     policy,
     report,
     set_voice,
     start_rollout,
+    watch,
 )
 from tests.support.servers import start_app
 
@@ -212,6 +214,14 @@ async def test_the_judge_resumes_after_a_restart_mid_rollout(
                 pb.GetActiveConfigRequest(stage_type=VOICE, client_id=INSIDE[0])
             )
             assert (active.config.model, active.config.revision) == ("filipp", candidate)
+            # Resumes across the restart: each side gets exactly what it missed.
+            canary = watch(stub, INSIDE[0], resume=stable)
+            got = await changes_until_head(canary, candidate)
+            assert [(c.revision, c.config.model) for c in got] == [(candidate, "filipp")]
+            outside = watch(stub, OUTSIDE[0], resume=stable)
+            assert await changes_until_head(outside, candidate) == []
+            for call in (canary, outside):
+                call.cancel()
             await report(stub, INSIDE[0], candidate, succeeded=1, failed=9)
             await report(stub, OUTSIDE[0], stable, succeeded=10)
             clock.advance(61)

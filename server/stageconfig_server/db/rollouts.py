@@ -43,6 +43,7 @@ from stageconfig_server.domain import ChangeReason, HistoryEntry, StageType
 from stageconfig_server.errors import RevisionConflict, RolloutConflict
 from stageconfig_server.rollout_types import (
     Audience,
+    RolloutEnd,
     RolloutPolicy,
     RolloutRecord,
     RolloutSpec,
@@ -166,20 +167,12 @@ class RolloutRecords(JobRuns):
         record = _record({**values, "id": rollout_id}, stored)
         return record, LogEntry(change, stored, Audience.CANARY.value, rollout_id)
 
-    async def end_rollout(
-        self,
-        stage: StageType,
-        outcome: RolloutState,
-        *,
-        actor: str,
-        decision: str,
-        comment: str,
-        expected_candidate: int | None = None,
-    ) -> tuple[RolloutRecord, LogEntry]:
+    async def end_rollout(self, end: RolloutEnd) -> tuple[RolloutRecord, LogEntry]:
         """Promote or abort the stage's running rollout at the next revision (see the
         module docstring). RolloutConflict when none runs (or another writer ended it
-        first), RevisionConflict when its candidate is not ``expected_candidate``."""
-        now = self._clock()
+        first), RevisionConflict when its candidate is not ``end.expected_candidate``."""
+        now, stage, outcome = self._clock(), end.stage_type, end.outcome
+        expected = end.expected_candidate
         async with self._write() as conn:
             revision = await self._next_revision(conn)
             row = (
@@ -189,10 +182,10 @@ class RolloutRecords(JobRuns):
             ).first()
             if row is None:
                 raise RolloutConflict(no_rollout_message(stage))
-            if expected_candidate is not None and expected_candidate != row.candidate_revision:
+            if expected is not None and expected != row.candidate_revision:
                 raise RevisionConflict(
                     f"the rollout of stage {stage.value} has its candidate at revision "
-                    f"{row.candidate_revision}, not {expected_candidate}: reload and retry",
+                    f"{row.candidate_revision}, not {expected}: reload and retry",
                     row.candidate_revision,
                 )
             ended = await conn.execute(
@@ -203,8 +196,8 @@ class RolloutRecords(JobRuns):
                     state=outcome.value,
                     end_revision=revision,
                     ended_at=now,
-                    ended_by=actor,
-                    decision=decision,
+                    ended_by=end.actor,
+                    decision=end.decision,
                 )
             )
             if not ended.rowcount:
@@ -224,10 +217,10 @@ class RolloutRecords(JobRuns):
             change = HistoryEntry(
                 revision=revision,
                 stage_type=stage,
-                actor=actor,
+                actor=end.actor,
                 reason=ChangeReason.ROLLOUT_PROMOTED if promoted else ChangeReason.ROLLOUT_ABORTED,
                 diff=diff_configs(before, stored),
-                comment=comment,
+                comment=end.comment,
                 created_at=now,
             )
             audience = (Audience.ALL if promoted else Audience.CANARY).value
@@ -240,8 +233,8 @@ class RolloutRecords(JobRuns):
             state=outcome,
             end_revision=revision,
             ended_at=now,
-            ended_by=actor,
-            decision=decision,
+            ended_by=end.actor,
+            decision=end.decision,
         )
         return record, LogEntry(change, stored, audience, row.id)
 

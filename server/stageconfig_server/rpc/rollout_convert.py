@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_server.rollout_types import (
+    RolloutEnd,
     RolloutPolicy,
     RolloutSpec,
     RolloutState,
@@ -83,13 +84,9 @@ async def end(
     actor: str,
 ) -> tuple[pb.StageConfig, pb.Rollout]:
     """PromoteRollout (``outcome`` PROMOTED) or AbortRollout: the config and rollout."""
-    config, view = await service.end_rollout(
-        stage_from_pb(request.stage_type),
-        outcome,
-        expected_revision=(
-            request.expected_revision if request.HasField("expected_revision") else None
-        ),
-        comment=request.comment,
-        actor=actor,
+    expected = request.expected_revision if request.HasField("expected_revision") else None
+    end = RolloutEnd(
+        stage_from_pb(request.stage_type), outcome, actor, "", request.comment, expected
     )
+    config, view = await service.end_rollout(end)
     return config_to_pb(config, reveal_key=False), rollout_to_pb(view)
