@@ -17,16 +17,23 @@ client's ``on_change`` saw is recorded (the Celery children's through ``probe.ev
 - a server restart in the middle of an automatic rollout (same database and port)
   changes none of that: the failing candidate is still aborted by the judge, and the
   stable side still never sees it.
+
+Every test runs twice: against one server on a SQLite file, and against two replicas of
+one PostgreSQL database (half the plain clients start on each; the Celery children know
+both; the admin and the restart use the first), where the judges of both replicas write
+one decision.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,6 +57,7 @@ from tests.integration.support import (
     free_port,
     unique_queue,
 )
+from tests.support.postgres import temporary_database
 from tests.support.servers import ServerProcess, server_env
 
 pytestmark = pytest.mark.slow
@@ -116,8 +124,10 @@ class Plain:
 
 @dataclass
 class Fleet:
-    server: ServerProcess
+    servers: list[ServerProcess]
+    """One server, or two replicas of one PostgreSQL database."""
     admin: AdminClient
+    """On the first server (the one a restart test restarts)."""
     worker: CeleryWorker
     tasks: TaskClient
     plain: dict[str, Plain]
@@ -144,6 +154,22 @@ class Fleet:
         """The POEM model each Celery child uses now."""
         found = self.tasks.per_process("probe.report", self.pids, timeout=30, hold=0.2)
         return {pid: answer["model"] for pid, answer in found.items()}
+
+    @property
+    def server(self) -> ServerProcess:
+        return self.servers[0]
+
+    def canaries(self) -> set[str]:
+        """The watchers of every server that say they are in the POEM cohort."""
+        found: set[str] = set()
+        for server in self.servers:
+            with AdminClient(server.target, timeout=15) as admin:
+                found |= {
+                    w.client_id
+                    for w in admin.list_watchers().watchers
+                    if StageType.POEM in w.canary_stages
+                }
+        return found
 
     def rollout(self) -> Rollout | None:
         return self.admin.list_configs().stage(StageType.POEM).rollout
@@ -188,23 +214,61 @@ class Load:
                 )
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def _temporary_postgres() -> tuple[str, Callable[[], None]]:
+    """A fresh PostgreSQL database's URL, and how to drop it."""
+    database = temporary_database()
+    loop = asyncio.new_event_loop()
+    url = loop.run_until_complete(database.__aenter__())
+
+    def drop() -> None:
+        loop.run_until_complete(database.__aexit__(None, None, None))
+        loop.close()
+
+    return url, drop
+
+
+def _servers(
+    backend: str, tmp: Path, fake: FakeProviders
+) -> tuple[list[ServerProcess], Callable[[], None]]:
+    """One server on a SQLite file, or two replicas on one PostgreSQL database; each on a
+    port of its own that it keeps across a restart."""
+    settings = {"STAGECONFIG_ROLLOUT_CHECK_SECONDS": str(CHECK_SECONDS)}
+    drop: Callable[[], None] = lambda: None  # noqa: E731
+    count = 1
+    if backend == "postgres-replicas":
+        url, drop = _temporary_postgres()
+        settings["STAGECONFIG_DATABASE_URL"] = url
+        count = 2
+    servers = [
+        ServerProcess(
+            server_env(
+                tmp / "stageconfig.db",
+                fake,
+                STAGECONFIG_ADDRESS=f"127.0.0.1:{free_port()}",
+                **settings,
+            )
+        )
+        for _ in range(count)
+    ]
+    return servers, drop
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres-replicas"])
+def fleet(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
     tmp = tmp_path_factory.mktemp("rollouts")
     fake = FakeProviders().start()
     fake.set_models(ServerProviderKind.OPENAI, MODELS)
     fake.fail_model(BROKEN, "permission")  # a 403: the SDK does not retry it
-    server = ServerProcess(
-        server_env(
-            tmp / "stageconfig.db",
-            fake,
-            STAGECONFIG_ROLLOUT_CHECK_SECONDS=str(CHECK_SECONDS),
-            STAGECONFIG_ADDRESS=f"127.0.0.1:{free_port()}",  # the same after a restart
-        )
-    ).start()
-    admin = AdminClient(server.target, timeout=15)
+    servers, drop_database = _servers(request.param, tmp, fake)
+    for server in servers:
+        server.start()
+    targets = [s.target for s in servers]
+    admin = AdminClient(targets[0], timeout=15)
     env = {
-        "STAGECONFIG_TARGET": server.target,
+        # With two replicas the worker's processes fail over between them, like any client.
+        "STAGECONFIG_TARGET": ",".join(targets),
         "STAGECONFIG_BACKOFF_MAX_SECONDS": "1",
         "STAGECONFIG_REPORT_INTERVAL_SECONDS": str(REPORT_INTERVAL),
         "CELERY_BROKER_URL": REDIS_URL,
@@ -218,10 +282,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     plain: dict[str, Plain] = {}
     for number in range(PLAIN_CLIENTS):
         client_id = f"plain-{number:02d}"
-        entry = Plain(ConfigClient(server.target, client_id=client_id, timing=timing), fake.env())
+        # Half the clients start on each replica (with one server, all on it).
+        order = targets[number % len(targets) :] + targets[: number % len(targets)]
+        entry = Plain(ConfigClient(order, client_id=client_id, timing=timing), fake.env())
         entry.client.on_change(entry.record)
         plain[client_id] = entry
-    made = Fleet(server, admin, worker, tasks, plain, set())
+    made = Fleet(servers, admin, worker, tasks, plain, set())
     try:
         admin.update_config("POEM", "OPENAI", api_key=POEM_KEY, model=STABLE)
         for entry in plain.values():
@@ -242,7 +308,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         worker.stop()
         tasks.close()
         admin.close()
-        server.stop()
+        for server in servers:
+            server.stop()
+        drop_database()
         fake.stop()
 
 
@@ -295,9 +363,7 @@ def test_a_manual_rollout_reaches_exactly_the_cohort_then_promote_and_abort(
             )
 
         wait_for(both_sides_counted, 15, "ListConfigs counting the clients and tasks of both sides")
-    watchers = fleet.admin.list_watchers().watchers
-    canaries = {w.client_id for w in watchers if StageType.POEM in w.canary_stages}
-    assert canaries == cohort
+    assert fleet.canaries() == cohort
     children = fleet.child_models()
     for client_id, pid in fleet.child_ids.items():
         assert children[pid] == (NEXT if client_id in cohort else STABLE)
