@@ -234,6 +234,21 @@ def test_abort_returns_an_explicit_cohort_and_the_typed_views(
 
     aborted = run_ctl(server.target, "rollout", "abort", "POEM", "--comment", "too slow")
     assert aborted.code == 0, aborted.stderr
+    # A new key goes to a cohort the same way, read from stdin and shown only masked.
+    new_key = "sk-proj-key-c-00000000000000000003"
+    keyed = run_ctl(server.target, "rollout", "start", "POEM", "--key-stdin",
+                    "--client-id", "worker-4", stdin=new_key + "\n")  # fmt: skip
+    assert keyed.code == 0, keyed.stderr
+    assert "sk-…0003" in keyed.stdout
+    assert new_key not in keyed.stdout + keyed.stderr
+    wait_for(
+        lambda: workers["worker-4"].get(StageType.POEM).api_key == new_key,
+        10,
+        "the canary holding the new key",
+    )
+    assert workers["worker-1"].get(StageType.POEM).api_key == OPENAI_KEY_B
+    aborted = run_ctl(server.target, "rollout", "abort", "POEM", "--comment", "too slow")
+    assert aborted.code == 0, aborted.stderr
     assert aborted.stdout.startswith("aborted: the cohort is back on the stable config at revision")
     assert stable.config.model in aborted.stdout.splitlines()[0]
     wait_for(

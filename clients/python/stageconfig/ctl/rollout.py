@@ -2,6 +2,7 @@
 promote or abort it, and show it — plus the lines ``status`` adds for every running one.
 
     stageconfigctl rollout start POEM --model gpt-b --percent 25
+    printf '%s\n' "$NEW_KEY" | stageconfigctl rollout start POEM --key-stdin --percent 10
     stageconfigctl rollout start POEM --model gpt-b --client-id worker-1 --client-id worker-2 \\
         --bake-seconds 600 --min-tasks 50 --max-failure-rate-increase 0.05
     stageconfigctl rollout status [POEM]
@@ -15,6 +16,7 @@ command's safe output (``output.SafeOutput``) and long cohorts are cut.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -72,6 +74,11 @@ def add_rollout_commands(
     start.add_argument("--model", help="default: keep the stored one if offered, else the first")
     start.add_argument(
         "--option", action="append", metavar="NAME=VALUE", help="provider option (repeatable)"
+    )
+    start.add_argument(
+        "--key-stdin",
+        action="store_true",
+        help="the candidate's new key, from the first line of stdin (default: the stored key)",
     )
     cohort = start.add_mutually_exclusive_group(required=True)
     cohort.add_argument("--percent", type=_percent, help="share of clients, 1-99")
@@ -193,7 +200,16 @@ def status_lines(views: tuple[StageView, ...]) -> list[str]:
     ]
 
 
-def cmd_rollout_start(client: AdminClient, args: argparse.Namespace, out: TextIO) -> Exit:
+def _key_from_stdin(stdin: TextIO) -> str:
+    key = stdin.readline().rstrip("\r\n")
+    if not key:
+        raise UsageError("--key-stdin: no key on stdin (omit it to keep the stored key)")
+    return key
+
+
+def cmd_rollout_start(
+    client: AdminClient, args: argparse.Namespace, out: TextIO, stdin: TextIO = sys.stdin
+) -> Exit:
     """UpdateConfig with a RolloutSpec: the candidate for the cohort only."""
     policy = {
         "--bake-seconds": args.bake_seconds,
@@ -203,10 +219,12 @@ def cmd_rollout_start(client: AdminClient, args: argparse.Namespace, out: TextIO
     missing = [flag for flag, value in policy.items() if value is None]
     if 0 < len(missing) < len(policy):
         raise UsageError(f"an automatic policy needs all three of {', '.join(policy)}")
+    key = _key_from_stdin(stdin) if args.key_stdin else None
     try:
         rollout = client.start_rollout(
             args.stage,
             args.provider.upper().replace("-", "_") if args.provider else None,
+            api_key=key,
             model=args.model,
             options=_options(args.option) or None,
             percent=args.percent,
