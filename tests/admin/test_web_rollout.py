@@ -90,11 +90,18 @@ def test_the_stage_form_starts_a_rollout_and_the_stage_shows_it(
             "model": "gemini-2.5-pro",
             "expected_revision": str(revision),
         }
+        typed_key = "AIza-typed-for-a-rollout-00000009"
         both = http.post(
             "/admin/providers/update",
-            data={**form, "rollout_percent": "10", "rollout_client_ids": "canary-1"},
+            data={
+                **form,
+                "api_key": typed_key,
+                "rollout_percent": "10",
+                "rollout_client_ids": "canary-1",
+            },
         )
         assert both.status_code == 400
+        assert typed_key not in both.text  # never rendered back, as on a plain save
         assert "exactly one of them" in both.text
         assert 'value="canary-1"' in both.text  # the inputs are shown again
         half = http.post(
