@@ -61,7 +61,7 @@ STABLE, NEXT, THIRD, BROKEN, HEALTHY = (
 )
 MODELS = [STABLE, NEXT, THIRD, BROKEN, HEALTHY]
 """What the fake OpenAI offers: every candidate verifies; BROKEN cannot generate."""
-SLACK = 2.0
+SLACK = 3.0
 """Room for two shared cores on top of a deadline the design promises."""
 
 
