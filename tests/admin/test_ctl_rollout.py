@@ -145,6 +145,12 @@ def test_start_status_and_promote_from_the_command_line(
     assert f"candidate revision {candidate.candidate_revision} (OPENAI gpt-4o-mini)" in line
     assert f"canary rev {candidate.candidate_revision}  {len(cohort)} client" in line
     assert f"stable rev {candidate.stable_revision}  {len(WORKERS) - len(cohort)} clients" in line
+    watchers = run_ctl(target, "watchers")
+    assert watchers.code == 0, watchers.stderr
+    for cid in WORKERS:
+        (row,) = [line for line in watchers.stdout.splitlines() if line.startswith(cid + " ")]
+        assert ("POEM*" in row) == (cid in cohort), row
+    assert "* in the cohort" in watchers.stdout
     fleet = run_ctl(target, "fleet", "POEM")
     assert fleet.code == 0, fleet.stderr
     assert f"POEM  rollout: candidate revision {candidate.candidate_revision}" in fleet.stdout

@@ -213,14 +213,17 @@ def cmd_fleet(client: AdminClient, args: argparse.Namespace, out: TextIO) -> Exi
 
 
 def watcher_row(watcher: WatcherInfo, now: datetime) -> list[str]:
-    """One stream of ``watchers``: client, actor, peer, stages, connected, the revision
-    sent, the revision applied, the newest NACK, the last report."""
+    """One stream of ``watchers``: client, actor, peer, stages (``POEM*``: a canary of
+    the stage's rollout), connected, the revision sent, the revision applied, the newest
+    NACK, the last report."""
     reported = watcher.last_report_time
     return [
         printable(watcher.client_id, 48) or "-",
         watcher.actor,
         watcher.peer,
-        ",".join(s.value for s in watcher.stage_types),
+        ",".join(
+            s.value + ("*" if s in watcher.canary_stages else "") for s in watcher.stage_types
+        ),
         when(watcher.connected_since),
         str(watcher.last_revision),
         str(watcher.applied_revision) if reported else "-",
@@ -254,4 +257,6 @@ def cmd_watchers(client: AdminClient, args: argparse.Namespace, out: TextIO) -> 
         cut={0: 1, 7: 2},
     )
     out.write(f"{len(listing.watchers)} watcher(s), head revision {listing.head_revision}\n")
+    if any(w.canary_stages for w in listing.watchers):
+        out.write("* in the cohort of the stage's running rollout (it runs the candidate)\n")
     return Exit.OK
