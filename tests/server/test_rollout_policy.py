@@ -20,6 +20,9 @@ from pytest_httpserver import HTTPServer
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.app import StageConfigApp
+from stageconfig_server.domain import StageType
+from stageconfig_server.rollout_judge import decide
+from stageconfig_server.rollout_types import RolloutPolicy, RolloutRecord, RolloutState, Side
 from tests.fakes.provider_server import FakeProviders
 from tests.server.rollout_support import (
     CANDIDATE_KEY,
@@ -89,6 +92,39 @@ async def _ended(stub: Stub, seconds: float = 10.0) -> pb.HistoryEntry:
             return history.entries[0]
         assert asyncio.get_running_loop().time() < deadline, "the rollout never ended"
         await asyncio.sleep(0.05)
+
+
+def test_the_policy_promotes_at_the_limit_and_aborts_above_it() -> None:
+    now = datetime.now(UTC)
+    record = RolloutRecord(
+        id=1,
+        stage_type=StageType.VOICE,
+        state=RolloutState.RUNNING,
+        stable_revision=1,
+        candidate_revision=2,
+        end_revision=None,
+        percent=10,
+        client_ids=(),
+        policy=RolloutPolicy(bake_seconds=60, min_tasks=10, max_failure_rate_increase=0.25),
+        candidate=None,  # type: ignore[arg-type]  # the policy never reads it
+        started_at=now,
+        started_by="admin",
+    )
+    baked = now + timedelta(seconds=60)
+    stable = Side(1, succeeded=3, failed=1)  # 0.25
+    promoted = decide(record, Side(2, succeeded=5, failed=5), stable, baked)
+    assert promoted is not None
+    assert promoted[0] is RolloutState.PROMOTED
+    assert "+0.2500 ≤ max increase 0.2500" in promoted[1]
+    verdict = decide(record, Side(2, succeeded=4, failed=6), stable, baked)
+    assert verdict is not None
+    assert verdict[0] is RolloutState.ABORTED
+    assert "+0.3500 > max increase 0.2500" in verdict[1]
+    # Not baked, too few tasks, or no tasks at all: no decision.
+    early = now + timedelta(seconds=59)
+    assert decide(record, Side(2, succeeded=10), stable, early) is None
+    assert decide(record, Side(2, succeeded=9), stable, baked) is None
+    assert decide(record, Side(2), Side(1), baked + timedelta(days=1)) is None
 
 
 async def test_failing_canary_is_aborted_with_figures_event_log_and_metric(

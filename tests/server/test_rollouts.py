@@ -174,7 +174,7 @@ async def _refused(call: object, code: grpc.StatusCode, *words: str) -> None:
         assert word in (raised.value.details() or "")
 
 
-async def test_refusals_are_precise_and_write_nothing(stub: Stub) -> None:
+async def test_refusals_are_precise_and_write_nothing(stub: Stub, app: StageConfigApp) -> None:
     # Nothing stored: no stable config to compare with.
     await _refused(start_rollout(stub, "filipp", percent=10), grpc.StatusCode.FAILED_PRECONDITION)
     await _refused(
@@ -245,6 +245,9 @@ async def test_refusals_are_precise_and_write_nothing(stub: Stub) -> None:
     # The daily sync / RefreshModels skip the stage and say why.
     refreshed = await stub.RefreshModels(pb.RefreshModelsRequest(stage_type=VOICE))
     assert "rollout" in refreshed.results[0].status_reason
+    synced = await app.sync.run_once()
+    assert synced is not None
+    assert [o.status_reason.startswith("refresh skipped: a rollout") for o in synced] == [True]
     listed = await stub.ListConfigs(pb.ListConfigsRequest())
     assert listed.head_revision == candidate
     voice = next(s for s in listed.stages if s.stage_type == VOICE)
