@@ -79,6 +79,14 @@ class ChangeReason(enum.StrEnum):
     ROLLOUT_ABORTED = "ROLLOUT_ABORTED"
 
 
+class BreakerState(enum.StrEnum):
+    """A route's circuit breaker in one worker process (fallback routing)."""
+
+    CLOSED = "CLOSED"
+    OPEN = "OPEN"
+    HALF_OPEN = "HALF_OPEN"
+
+
 ALLOWED_PROVIDERS: Mapping[StageType, tuple[ProviderKind, ...]] = {
     StageType[stage]: tuple(ProviderKind[kind] for kind in kinds)
     for stage, kinds in facts.ALLOWED_PROVIDERS.items()

@@ -22,6 +22,7 @@ ENUMS = [
     (pb.StatusCause, "STATUS_CAUSE_", client_types.StatusCause, server_domain.StatusCause),
     (pb.ConfigSource, "CONFIG_SOURCE_", client_types.ConfigSource, server_domain.ConfigSource),
     (pb.ChangeReason, "CHANGE_REASON_", client_types.ChangeReason, server_domain.ChangeReason),
+    (pb.BreakerState, "BREAKER_STATE_", client_types.BreakerState, server_domain.BreakerState),
 ]
 
 
