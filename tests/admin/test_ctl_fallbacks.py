@@ -5,7 +5,9 @@ subprocess that checks tokens, with the fake providers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import grpc
 import pytest
@@ -13,8 +15,10 @@ import pytest
 from stageconfig import AdminClient, ProviderKind, StageType, StatusCause
 from stageconfig._admin_routes import route_health_line
 from stageconfig.admin import RouteHealth, RouteSpec
+from stageconfig.ctl.output import jsonable
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
+from stageconfig_server.app import StageConfigApp
 from tests.admin.conftest import ADMIN_TOKEN, WORKER_TOKEN, run_ctl
 from tests.support.servers import ServerProcess
 
@@ -199,3 +203,40 @@ def _health(index: int, provider: ProviderKind, clients: int, open_: int) -> Rou
 )
 def test_the_route_health_line(routes: list[RouteHealth], line: str) -> None:
     assert route_health_line("POEM", routes) == line
+
+
+async def test_admin_views_mask_route_keys_even_from_a_server_without_tokens(
+    stub: pbg.StageConfigServiceStub, app: StageConfigApp
+) -> None:
+    # No tokens: the server treats every caller as a worker and sends plaintext.
+    await stub.UpdateConfig(
+        pb.UpdateConfigRequest(
+            stage_type=pb.STAGE_TYPE_VOICE,
+            provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
+            api_key=VOICE_KEYS[0],
+            model="jane:good",
+            fallbacks=[
+                pb.RouteUpdate(
+                    provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
+                    api_key=VOICE_KEYS[1],
+                    model="jane:good",
+                )
+            ],
+        )
+    )
+
+    def admin_reads() -> tuple[Any, Any, Any]:  # a sync client: off the server's loop
+        with AdminClient(app.target, timeout=20) as admin:
+            return (
+                admin.list_configs(),
+                admin.update_config(
+                    StageType.VOICE, ProviderKind.SPEECHKIT, model="jane:good", validate_only=True
+                ),
+                admin.history(StageType.VOICE),
+            )
+
+    overview, update, history = await asyncio.to_thread(admin_reads)
+    assert overview.stage(StageType.VOICE).routes[0].api_key.startswith("AQVN")
+    _clean(
+        repr(overview), repr(update), repr(history), str(jsonable(overview)), str(jsonable(update))
+    )

@@ -81,12 +81,28 @@ def _known_stage(value: int, revision: int) -> StageType:
 def masked_config_from_pb(message: pb.StageConfig) -> StageConfig:
     """A config with its key masked (raises UnrepresentableConfig like
     ``config_from_pb``)."""
-    config = config_from_pb(message)
+    config = _masked_routes(config_from_pb(message))
     # A server without tokens treats every caller as a worker and sends plaintext keys;
     # admin tools must still never show one.
     if config.api_key_masked or not config.api_key:
         return config
     return dataclasses.replace(config, api_key=mask_key(config.api_key), api_key_masked=True)
+
+
+def _masked_routes(config: StageConfig) -> StageConfig:
+    """``config`` with its fallback routes' keys masked too, once the config type carries
+    routes (``StageConfig.fallbacks``, the worker side of issue 16); the admin views'
+    own routes (``StageView.routes``) are masked by ``route_view_from_pb``."""
+    routes = getattr(config, "fallbacks", ())
+    if not routes or all(r.api_key_masked or not r.api_key for r in routes):
+        return config
+    masked = tuple(
+        r
+        if r.api_key_masked or not r.api_key
+        else dataclasses.replace(r, api_key=mask_key(r.api_key), api_key_masked=True)
+        for r in routes
+    )
+    return dataclasses.replace(config, fallbacks=masked)  # type: ignore[call-arg, unused-ignore]
 
 
 def stage_view_from_pb(message: pb.StageConfigView) -> StageView:
