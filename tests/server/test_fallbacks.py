@@ -322,3 +322,42 @@ async def test_validate_only_checks_the_routes_and_writes_nothing(
     kept = await stub.UpdateConfig(poem_request(model="gemini-2.5-flash", validate_only=True))
     assert [r.provider_kind for r in kept.config.fallbacks] == [pb.PROVIDER_KIND_OPENAI]
     assert await state_of(stub) == before
+
+
+async def test_a_route_without_a_key_needs_a_saved_key_of_its_provider(
+    stub: pbg.StageConfigServiceStub,
+) -> None:
+    await stub.UpdateConfig(poem_request())
+    before = await state_of(stub)
+    keyless = pb.RouteUpdate(
+        provider_kind=pb.PROVIDER_KIND_YANDEX_GPT, options={"folder_id": "b1gfolder"}
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.UpdateConfig(poem_request(keyless))
+    assert bad_request_field(caught.value) == "fallbacks[0].api_key"
+    assert await state_of(stub) == before
+    # Once a YandexGPT key is saved (for any stage), a keyless route takes the newest one.
+    await stub.UpdateConfig(poem_request(yandex_route()))
+    await stub.UpdateConfig(poem_request(clear_fallbacks=True))
+    answer = await stub.UpdateConfig(poem_request(keyless))
+    assert (await active(stub)).fallbacks[0].api_key == YANDEX_KEY
+    assert answer.config.fallbacks[0].api_key_masked
+
+
+async def test_a_primary_equal_to_a_kept_route_is_refused_as_a_duplicate(
+    stub: pbg.StageConfigServiceStub,
+) -> None:
+    await stub.UpdateConfig(poem_request(openai_route()))
+    before = await state_of(stub)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.UpdateConfig(
+            pb.UpdateConfigRequest(
+                stage_type=pb.STAGE_TYPE_POEM,
+                provider_kind=pb.PROVIDER_KIND_OPENAI,
+                api_key=OPENAI_KEY,
+                model="gpt-4o-mini",
+            )
+        )
+    assert bad_request_field(caught.value) == "fallbacks[0]"
+    assert "duplicates the primary" in (caught.value.details() or "")
+    assert await state_of(stub) == before
