@@ -241,7 +241,9 @@ def _found_routes(
 ) -> tuple[tuple[StoredRoute, ...] | None, list[tuple[ProviderKind, str, str]]]:
     """The fallback routes after their verdicts (None when none visibly changed) and the
     models replaced on them (provider, old, new). Each route is judged as ``_found``
-    judges the primary."""
+    judges the primary, except that a new model list alone changes nothing visible: no
+    answer shows a route's list, and a replica that learned the route from the log holds
+    none (``db.route_rows``)."""
     routes, replaced, changed = [], [], False
     for route, plain, verdict in zip(stored, current.fallbacks, verdicts, strict=True):
         as_config = replace(
@@ -255,7 +257,11 @@ def _found_routes(
             fallbacks=(),
         )
         found = _found(as_config, verdict, now)
-        if found is None:
+        if found is None or (found[0].model, found[0].status, found[0].status_reason) == (
+            route.model,
+            route.status,
+            route.status_reason,
+        ):
             routes.append(route)
             continue
         settled, old = found

@@ -3,6 +3,7 @@ real SQLite file and the real fake providers."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from pathlib import Path
@@ -22,6 +23,16 @@ GEMINI_KEY = "AIzaSy-FBLEAK-primary-0001"
 OPENAI_KEY = "sk-FBLEAK-openai-0002"
 YANDEX_KEY = "AQVN-FBLEAK-yandex-0003"
 VOICE_KEYS = ("AQVN-FBLEAK-voice-a-0004", "AQVN-FBLEAK-voice-b-0005", "AQVN-FBLEAK-voice-c-0006")
+ROUTE_LOG_FIELDS = (
+    "provider_kind",
+    "api_key_id",
+    "fingerprint",
+    "model",
+    "options",
+    "status",
+    "status_reason",
+    "status_cause",
+)
 ALL_KEYS = (GEMINI_KEY, OPENAI_KEY, YANDEX_KEY, *VOICE_KEYS)
 
 
@@ -94,6 +105,11 @@ async def test_poem_routes_are_stored_verified_and_served_in_order(
     dump = database_text(db_path)
     assert not [key for key in ALL_KEYS if key in dump]
     assert "fallbacks[0].model" in dump
+    # The log state names route keys by api_keys id, without ciphertext or model list.
+    with sqlite3.connect(db_path) as conn:
+        (state,) = conn.execute("SELECT state FROM revision_log ORDER BY revision DESC").fetchone()
+    logged = json.loads(state)["fallbacks"]
+    assert [sorted(route) for route in logged] == [sorted(ROUTE_LOG_FIELDS)] * 2
 
 
 async def test_voice_key_pool_and_omitted_keys_keep_the_stored_ones(

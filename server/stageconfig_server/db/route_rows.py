@@ -4,6 +4,10 @@
 The row keeps each route's ciphertext (``api_key_encrypted``) next to its ``api_keys``
 id; the log state keeps only the id, like the primary's key, so rollback and resuming
 watchers read the ciphertext from ``api_keys`` (and a key rotation touches one place).
+The log state leaves out the routes' model lists too: up to 8 lists of up to 1,000 ids
+would be copied into every revision, and nothing reads them from the log (no answer
+shows a route's list; a refresh judges a route by its model and status, a rollback
+asks the provider again).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from stageconfig_server.domain import ConfigStatus, FieldDiff, ProviderKind, Sta
 
 
 def route_json(route: StoredRoute, *, ciphertext: bool) -> dict[str, Any]:
-    """One route as stored (``ciphertext``: the row) or as logged (key id only)."""
+    """One route as stored (``ciphertext``: the row) or as logged (key id only, no model
+    list)."""
     values: dict[str, Any] = {
         "provider_kind": route.provider_kind.value,
         "api_key_id": route.api_key_id,
@@ -26,10 +31,10 @@ def route_json(route: StoredRoute, *, ciphertext: bool) -> dict[str, Any]:
         "status": route.status.value,
         "status_reason": route.status_reason,
         "status_cause": route.status_cause.value if route.status_cause else None,
-        "models_cache": list(route.models_cache),
     }
     if ciphertext:
         values["api_key_encrypted"] = route.api_key_encrypted
+        values["models_cache"] = list(route.models_cache)
     return values
 
 
