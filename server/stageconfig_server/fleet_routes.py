@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -65,7 +65,9 @@ class RouteStatus:
     failure_cause: StatusCause | None
 
 
-def check_routes(where: str, routes: Sequence[RouteHealth], check_count: Any) -> None:
+def check_routes(
+    where: str, routes: Sequence[RouteHealth], check_count: Callable[[str, int], None]
+) -> None:
     """InvalidArgument naming ``{where}.routes[j].field`` unless the routes are sane:
     at most ``MAX_ROUTES``, each index 0…8 once, a fingerprint of ≤ 16 hex digits,
     counts checked by ``check_count(field, value)``."""

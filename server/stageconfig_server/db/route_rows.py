@@ -12,7 +12,7 @@ asks the provider again).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from stageconfig_server.db.records import StoredRoute
@@ -77,7 +77,9 @@ def route_key_ids(values: Sequence[Mapping[str, Any]] | None) -> set[int]:
     return {v["api_key_id"] for v in values or () if v.get("api_key_id") is not None}
 
 
-def rotate_routes(values: Sequence[Mapping[str, Any]] | None, rotate: Any) -> list[dict[str, Any]]:
+def rotate_routes(
+    values: Sequence[Mapping[str, Any]] | None, rotate: Callable[[str], str]
+) -> list[dict[str, Any]]:
     """A row's route list with every ciphertext re-encrypted by ``rotate``."""
     return [
         {**v, "api_key_encrypted": rotate(v["api_key_encrypted"])}
