@@ -138,9 +138,12 @@ async def plan_routes(
     store: ConfigStore,
     cipher: KeyCipher,
     stage: StageType,
-    requests: Sequence[RouteRequest],
-) -> tuple[PlannedRoute, ...]:
-    """Resolve each checked request's key, options and the stored route it continues."""
+    requests: Sequence[RouteRequest] | None,
+) -> tuple[PlannedRoute, ...] | None:
+    """Resolve each checked request's key, options and the stored route it continues
+    (None: the request keeps the stored routes)."""
+    if requests is None:
+        return None
     stored = kept_routes(view, stage)
     planned = []
     for index, request in enumerate(requests):
@@ -230,10 +233,13 @@ def restore_routes(
 
 
 async def settle_routes(
-    planned: Sequence[PlannedRoute], check: ProviderCheck, now: datetime
-) -> tuple[SettledRoute, ...]:
+    planned: Sequence[PlannedRoute] | None, check: ProviderCheck, now: datetime
+) -> tuple[SettledRoute, ...] | None:
     """Ask each route's provider (concurrently) and settle model and status; KeyRejected
-    when any provider refuses its key, InvalidArgument for a model it does not offer."""
+    when any provider refuses its key, InvalidArgument for a model it does not offer.
+    None (the stored routes stay) passes through."""
+    if planned is None:
+        return None
     verdicts = await asyncio.gather(
         *(check.verdict(p.provider, p.plaintext, p.options) for p in planned)
     )

@@ -186,12 +186,8 @@ class ConfigUpdates:
             comment=request.comment,
             allow_unverified=request.allow_unverified,
             guard_working=True,
-            routes=(
-                await routing.plan_routes(
-                    self._view, self._store, self._cipher, stage, request.fallbacks
-                )
-                if request.fallbacks is not None
-                else None
+            routes=await routing.plan_routes(
+                self._view, self._store, self._cipher, stage, request.fallbacks
             ),
         )
         return await self._verify_and_commit(change, validate_only=request.validate_only)
@@ -283,11 +279,7 @@ class ConfigUpdates:
             raise KeyRejected(
                 messages.key_rejected(verdict), verdict.cause.value if verdict.cause else "AUTH"
             )
-        routes = (
-            await routing.settle_routes(change.routes, self._check, self._clock())
-            if change.routes is not None
-            else None
-        )
+        routes = await routing.settle_routes(change.routes, self._check, self._clock())
         # Read after the (slow) provider calls: what the change would replace now.
         current = self._view.stored(change.stage)
         _check_expected(change.stage, current, change.expected_revision)
