@@ -285,8 +285,11 @@ async def test_rollback_restores_the_routes(stub: pbg.StageConfigServiceStub) ->
 
 
 async def test_the_model_refresh_replaces_a_vanished_model_on_a_route(
-    stub: pbg.StageConfigServiceStub, fake_providers: FakeProviders
+    stub: pbg.StageConfigServiceStub,
+    fake_providers: FakeProviders,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="stageconfig_server.admin_events")
     await stub.UpdateConfig(poem_request(openai_route()))
     fake_providers.set_models(ProviderKind.OPENAI, ["gpt-4.1"])
     await stub.RefreshModels(pb.RefreshModelsRequest(stage_type=pb.STAGE_TYPE_POEM))
@@ -302,6 +305,9 @@ async def test_the_model_refresh_replaces_a_vanished_model_on_a_route(
     assert entry.reason == pb.CHANGE_REASON_MODEL_REPLACED
     changed = {c.field: (c.old_value, c.new_value) for c in entry.changes}
     assert changed["fallbacks[0].model"] == ("gpt-4o-mini", "gpt-4.1")
+    # The admin event names the route's provider and models (and no key).
+    assert "gpt-4o-mini is no longer offered by OPENAI, now using gpt-4.1" in caplog.text
+    assert OPENAI_KEY not in caplog.text
 
 
 async def test_rotate_keys_re_encrypts_the_route_keys(
