@@ -296,8 +296,12 @@ def stage_config(
     route_keys: Sequence[str] = (),
 ) -> StageConfig:
     """The config a stored row (or a write about to be stored) describes, with its
-    plaintext key (and its fallback routes' ``route_keys``, in order); the one place a
-    record becomes what workers and admins see."""
+    plaintext key (and its fallback routes' ``route_keys``, in order: one per route,
+    e.g. from ``ConfigView.plaintext_of_key``); the one place a record becomes what
+    workers and admins see."""
+    routes = record.fallbacks or ()
+    if len(route_keys) != len(routes):
+        raise ValueError(f"{len(routes)} fallback routes need as many route_keys")
     return StageConfig(
         stage_type=record.stage_type,
         provider_kind=record.provider_kind,
@@ -313,7 +317,7 @@ def stage_config(
         models_cache_updated_at=record.models_cache_updated_at,
         updated_at=updated_at,
         api_key_fingerprint=record.api_key_fingerprint,
-        fallbacks=plain_routes(record.fallbacks or (), route_keys),
+        fallbacks=plain_routes(routes, route_keys),
     )
 
 
