@@ -1,7 +1,8 @@
 """Fallback routes on the web page (issue 16), over HTTP against the real page process
 and a real server subprocess with tokens: the stage form sets, keeps, reorders and clears
 routes, shows them masked, names bad lines and refused fields, and the fleet page shows
-the route health line."""
+the route health line; and once in headless Chromium (screenshot:
+``artifacts/admin-web-fallbacks.png``)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, expect
 
 from stageconfig import AdminClient
 from tests.admin.conftest import ADMIN_TOKEN
 from tests.admin.test_ctl_fallbacks import _report
-from tests.admin.web_process import WebProcess, log_in_over_http
+from tests.admin.web_process import ARTIFACTS, WebProcess, log_in_in_browser, log_in_over_http
 from tests.support.servers import ServerProcess
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -115,3 +117,29 @@ async def test_the_fleet_page_shows_the_route_health_line(
     assert line is not None
     assert html.unescape(line.group(1)).startswith("POEM: primary GEMINI failing (QUOTA) on ")
     assert "serving from OPENAI" in line.group(1)
+
+
+def test_a_browser_sets_a_route_and_sees_it_masked(
+    web: WebProcess, token_server: ServerProcess, browser: Browser
+) -> None:
+    with AdminClient(token_server.target, token=ADMIN_TOKEN, timeout=15) as admin:
+        admin.update_config("POEM", "GEMINI", api_key=POEM_KEY, clear_fallbacks=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    try:
+        log_in_in_browser(page, web.url, ADMIN_TOKEN)
+        card = page.locator("#stage-POEM")
+        keys = card.locator("textarea[name=fallback_keys]")
+        # What is typed into the keys box is drawn as dots, like a password field.
+        assert keys.evaluate("e => getComputedStyle(e).webkitTextSecurity") == "disc"
+        card.locator("textarea[name=fallbacks]").fill("OPENAI:gpt-4o-mini")
+        keys.fill(OPENAI_KEY)
+        card.get_by_role("button", name="Save POEM").click()
+        page.wait_for_url("**/admin/providers*")
+        route = page.locator("#stage-POEM").get_by_test_id("route")
+        expect(route).to_contain_text("OPENAI gpt-4o-mini")
+        expect(route).to_contain_text("sk-…0002")
+        assert OPENAI_KEY not in page.content()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator("#stage-POEM").screenshot(path=str(ARTIFACTS / "admin-web-fallbacks.png"))
+    finally:
+        page.close()
