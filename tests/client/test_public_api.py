@@ -8,6 +8,7 @@ import stageconfig.providers
 
 EXPECTED = [
     "AdminClient",
+    "BreakerState",
     "CacheFileError",
     "ChangeReason",
     "ClientClosedError",

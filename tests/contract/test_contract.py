@@ -37,6 +37,7 @@ ENUMS = [
     (pb.ChangeReason, "CHANGE_REASON_", client_types.ChangeReason, server_domain.ChangeReason),
     # The server's own enum is checked as soon as the server has one.
     (pb.RolloutState, "ROLLOUT_STATE_", admin_rollout.RolloutState, _server_rollout_state()),
+    (pb.BreakerState, "BREAKER_STATE_", client_types.BreakerState, server_domain.BreakerState),
 ]
 
 

@@ -13,6 +13,7 @@ from stageconfig._events import ClientState, ConfigChangeEvent, StateChange
 from stageconfig._options import TimingOptions
 from stageconfig._store import ConfigSnapshot, SnapshotSource, StageChange
 from stageconfig._types import (
+    BreakerState,
     ChangeReason,
     ConfigSource,
     ConfigStatus,
@@ -44,6 +45,7 @@ from stageconfig.tls import TlsConfig
 
 __all__ = [
     "AdminClient",
+    "BreakerState",
     "CacheFileError",
     "ChangeReason",
     "ClientClosedError",

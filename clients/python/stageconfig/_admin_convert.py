@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from stageconfig._admin_rollout import rollout_from_pb
+from stageconfig._admin_routes import route_health_from_pb, route_report_from_pb, route_views
 from stageconfig._admin_types import (
     ChangeEvent,
     ConfigOverview,
@@ -81,12 +82,28 @@ def _known_stage(value: int, revision: int) -> StageType:
 def masked_config_from_pb(message: pb.StageConfig) -> StageConfig:
     """A config with its key masked (raises UnrepresentableConfig like
     ``config_from_pb``)."""
-    config = config_from_pb(message)
+    config = _masked_routes(config_from_pb(message))
     # A server without tokens treats every caller as a worker and sends plaintext keys;
     # admin tools must still never show one.
     if config.api_key_masked or not config.api_key:
         return config
     return dataclasses.replace(config, api_key=mask_key(config.api_key), api_key_masked=True)
+
+
+def _masked_routes(config: StageConfig) -> StageConfig:
+    """``config`` with its fallback routes' keys masked too, once the config type carries
+    routes (``StageConfig.fallbacks``, the worker side of issue 16); the admin views'
+    own routes (``StageView.routes``) are masked by ``route_view_from_pb``."""
+    routes = getattr(config, "fallbacks", ())
+    if not routes or all(r.api_key_masked or not r.api_key for r in routes):
+        return config
+    masked = tuple(
+        r
+        if r.api_key_masked or not r.api_key
+        else dataclasses.replace(r, api_key=mask_key(r.api_key), api_key_masked=True)
+        for r in routes
+    )
+    return dataclasses.replace(config, fallbacks=masked)  # type: ignore[call-arg, unused-ignore]
 
 
 def stage_view_from_pb(message: pb.StageConfigView) -> StageView:
@@ -113,6 +130,7 @@ def stage_view_from_pb(message: pb.StageConfigView) -> StageView:
         rollout=rollout_from_pb(
             message.rollout, message.HasField("rollout"), masked_config_from_pb
         ),
+        routes=route_views(message.config.fallbacks),
     )
 
 
@@ -180,6 +198,7 @@ def stage_report_from_pb(message: pb.StageReport) -> StageReport:
         nack_revision=message.nack_revision,
         nack_reason=message.nack_reason,
         outcomes=tuple(map(outcomes_from_pb, message.outcomes)),
+        routes=tuple(map(route_report_from_pb, message.routes)),
     )
 
 
@@ -243,6 +262,7 @@ def stage_fleet_from_pb(message: pb.StageFleetStatus) -> StageFleetStatus:
         rollout=rollout_from_pb(
             message.rollout, message.HasField("rollout"), masked_config_from_pb
         ),
+        routes=tuple(map(route_health_from_pb, message.routes)),
     )
 
 
@@ -283,6 +303,7 @@ def update_result_from_pb(answer: pb.UpdateConfigResponse) -> UpdateResult:
         models=tuple(answer.models),
         written=answer.written,
         rollout=rollout_from_pb(answer.rollout, answer.HasField("rollout"), masked_config_from_pb),
+        routes=route_views(answer.config.fallbacks),
     )
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from types import MappingProxyType
 
 from stageconfig._admin_rollout import Rollout
+from stageconfig._admin_routes import RouteHealth, RouteReport, RouteView, route_health_line
 from stageconfig._types import (
     ChangeReason,
     ConfigSource,
@@ -53,6 +54,8 @@ class StageView:
     rollout: Rollout | None = None
     """The stage's running rollout (``config`` is then the stable config), None when none
     runs."""
+    routes: tuple[RouteView, ...] = ()
+    """The stored fallback routes, in order, keys masked."""
 
     @property
     def provider(self) -> str:
@@ -91,6 +94,8 @@ class UpdateResult:
     """False with ``validate_only``."""
     rollout: Rollout | None = None
     """Set when the update started a rollout (``config`` is then the candidate)."""
+    routes: tuple[RouteView, ...] = ()
+    """The fallback routes stored (or that would be), keys masked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +202,8 @@ class StageReport:
     """Why it refused it, as the worker wrote it."""
     outcomes: tuple[TaskOutcomes, ...] = ()
     """Task outcomes over the last window, one entry per revision."""
+    routes: tuple[RouteReport, ...] = ()
+    """Each route's breaker and counts in the client (fallback routing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +313,14 @@ class StageFleetStatus:
     rollout: Rollout | None = None
     """The stage's running rollout with each side's clients and outcomes; None when none
     runs."""
+    routes: tuple[RouteHealth, ...] = ()
+    """Each route's health across the reporting clients (route 0 is the primary)."""
+
+    @property
+    def route_health(self) -> str:
+        """One line on the routes, e.g. ``POEM: primary GEMINI failing (QUOTA) on 12/12
+        workers, serving from OPENAI`` ("" when no worker reported routes)."""
+        return route_health_line(self.stage_type.value, self.routes)
 
     @property
     def reporting_clients(self) -> int:

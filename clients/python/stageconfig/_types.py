@@ -117,6 +117,16 @@ class ChangeReason(ProtoEnum):
     UNSPECIFIED = "UNSPECIFIED", pb.CHANGE_REASON_UNSPECIFIED
 
 
+class BreakerState(ProtoEnum):
+    """A route's circuit breaker in one worker process (UNSPECIFIED: a state this client
+    does not know)."""
+
+    CLOSED = "CLOSED", pb.BREAKER_STATE_CLOSED
+    OPEN = "OPEN", pb.BREAKER_STATE_OPEN
+    HALF_OPEN = "HALF_OPEN", pb.BREAKER_STATE_HALF_OPEN
+    UNSPECIFIED = "UNSPECIFIED", pb.BREAKER_STATE_UNSPECIFIED
+
+
 @dataclass(frozen=True, slots=True)
 class StageConfig:
     """One stage's provider configuration, immutable.

@@ -80,6 +80,8 @@ class StageSection:
     rows: list[RevisionRow] = field(default_factory=list)
     rollout: Rollout | None = None
     """The stage's running rollout (both sides' clients and outcomes)."""
+    route_health: str = ""
+    """How the stage's fallback routes fare, in one line ("" when none is reported)."""
 
 
 @dataclass
@@ -154,6 +156,7 @@ def sections(status: FleetStatus) -> list[StageSection]:
             silent_ids=_silent_ids(status.clients, stage),
             rows=[_row(status, stage, rev) for rev in stage.revisions],
             rollout=stage.rollout,
+            route_health=stage.route_health,
         )
         for stage in status.stages
     ]

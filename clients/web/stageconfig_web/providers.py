@@ -130,6 +130,9 @@ class ProviderPages:
         if update is None:
             return Response("malformed form", status_code=400, media_type="text/plain")
         stage, submitted = update.stage, update.form
+        if update.routes_error:
+            submitted.errors["fallbacks"] = update.routes_error
+            return await self._page(request, session, override=submitted, status=400)
         submitted.rollout = rollout_inputs(form)
         try:
             cohort = posted_rollout(submitted.rollout)
@@ -151,6 +154,8 @@ class ProviderPages:
                     expected_revision=submitted.expected_revision,
                     comment=submitted.comment,
                     allow_unverified=update.allow_unverified,
+                    fallbacks=update.fallbacks,
+                    clear_fallbacks=update.clear_fallbacks,
                 )
                 notice = _saved(result)
         except LoggedOut as out:

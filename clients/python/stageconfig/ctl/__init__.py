@@ -3,6 +3,7 @@
     stageconfigctl status                         the four stages at a glance
     stageconfigctl get POEM                       one stage in full
     stageconfigctl set POEM --provider OPENAI --prompt-key [--model gpt-4o] …
+    stageconfigctl set POEM … --fallback openai:gpt-4o-mini --fallback-keys-stdin  (routes)
     stageconfigctl models POEM [--refresh]        the cached (or fresh) model list
     stageconfigctl refresh [STAGE]                run the model sync now
     stageconfigctl history [STAGE] [--limit N]    the revision log, newest first (--wide)
@@ -28,6 +29,8 @@ Exit codes: 0 done; 1 the server refused (invalid argument, not found, key rejec
 Modules: ``arguments`` (the parser), ``commands`` (one function per command),
 ``fleet`` (``fleet`` and ``watchers``: what workers applied, refused and ran),
 ``rollout`` (``rollout start|status|promote|abort`` and the rollout lines of ``status``),
+``routes`` (the fallback-route flags of ``set`` and the route lines of ``status``,
+``get`` and ``fleet``),
 ``output`` (tables, lines, JSON), ``exits`` (exit codes and error lines),
 ``server_flags`` (--target and the TLS flags, shared with the web page). Only public
 names of ``stageconfig`` are used.

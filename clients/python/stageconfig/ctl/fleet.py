@@ -32,6 +32,7 @@ from stageconfig.ctl import output
 from stageconfig.ctl.exits import Exit, fail
 from stageconfig.ctl.output import age, jsonable, short, table, terminal_width, when
 from stageconfig.ctl.rollout import rollout_summary
+from stageconfig.ctl.routes import fleet_route_lines
 from stageconfig.errors import RPCError, StatusCode
 
 _WINDOW = re.compile(r"([1-9][0-9]{0,9})([smhd])")
@@ -129,7 +130,11 @@ def stage_lines(stage: StageFleetStatus) -> list[str]:
         head.append("no client reports this stage")
     if stage.silent_clients:
         head.append(f"{stage.silent_clients} SILENT (no report within 3 intervals)")
-    lines = ["  ".join(head), *(revision_line(stage, rev) for rev in stage.revisions)]
+    lines = [
+        "  ".join(head),
+        *(revision_line(stage, rev) for rev in stage.revisions),
+        *fleet_route_lines(stage),
+    ]
     if stage.rollout is not None:  # which revision is whose: the canary's and the rest's
         lines += [f"{name}  {line}" for line in rollout_summary(stage.rollout)]
     return lines
