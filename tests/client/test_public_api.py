@@ -8,6 +8,8 @@ import stageconfig.providers
 
 EXPECTED = [
     "AdminClient",
+    "AllRoutesFailed",
+    "BreakerState",
     "CacheFileError",
     "ChangeReason",
     "ClientClosedError",
@@ -26,6 +28,7 @@ EXPECTED = [
     "PermissionDeniedError",
     "ProviderKind",
     "RPCError",
+    "Route",
     "SecretMismatchError",
     "SnapshotSource",
     "StageChange",
@@ -59,6 +62,9 @@ def test_integrations_are_pinned_too() -> None:
         "setup_stageconfig",
     ]
     assert stageconfig.providers.__all__ == [
+        "DEFAULT_BREAKER_SETTINGS",
+        "BreakerRegistry",
+        "BreakerSettings",
         "GeminiChat",
         "HttpProviderClient",
         "OpenAICompatibleChat",
@@ -68,4 +74,6 @@ def test_integrations_are_pinned_too() -> None:
         "SpeechKitClient",
         "SunoClient",
         "TextGenerator",
+        "default_registry",
+        "run_with_fallback",
     ]
