@@ -145,20 +145,20 @@ class BreakerRegistry:
         self._lock = threading.Lock()
         self._breakers = {}
 
-    def _get(self, stage: StageType, route: Route, index: int) -> _Breaker:
+    def _get(self, stage: StageType, route: Route) -> _Breaker:
         key = route_key(stage, route)
         breaker = self._breakers.get(key)
         if breaker is None:
             breaker = self._breakers[key] = _Breaker(stage, route)
-        breaker.index = index
+        breaker.index = route.index
         breaker.fingerprint = route.api_key_fingerprint
         return breaker
 
-    def admit(self, stage: StageType, route: Route, index: int) -> Skip | None:
+    def admit(self, stage: StageType, route: Route) -> Skip | None:
         """None: call the route now. A Skip: its breaker is open — do not call it."""
         now = self._clock()
         with self._lock:
-            breaker = self._get(stage, route, index)
+            breaker = self._get(stage, route)
             if breaker.state is BreakerState.CLOSED:
                 return None
             if breaker.state is BreakerState.OPEN and now >= breaker.open_until:
@@ -170,18 +170,18 @@ class BreakerRegistry:
                 return None
             return Skip(breaker.last_failure, max(0.0, breaker.open_until - now))
 
-    def succeeded(self, stage: StageType, route: Route, index: int) -> None:
+    def succeeded(self, stage: StageType, route: Route) -> None:
         """The route answered: count it and close its breaker."""
         with self._lock:
-            breaker = self._get(stage, route, index)
+            breaker = self._get(stage, route)
             breaker.succeeded += 1
             self._close(breaker)
 
-    def release(self, stage: StageType, route: Route, index: int) -> None:
+    def release(self, stage: StageType, route: Route) -> None:
         """The call ended in an error that is not the route's (not counted): a half-open
         trial it was is over, and the next call tries again."""
         with self._lock:
-            self._get(stage, route, index).trial = False
+            self._get(stage, route).trial = False
 
     def _close(self, breaker: _Breaker) -> None:
         if breaker.state is not BreakerState.CLOSED:
@@ -194,7 +194,6 @@ class BreakerRegistry:
         self,
         stage: StageType,
         route: Route,
-        index: int,
         failure: RouteFailure,
         settings: BreakerSettings,
     ) -> None:
@@ -202,7 +201,7 @@ class BreakerRegistry:
         failed trial, or when the provider named a ``Retry-After``."""
         now = self._clock()
         with self._lock:
-            breaker = self._get(stage, route, index)
+            breaker = self._get(stage, route)
             breaker.failed += 1
             breaker.failures += 1
             breaker.last_failure = failure
@@ -232,10 +231,10 @@ class BreakerRegistry:
             cooldown,
         )
 
-    def failed_over(self, stage: StageType, route: Route, index: int) -> None:
+    def failed_over(self, stage: StageType, route: Route) -> None:
         """A call moved on from this route (it failed or was skipped) to the next one."""
         with self._lock:
-            self._get(stage, route, index).failovers += 1
+            self._get(stage, route).failovers += 1
 
     def state(self, stage: StageType, route: Route) -> BreakerState:
         """The route's breaker state now (CLOSED for a route never called)."""
@@ -247,12 +246,12 @@ class BreakerRegistry:
         """The breakers of ``stage``'s current ``routes`` this process has used, with
         their counts since the previous drain (reset now). Breakers of routes no longer
         in the list are forgotten."""
-        keys = [route_key(stage, route) for route in routes[:MAX_ROUTES_REPORTED]]
+        keys = {route_key(stage, r): r.index for r in routes[:MAX_ROUTES_REPORTED]}
         taken: list[RouteCounts] = []
         with self._lock:
             for stale in [k for k in self._breakers if k[0] is stage and k not in keys]:
                 del self._breakers[stale]
-            for index, key in enumerate(keys):
+            for key, index in keys.items():
                 breaker = self._breakers.get(key)
                 if breaker is None:
                     continue

@@ -171,6 +171,7 @@ class CacheFile:
             status=ConfigStatus(data["status"]),
             api_key_masked=bool(data["api_key_masked"]),
             api_key_fingerprint=str(data["api_key_fingerprint"]),
+            index=int(data.get("index", 0)),
         )
 
     # -- writing ---------------------------------------------------------------------------
@@ -241,6 +242,7 @@ class CacheFile:
             "status": route.status.value,
             "api_key_masked": route.api_key_masked,
             "api_key_fingerprint": route.api_key_fingerprint,
+            "index": route.index,
         }
 
     def _checksum(self, document: Mapping[str, Any]) -> str:

@@ -142,9 +142,9 @@ def config_from_pb(message: pb.StageConfig) -> StageConfig:
     )
 
 
-def route_from_pb(message: pb.Route) -> Route | None:
-    """A Route from its message; None when its provider kind is one this client does
-    not know."""
+def route_from_pb(message: pb.Route, index: int) -> Route | None:
+    """A Route from its message (``index``: 1 for ``fallbacks[0]``); None when its
+    provider kind is one this client does not know."""
     provider = provider_from_pb(message.provider_kind)
     if provider is None:
         return None
@@ -158,13 +158,14 @@ def route_from_pb(message: pb.Route) -> Route | None:
         status_cause=cause_from_pb(message.status_cause),
         api_key_masked=message.api_key_masked,
         api_key_fingerprint=message.api_key_fingerprint,
+        index=index,
     )
 
 
 def _fallbacks_from_pb(stage: StageType, message: pb.StageConfig) -> tuple[Route, ...]:
     routes: list[Route] = []
     for position, route_message in enumerate(message.fallbacks):
-        route = route_from_pb(route_message)
+        route = route_from_pb(route_message, position + 1)
         if route is not None:
             routes.append(route)
             continue
@@ -182,18 +183,3 @@ def _fallbacks_from_pb(stage: StageType, message: pb.StageConfig) -> tuple[Route
                 route_message.provider_kind,
             )
     return tuple(routes)
-
-
-def route_to_pb(route: Route) -> pb.Route:
-    """The message of a Route (the cache file and tests build configs with it)."""
-    return pb.Route(
-        provider_kind=provider_to_pb(route.provider_kind),
-        api_key=route.api_key,
-        model=route.model,
-        options=dict(route.options),
-        status=pb.ConfigStatus.ValueType(route.status.number),
-        status_reason=route.status_reason,
-        status_cause=pb.StatusCause.ValueType(route.status_cause.number),
-        api_key_masked=route.api_key_masked,
-        api_key_fingerprint=route.api_key_fingerprint,
-    )

@@ -54,34 +54,35 @@ def run_with_fallback(
     stage = config.stage_type
     routes = config.routes()
     failures: list[tuple[str, RouteFailure]] = []
-    for index, route in enumerate(routes):
-        label = route_label(index, route.provider_kind)
-        last = index == len(routes) - 1
-        skip = registry.admit(stage, route, index)
+    for position, route in enumerate(routes):
+        label = route_label(route.index, route.provider_kind)
+        last = position == len(routes) - 1
+        skip = registry.admit(stage, route)
         if skip is not None:
             cause = skip.failure.cause if skip.failure else StatusCause.UNSPECIFIED
             failures.append((label, RouteFailure(cause, "breaker open")))
             if not last:
-                registry.failed_over(stage, route, index)
+                registry.failed_over(stage, route)
             continue
         try:
             result = call(route)
         except Exception as exc:
             failure = classify(exc)
             if failure is None:
-                registry.release(stage, route, index)
+                registry.release(stage, route)
                 raise
-            registry.failed(stage, route, index, failure, settings)
+            registry.failed(stage, route, failure, settings)
             failures.append((label, failure))
             if not last:
-                registry.failed_over(stage, route, index)
-                next_label = route_label(index + 1, routes[index + 1].provider_kind)
+                registry.failed_over(stage, route)
+                following = routes[position + 1]
+                next_label = route_label(following.index, following.provider_kind)
                 log.warning("%s %s failed (%s); trying %s", stage, label, failure, next_label)
             continue
         except BaseException:
-            registry.release(stage, route, index)
+            registry.release(stage, route)
             raise
-        registry.succeeded(stage, route, index)
+        registry.succeeded(stage, route)
         return result
     summary = "; ".join(f"{label}: {failure}" for label, failure in failures)
     raise AllRoutesFailed(f"every route of {stage} failed: {summary}", tuple(failures))

@@ -149,12 +149,16 @@ class Route:
     status_cause: StatusCause = StatusCause.UNSPECIFIED
     api_key_masked: bool = False
     api_key_fingerprint: str = ""
+    index: int = 0
+    """Its place as the server numbers routes: 0 the primary, i ``fallbacks[i-1]``. A
+    fallback this client cannot read is skipped, not renumbered around; 0 on a fallback
+    built by hand means "its position" (``StageConfig.routes`` fills it in)."""
 
     def __repr__(self) -> str:
         key = self.api_key if self.api_key_masked else mask_key(self.api_key)
         return (
-            f"Route(provider_kind={self.provider_kind.value}, model={self.model!r}, "
-            f"status={self.status.value}, api_key={key!r})"
+            f"Route(index={self.index}, provider_kind={self.provider_kind.value}, "
+            f"model={self.model!r}, status={self.status.value}, api_key={key!r})"
         )
 
     __str__ = __repr__
@@ -202,8 +206,13 @@ class StageConfig:
         )
 
     def routes(self) -> tuple[Route, ...]:
-        """Every route in the order to try them: the primary, then the fallbacks."""
-        return (self.primary, *self.fallbacks)
+        """Every route in the order to try them: the primary, then the fallbacks (each
+        with its ``index``)."""
+        fallbacks = (
+            route if route.index else dataclasses.replace(route, index=position)
+            for position, route in enumerate(self.fallbacks, start=1)
+        )
+        return (self.primary, *fallbacks)
 
     def for_route(self, route: Route) -> StageConfig:
         """This stage's config served by ``route`` alone (its provider, key, model and
