@@ -112,6 +112,27 @@ def is_allowed(stage: StageType, provider: ProviderKind) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """One fallback route of a stage (issue 16): a provider, a key, a model and options
+    to use, in order, when the primary fails. Plaintext key, in memory only; ``repr``
+    hides it."""
+
+    provider_kind: ProviderKind
+    api_key: str = field(repr=False)
+    model: str
+    options: Mapping[str, str] = field(default_factory=dict)
+    status: ConfigStatus = ConfigStatus.ACTIVE
+    status_reason: str = ""
+    status_cause: StatusCause | None = None
+    api_key_fingerprint: str = ""
+    models_cache: tuple[str, ...] = ()
+
+
+MAX_FALLBACKS = 8
+"""At most this many fallback routes per stage (route_index 0..8 with the primary)."""
+
+
+@dataclass(frozen=True, slots=True)
 class StageConfig:
     """One stage's configuration with the key in plaintext.
 
@@ -133,6 +154,8 @@ class StageConfig:
     models_cache_updated_at: datetime | None = None
     updated_at: datetime | None = None
     api_key_fingerprint: str = ""
+    fallbacks: tuple[Route, ...] = ()
+    """The ordered fallback routes (empty: none)."""
 
 
 @dataclass(frozen=True, slots=True)

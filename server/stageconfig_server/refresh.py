@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from stageconfig_server.admin_events import AdminEvents, ModelReplaced
+from stageconfig_server.db.records import StoredRoute
 from stageconfig_server.domain import (
     ChangeReason,
     ConfigStatus,
@@ -165,13 +166,21 @@ class ModelRefresher:
         before = self._view.stored(stage)
         if before is None:
             raise NotFound(f"no config is stored for stage {stage.value}: nothing to refresh")
-        verdict = await self._check.verdict(before.provider_kind, before.api_key, before.options)
+        # Every route's provider too (concurrently): a fallback's vanished model is
+        # replaced like the primary's.
+        verdict, *route_verdicts = await asyncio.gather(
+            self._check.verdict(before.provider_kind, before.api_key, before.options),
+            *(self._check.verdict(r.provider_kind, r.api_key, r.options) for r in before.fallbacks),
+        )
         # Re-read after the (slow) provider call: an admin may have changed the stage.
         held = self._view.held(stage)
         if held is None or held.config.revision != before.revision:
             return RefreshOutcome.of(held.config if held else before)
         current, now = held.config, self._clock()
         found = _found(current, verdict, now)
+        routes, replaced_routes = _found_routes(held.routes, current, route_verdicts, now)
+        if found is None and routes is not None:  # only routes changed: the primary stays
+            found = _kept(current), ""
         if found is None:
             # Only the cache's age moved (or nothing): record it without a new revision,
             # so a daily sync that finds nothing new does not wake every worker.
@@ -188,24 +197,82 @@ class ModelRefresher:
             new_key=False,
             options=current.options,
             actor=SYSTEM_ACTOR,
-            reason=ChangeReason.MODEL_REPLACED if replaced else ChangeReason.SYNC,
+            reason=(
+                ChangeReason.MODEL_REPLACED if replaced or replaced_routes else ChangeReason.SYNC
+            ),
         )
+        write = replace(write, fallbacks=routes)  # None: the routes stay as stored
         try:
             change = await self._view.commit(write, current.revision, current.api_key)
         except RevisionConflict:
             return RefreshOutcome.of(self._view.stored(stage) or current)
-        if replaced:
+        replacements = [(current.provider_kind, replaced, settled.model)] if replaced else []
+        for provider, old, new in replacements + replaced_routes:
             await self._events.model_replaced(
                 ModelReplaced(
                     stage_type=stage,
-                    provider_kind=current.provider_kind,
-                    old_model=replaced,
-                    new_model=settled.model,
+                    provider_kind=provider,
+                    old_model=old,
+                    new_model=new,
                     revision=change.revision,
                     at=self._clock(),
                 )
             )
         return RefreshOutcome.of(change.config, replaced)
+
+
+def _kept(current: StageConfig) -> Settled:
+    """The primary as it is (a refresh that changes only fallback routes)."""
+    return Settled(
+        current.model,
+        current.models_cache,
+        current.models_cache_updated_at,
+        current.status,
+        current.status_cause,
+        current.status_reason,
+    )
+
+
+def _found_routes(
+    stored: Sequence[StoredRoute],
+    current: StageConfig,
+    verdicts: Sequence[Verdict],
+    now: datetime,
+) -> tuple[tuple[StoredRoute, ...] | None, list[tuple[ProviderKind, str, str]]]:
+    """The fallback routes after their verdicts (None when none visibly changed) and the
+    models replaced on them (provider, old, new). Each route is judged as ``_found``
+    judges the primary."""
+    routes, replaced, changed = [], [], False
+    for route, plain, verdict in zip(stored, current.fallbacks, verdicts, strict=True):
+        as_config = replace(
+            current,
+            provider_kind=route.provider_kind,
+            model=route.model,
+            models_cache=route.models_cache,
+            status=route.status,
+            status_cause=route.status_cause,
+            status_reason=route.status_reason,
+            fallbacks=(),
+        )
+        found = _found(as_config, verdict, now)
+        if found is None:
+            routes.append(route)
+            continue
+        settled, old = found
+        changed = True
+        if old:
+            replaced.append((plain.provider_kind, old, settled.model))
+        routes.append(
+            replace(
+                route,
+                model=settled.model,
+                models_cache=settled.models,
+                status=settled.status,
+                status_cause=settled.cause,
+                status_reason=settled.status_reason,
+            )
+        )
+    return (tuple(routes) if changed else None), replaced
 
 
 def _found(current: StageConfig, verdict: Verdict, now: datetime) -> tuple[Settled, str] | None:

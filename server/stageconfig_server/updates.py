@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from stageconfig_server import route_updates as routing
 from stageconfig_server import update_messages as messages
 from stageconfig_server.crypto import KeyCipher, fingerprint
 from stageconfig_server.domain import (
@@ -52,7 +53,7 @@ from stageconfig_server.validation import (
     check_revision,
 )
 from stageconfig_server.verification import ProviderCheck, Settled, Verdict
-from stageconfig_server.view import ConfigView, stage_config
+from stageconfig_server.view import ConfigView
 
 _SUGGESTED_MODELS = 5
 
@@ -71,6 +72,8 @@ class UpdateRequest:
     comment: str = ""
     allow_unverified: bool = False
     """Store a key the provider could not verify even over a working config."""
+    fallbacks: tuple[routing.RouteRequest, ...] | None = None
+    """The whole ordered fallback list; None keeps the stored one, () clears it."""
 
     def __repr__(self) -> str:  # the key never reaches a log through repr
         key = "<hidden>" if self.api_key is not None else None
@@ -78,7 +81,7 @@ class UpdateRequest:
             f"UpdateRequest(stage_type={self.stage_type}, provider_kind={self.provider_kind}, "
             f"api_key={key}, model={self.model!r}, options={self.options!r}, "
             f"expected_revision={self.expected_revision}, validate_only={self.validate_only}, "
-            f"allow_unverified={self.allow_unverified})"
+            f"allow_unverified={self.allow_unverified}, fallbacks={self.fallbacks!r})"
         )
 
 
@@ -124,6 +127,7 @@ class _Change:
         False  # store an unverifiable key as UNVERIFIED, even over a working one
     )
     guard_working: bool = False  # refuse an unverifiable key over a working config (UpdateConfig)
+    routes: tuple[routing.PlannedRoute, ...] | None = None  # None: keep the stored fallback routes
 
 
 class ConfigUpdates:
@@ -159,6 +163,8 @@ class ConfigUpdates:
             check_api_key(request.api_key)
         check_comment(request.comment)
         check_revision("expected_revision", request.expected_revision)
+        if request.fallbacks is not None:
+            routing.check_route_requests(stage, request.fallbacks)
 
         current = self._view.stored(stage)
         _check_expected(stage, current, request.expected_revision)
@@ -180,6 +186,13 @@ class ConfigUpdates:
             comment=request.comment,
             allow_unverified=request.allow_unverified,
             guard_working=True,
+            routes=(
+                await routing.plan_routes(
+                    self._view, self._store, self._cipher, stage, request.fallbacks
+                )
+                if request.fallbacks is not None
+                else None
+            ),
         )
         return await self._verify_and_commit(change, validate_only=request.validate_only)
 
@@ -215,6 +228,7 @@ class ConfigUpdates:
             actor=actor,
             reason=ChangeReason.ROLLBACK,
             comment=f"rollback to revision {to_revision}",
+            routes=routing.restore_routes(self._view, state.fallbacks, to_revision),
         )
         return (await self._verify_and_commit(change, validate_only=False)).config
 
@@ -269,12 +283,25 @@ class ConfigUpdates:
             raise KeyRejected(
                 messages.key_rejected(verdict), verdict.cause.value if verdict.cause else "AUTH"
             )
-        # Read after the (slow) provider call: what the change would replace now.
+        routes = (
+            await routing.settle_routes(change.routes, self._check, self._clock())
+            if change.routes is not None
+            else None
+        )
+        # Read after the (slow) provider calls: what the change would replace now.
         current = self._view.stored(change.stage)
         _check_expected(change.stage, current, change.expected_revision)
         same = current if current is not None and current.provider_kind == change.provider else None
         settled = _settle(change, verdict, same, self._clock())
-        if current is not None and _identical(change, settled, current):
+        final = routing.final_routes(routes, current)
+        routing.check_duplicates(
+            (change.provider, fingerprint(key.plaintext), settled.model), final
+        )
+        if (
+            current is not None
+            and _identical(change, settled, current)
+            and (routes is None or routing.same_routes(final, current.fallbacks))
+        ):
             # Nothing would change: no revision, no history row, no push.
             return UpdateResult(current, settled.models, written=False)
         if (
@@ -301,9 +328,9 @@ class ConfigUpdates:
             reason=change.reason,
             comment=change.comment,
         )
+        write = routing.with_routes(write, routes, self._cipher)
         if validate_only:
-            revision, updated_at = (current.revision, current.updated_at) if current else (0, None)
-            preview = stage_config(write, key.plaintext, revision=revision, updated_at=updated_at)
+            preview = routing.preview(self._view, write, key.plaintext, routes)
             return UpdateResult(preview, settled.models, written=False)
         if not write.api_key_encrypted:  # a new key: encrypted once, here
             write = replace(write, api_key_encrypted=self._cipher.encrypt_key(key.plaintext))

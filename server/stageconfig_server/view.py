@@ -22,13 +22,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from stageconfig_server.crypto import KeyCipher
-from stageconfig_server.db.records import ConfigWrite, LogEntry, StoredConfig
+from stageconfig_server.db.records import ConfigWrite, LogEntry, StoredConfig, StoredRoute
 from stageconfig_server.domain import (
     ALLOWED_PROVIDERS,
     ChangeReason,
     ConfigSource,
     ConfigStatus,
     ProviderKind,
+    Route,
     StageConfig,
     StageType,
 )
@@ -48,6 +49,8 @@ class HeldConfig:
     """The stored ciphertext of ``config.api_key`` ("" when no key is stored)."""
     api_key_id: int | None
     """The ``api_keys`` row of the key (None for rows older than that table)."""
+    routes: tuple[StoredRoute, ...] = ()
+    """The stored fallback routes (ciphertexts and key ids) behind ``config.fallbacks``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +194,21 @@ class ConfigView:
         """The plaintext key of a stored state: the held one when a stage holds the same
         ``api_keys`` row (a key's plaintext never changes, only its ciphertext is
         rotated), else decrypted."""
-        if not state.api_key_encrypted:
+        return self.plaintext_of_key(state.api_key_encrypted, state.api_key_id)
+
+    def plaintext_of_key(self, ciphertext: str, key_id: int | None) -> str:
+        """The plaintext of a stored key (a primary's or a fallback route's): the held
+        one when a stage holds the same ``api_keys`` row, else decrypted."""
+        if not ciphertext:
             return ""
-        if state.api_key_id is not None:
+        if key_id is not None:
             for held in self._held.values():
-                if held.api_key_id == state.api_key_id:
+                if held.api_key_id == key_id:
                     return held.config.api_key
-        return self._cipher.decrypt_key(state.api_key_encrypted)
+                for route, plain in zip(held.routes, held.config.fallbacks, strict=False):
+                    if route.api_key_id == key_id:
+                        return plain.api_key
+        return self._cipher.decrypt_key(ciphertext)
 
     def config_at(self, entry: LogEntry) -> StageConfig:
         """The decrypted config a log entry recorded (for resuming watchers)."""
@@ -267,8 +278,13 @@ class ConfigView:
 
     def _hold(self, row: StoredConfig, plaintext: str | None) -> HeldConfig:
         api_key = plaintext if plaintext is not None else self.plaintext_of(row)
-        config = stage_config(row, api_key, revision=row.revision, updated_at=row.updated_at)
-        return HeldConfig(config, row.api_key_encrypted, row.api_key_id)
+        route_keys = [
+            self.plaintext_of_key(r.api_key_encrypted, r.api_key_id) for r in row.fallbacks
+        ]
+        config = stage_config(
+            row, api_key, revision=row.revision, updated_at=row.updated_at, route_keys=route_keys
+        )
+        return HeldConfig(config, row.api_key_encrypted, row.api_key_id, row.fallbacks)
 
 
 def stage_config(
@@ -277,9 +293,11 @@ def stage_config(
     *,
     revision: int,
     updated_at: datetime | None,
+    route_keys: Sequence[str] = (),
 ) -> StageConfig:
     """The config a stored row (or a write about to be stored) describes, with its
-    plaintext key; the one place a record becomes what workers and admins see."""
+    plaintext key (and its fallback routes' ``route_keys``, in order); the one place a
+    record becomes what workers and admins see."""
     return StageConfig(
         stage_type=record.stage_type,
         provider_kind=record.provider_kind,
@@ -295,4 +313,23 @@ def stage_config(
         models_cache_updated_at=record.models_cache_updated_at,
         updated_at=updated_at,
         api_key_fingerprint=record.api_key_fingerprint,
+        fallbacks=plain_routes(record.fallbacks or (), route_keys),
+    )
+
+
+def plain_routes(routes: Sequence[StoredRoute], keys: Sequence[str]) -> tuple[Route, ...]:
+    """Stored routes as workers and admins see them, with their plaintext ``keys``."""
+    return tuple(
+        Route(
+            provider_kind=route.provider_kind,
+            api_key=key,
+            model=route.model,
+            options=dict(route.options),
+            status=route.status,
+            status_reason=route.status_reason,
+            status_cause=route.status_cause,
+            api_key_fingerprint=route.api_key_fingerprint,
+            models_cache=tuple(route.models_cache),
+        )
+        for route, key in zip(routes, keys, strict=True)
     )

@@ -20,6 +20,26 @@ from stageconfig_server.domain import (
 
 
 @dataclass(frozen=True, slots=True)
+class StoredRoute:
+    """One fallback route as stored in ``provider_configs.fallbacks`` (its key encrypted,
+    referenced by its ``api_keys`` row like the primary's).
+
+    In a ``ConfigWrite``, ``api_key_id`` None means a new key: the write adds it to
+    ``api_keys`` (``api_key_encrypted`` holds its ciphertext)."""
+
+    provider_kind: ProviderKind
+    api_key_encrypted: str = field(repr=False)
+    api_key_id: int | None
+    api_key_fingerprint: str
+    model: str
+    options: Mapping[str, str]
+    status: ConfigStatus
+    status_cause: StatusCause | None
+    status_reason: str
+    models_cache: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class StoredConfig:
     """A ``provider_configs`` row."""
 
@@ -37,6 +57,7 @@ class StoredConfig:
     options: Mapping[str, str]
     revision: int
     updated_at: datetime
+    fallbacks: tuple[StoredRoute, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +124,9 @@ class ConfigWrite:
     comment: str = ""
     new_key: bool = False
     api_key_id: int | None = None
+    fallbacks: tuple[StoredRoute, ...] | None = None
+    """The fallback routes to store; None keeps the stored ones (a change that is not
+    about routes, e.g. a refresh of the primary, never drops them)."""
 
 
-__all__ = ["ConfigWrite", "FieldDiff", "LogEntry", "StoredConfig", "StoredKey"]
+__all__ = ["ConfigWrite", "FieldDiff", "LogEntry", "StoredConfig", "StoredKey", "StoredRoute"]

@@ -6,6 +6,7 @@ leaves it as ``StorageUnavailable`` (``db.database``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -21,7 +22,14 @@ from stageconfig_server.db.models import (
     RevisionLogRow,
     ServiceStateRow,
 )
-from stageconfig_server.db.records import ConfigWrite, LogEntry, StoredConfig, StoredKey
+from stageconfig_server.db.records import (
+    ConfigWrite,
+    LogEntry,
+    StoredConfig,
+    StoredKey,
+    StoredRoute,
+)
+from stageconfig_server.db.route_rows import rotate_routes, route_key_ids
 from stageconfig_server.db.rows import (
     MODELS_AT,
     LogRow,
@@ -109,8 +117,16 @@ class Repository(JobRuns):
                     current_revision,
                 )
             key_id, ciphertext = await self._key_of(conn, write, now)
+            routes = write.fallbacks
+            if routes is None:  # not a change of routes: keep the stored ones
+                routes = current.fallbacks if current else ()
             stored = stored_from_write(
-                write, ciphertext=ciphertext, key_id=key_id, revision=revision, now=now
+                write,
+                ciphertext=ciphertext,
+                key_id=key_id,
+                revision=revision,
+                now=now,
+                fallbacks=await self._route_keys(conn, write, routes, now),
             )
             values = config_columns(stored)
             if current is None:
@@ -188,6 +204,29 @@ class Repository(JobRuns):
         ).scalar()
         return write.api_key_id, current if current is not None else write.api_key_encrypted
 
+    async def _route_keys(
+        self,
+        conn: AsyncConnection,
+        write: ConfigWrite,
+        routes: tuple[StoredRoute, ...],
+        now: datetime,
+    ) -> tuple[StoredRoute, ...]:
+        """The routes a write stores: each new key (no id) added to ``api_keys``, each
+        reused key with its ciphertext as stored now (see ``_key_of``)."""
+        resolved = []
+        for route in routes:
+            route_write = replace(
+                write,
+                provider_kind=route.provider_kind,
+                api_key_encrypted=route.api_key_encrypted,
+                api_key_fingerprint=route.api_key_fingerprint,
+                api_key_id=route.api_key_id,
+                new_key=route.api_key_id is None,
+            )
+            key_id, ciphertext = await self._key_of(conn, route_write, now)
+            resolved.append(replace(route, api_key_id=key_id, api_key_encrypted=ciphertext))
+        return tuple(resolved)
+
     async def touch_models_cache(
         self, stage: StageType, updated_at: datetime, expected_revision: int
     ) -> bool:
@@ -238,6 +277,8 @@ class Repository(JobRuns):
     async def _log_query(self, conn: AsyncConnection, query: Any) -> list[LogEntry]:
         rows = (await conn.execute(query)).all()
         key_ids = {r.state.get("api_key_id") for r in rows} - {None}
+        for r in rows:
+            key_ids |= route_key_ids(r.state.get("fallbacks"))
         ciphertexts: dict[int, str] = {}
         if key_ids:
             key_rows = await conn.execute(
@@ -328,6 +369,17 @@ class Repository(JobRuns):
                         update(table).where(pk == key).values({column.name: rotate(value)})
                     )
                     count += 1
+            # The fallback routes' keys live inside the rows' JSON.
+            rows = (await conn.execute(select(_configs.c.stage_type, _configs.c.fallbacks))).all()
+            for stage, routes in rows:
+                if not routes:
+                    continue
+                await conn.execute(
+                    update(_configs)
+                    .where(_configs.c.stage_type == stage)
+                    .values(fallbacks=rotate_routes(routes, rotate))
+                )
+                count += sum(1 for route in routes if route.get("api_key_encrypted"))
         return count
 
 

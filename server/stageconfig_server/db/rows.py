@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from stageconfig_server.db.records import ConfigWrite, LogEntry, StoredConfig, StoredKey
+from stageconfig_server.db.records import (
+    ConfigWrite,
+    LogEntry,
+    StoredConfig,
+    StoredKey,
+    StoredRoute,
+)
+from stageconfig_server.db.route_rows import diff_routes, routes_from_json, routes_json
 from stageconfig_server.domain import (
     ChangeReason,
     ConfigStatus,
@@ -63,12 +70,16 @@ def config_columns(config: StoredConfig) -> dict[str, Any]:
         "options": dict(config.options),
         "revision": config.revision,
         "updated_at": config.updated_at,
+        "fallbacks": routes_json(config.fallbacks, ciphertext=True),
     }
 
 
-def config_from_columns(stage: StageType, values: Mapping[Any, Any]) -> StoredConfig:
+def config_from_columns(
+    stage: StageType, values: Mapping[Any, Any], ciphertexts: Mapping[int, str] | None = None
+) -> StoredConfig:
     """The record of a ``provider_configs`` row, or of a log state with the ciphertext
-    and revision put back (``config_columns``' inverse)."""
+    and revision put back (``config_columns``' inverse; ``ciphertexts`` by ``api_keys``
+    id fill in the fallback routes' keys of a log state)."""
     cause = values.get("status_cause")
     return StoredConfig(
         stage_type=stage,
@@ -85,6 +96,7 @@ def config_from_columns(stage: StageType, values: Mapping[Any, Any]) -> StoredCo
         options=dict(values.get("options") or {}),
         revision=values["revision"],
         updated_at=utc(values.get("updated_at")) or datetime.now(UTC),
+        fallbacks=routes_from_json(values.get("fallbacks"), ciphertexts),
     )
 
 
@@ -96,6 +108,7 @@ def log_state(config: StoredConfig, models_at: int | None = None) -> dict[str, A
         for name, value in config_columns(config).items()
         if name not in _NOT_IN_LOG_STATE
     }
+    state["fallbacks"] = routes_json(config.fallbacks, ciphertext=False)
     if models_at is not None:
         del state["models_cache"]
         state[MODELS_AT] = models_at
@@ -114,9 +127,15 @@ def models_stored_at(revision: int, state: Mapping[str, Any] | None) -> int | No
 
 
 def stored_from_write(
-    write: ConfigWrite, *, ciphertext: str, key_id: int | None, revision: int, now: datetime
+    write: ConfigWrite,
+    *,
+    ciphertext: str,
+    key_id: int | None,
+    revision: int,
+    now: datetime,
+    fallbacks: tuple[StoredRoute, ...] = (),
 ) -> StoredConfig:
-    """The row a write leaves behind, once its key id, revision and time are known."""
+    """The row a write leaves behind, once its key ids, revision and time are known."""
     return StoredConfig(
         stage_type=write.stage_type,
         provider_kind=write.provider_kind,
@@ -132,6 +151,7 @@ def stored_from_write(
         options=dict(write.options),
         revision=revision,
         updated_at=now,
+        fallbacks=fallbacks,
     )
 
 
@@ -191,6 +211,7 @@ def log_from_row(
             "revision": row.revision,
             "api_key_encrypted": ciphertexts.get(key_id, "") if key_id is not None else "",
         },
+        ciphertexts,
     )
     return LogEntry(history_from_row(row), state)
 
@@ -224,8 +245,11 @@ def diff_configs(old: StoredConfig | None, new: StoredConfig) -> tuple[FieldDiff
         }
 
     before, after = fields(old), fields(new)
-    return tuple(
-        FieldDiff(name, before.get(name, ""), value)
-        for name, value in after.items()
-        if before.get(name, "") != value
+    return (
+        *(
+            FieldDiff(name, before.get(name, ""), value)
+            for name, value in after.items()
+            if before.get(name, "") != value
+        ),
+        *diff_routes(old.fallbacks if old else (), new.fallbacks),
     )

@@ -27,6 +27,7 @@ from stageconfig_server.domain import (
 )
 from stageconfig_server.errors import InvalidArgument
 from stageconfig_server.refresh import RefreshOutcome
+from stageconfig_server.rpc.route_convert import routes_from_pb, routes_to_pb
 from stageconfig_server.updates import UpdateRequest
 from stageconfig_server.view import ModelsView, StageView
 
@@ -99,6 +100,7 @@ def update_request_from_pb(request: pb.UpdateConfigRequest) -> UpdateRequest:
         validate_only=request.validate_only,
         comment=request.comment,
         allow_unverified=request.allow_unverified,
+        fallbacks=routes_from_pb(request),
     )
 
 
@@ -185,6 +187,7 @@ def config_to_pb(config: StageConfig, *, reveal_key: bool) -> pb.StageConfig:
             else pb.STATUS_CAUSE_UNSPECIFIED
         ),
         api_key_fingerprint=config.api_key_fingerprint,
+        fallbacks=routes_to_pb(config.fallbacks, reveal_key=reveal_key),
     )
     if (ts := timestamp(config.updated_at)) is not None:
         message.updated_at.CopyFrom(ts)
