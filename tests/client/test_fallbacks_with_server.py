@@ -1,0 +1,98 @@
+"""Fallback routes end to end with the real server (port 0, SQLite file, the fake
+providers verifying every route's key): an admin stores a POEM primary with a fallback
+and a VOICE key pool; a worker's ConfigClient gets them with plaintext keys, the
+last-known-good file keeps them (encrypted), ProviderFactory serves from the fallback
+while the primary is out of quota, and the server takes the reports with the routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stageconfig import ConfigClient, ProviderKind, StageType, TimingOptions
+from stageconfig.providers import BreakerRegistry, BreakerSettings, ProviderFactory
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from tests.client.conftest import CACHE_KEY, ThreadedServer
+from tests.client.test_client import wait_until
+from tests.fakes.provider_server import FakeProviders
+
+GEMINI_KEY = "AIza-withserver-primary-41"
+OPENAI_KEY = "sk-withserver-fallback-42"
+VOICE_KEYS = ("AQVN-withserver-voice-43", "AQVN-withserver-voice-44")
+
+
+def store_routes(server: ThreadedServer) -> None:
+    server.stub.UpdateConfig(
+        pb.UpdateConfigRequest(
+            stage_type=pb.STAGE_TYPE_POEM,
+            provider_kind=pb.PROVIDER_KIND_GEMINI,
+            api_key=GEMINI_KEY,
+            model="gemini-2.5-flash",
+            fallbacks=[
+                pb.RouteUpdate(
+                    provider_kind=pb.PROVIDER_KIND_OPENAI, api_key=OPENAI_KEY, model="gpt-4o-mini"
+                )
+            ],
+        ),
+        timeout=10,
+    )
+    server.stub.UpdateConfig(
+        pb.UpdateConfigRequest(
+            stage_type=pb.STAGE_TYPE_VOICE,
+            provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
+            api_key=VOICE_KEYS[0],
+            model="alena",
+            fallbacks=[
+                pb.RouteUpdate(
+                    provider_kind=pb.PROVIDER_KIND_SPEECHKIT, api_key=VOICE_KEYS[1], model="alena"
+                )
+            ],
+        ),
+        timeout=10,
+    )
+
+
+def test_stored_routes_serve_a_worker_and_come_back_in_its_reports(
+    server: ThreadedServer,
+    fake_providers: FakeProviders,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STAGECONFIG_CACHE_KEY", CACHE_KEY)
+    store_routes(server)
+    cache = tmp_path / "lkg.json"
+    timing = TimingOptions(report_interval_seconds=0.3)
+    with ConfigClient(server.target, cache_path=cache, timing=timing) as client:
+        client.wait_ready(10)
+        poem = client.get(StageType.POEM)
+        (fallback,) = poem.fallbacks
+        assert (fallback.provider_kind, fallback.api_key, fallback.index) == (
+            ProviderKind.OPENAI,
+            OPENAI_KEY,
+            1,
+        )
+        assert fallback.api_key_fingerprint
+        assert [r.api_key for r in client.get(StageType.VOICE).routes()] == list(VOICE_KEYS)
+
+        fake_providers.set_failure(ProviderKind.GEMINI, "quota")
+        breakers = BreakerRegistry()
+        poet = ProviderFactory.text_generator(
+            poem,
+            env=fake_providers.env(),
+            breaker_settings=BreakerSettings(failure_threshold=1, base_cooldown_seconds=60),
+            breakers=breakers,
+        )
+        assert all("gpt-4o-mini" in poet.generate("x") for _ in range(3))
+        assert fake_providers.count(ProviderKind.GEMINI) == 1
+        sent = client.reports_sent
+        wait_until(lambda: client.reports_sent >= sent + 2, 5, "reports the server took")
+        wait_until(cache.exists, 5, "the last-known-good file")
+    # The last-known-good file serves the routes (keys decrypted) with the server away.
+    server.stop()
+    with ConfigClient(server.target, cache_path=cache) as offline:
+        offline.start()
+        assert offline.get(StageType.POEM).fallbacks == poem.fallbacks
+    written = cache.read_text()
+    for key in (GEMINI_KEY, OPENAI_KEY, *VOICE_KEYS):
+        assert key not in written
