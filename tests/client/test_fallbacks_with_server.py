@@ -6,6 +6,7 @@ while the primary is out of quota, and the server takes the reports with the rou
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,25 @@ def test_stored_routes_serve_a_worker_and_come_back_in_its_reports(
     written = cache.read_text()
     for key in (GEMINI_KEY, OPENAI_KEY, *VOICE_KEYS):
         assert key not in written
+
+
+def test_the_docs_run_with_fallback_example_runs(
+    server: ThreadedServer,
+    fake_providers: FakeProviders,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    page = (Path(__file__).parents[2] / "docs" / "fallbacks-worker.md").read_text()
+    worker_section = page.split("## In the worker", 1)[1]
+    example = next(
+        b for b in re.findall(r"```python\n(.*?)```", worker_section, re.S) if "def write" in b
+    )
+    for name, value in fake_providers.env().items():
+        monkeypatch.setenv(name, value)
+    store_routes(server)
+    fake_providers.set_failure(ProviderKind.GEMINI, "server_error")
+    with ConfigClient(server.target) as client:
+        client.wait_ready(10)
+        exec(compile(example, "fallbacks-worker.md", "exec"), {"client": client})
+    assert capsys.readouterr().out == "A poem by gpt-4o-mini:\n"
+    assert fake_providers.count(ProviderKind.GEMINI) == 1
