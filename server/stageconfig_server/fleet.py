@@ -18,6 +18,7 @@ from datetime import datetime
 from stageconfig_contract.facts import DURATION_BUCKET_BOUNDS_SECONDS
 from stageconfig_server.domain import StageType
 from stageconfig_server.errors import InvalidArgument
+from stageconfig_server.fleet_routes import RouteHealth, check_routes
 from stageconfig_server.redaction import redact
 
 DURATION_BOUNDS: tuple[float, ...] = DURATION_BUCKET_BOUNDS_SECONDS
@@ -72,6 +73,8 @@ class StageState:
     revision: int = 0
     nack_revision: int = 0
     nack_reason: str = ""
+    routes: tuple[RouteHealth, ...] = ()
+    """Each route's health in the client (fallback routing, ``fleet_routes``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +178,7 @@ def _check_stage(where: str, stage: StageReport, head: int) -> None:
         raise InvalidArgument(f"{where}.nack_reason", "must be printable text")
     if reason and not state.nack_revision:
         raise InvalidArgument(f"{where}.nack_reason", "given without a nack_revision")
+    check_routes(where, state.routes, _count)
     if len(stage.outcomes) > MAX_OUTCOMES_PER_STAGE:
         raise InvalidArgument(
             f"{where}.outcomes", f"at most {MAX_OUTCOMES_PER_STAGE} entries (one per revision)"

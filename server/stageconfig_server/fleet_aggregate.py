@@ -24,6 +24,7 @@ from stageconfig_server.fleet import (
     merge_outcomes,
     percentile_seconds,
 )
+from stageconfig_server.fleet_routes import RouteStatus, route_statuses
 
 MAX_NACK_REASONS = 8
 """Distinct refusal reasons shown per revision."""
@@ -59,6 +60,8 @@ class StageStatus:
     revision: int
     revisions: tuple[RevisionStatus, ...]
     silent_clients: int
+    routes: tuple[RouteStatus, ...] = ()
+    """Each route's health across the clients that still report."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,7 @@ def _stage_status(
 ) -> StageStatus:
     holders: dict[int, int] = {}
     nacks: dict[int, list[str]] = {}
+    routes = []
     silent_count = 0
     for client in clients:
         state = next((s for s in client.stages if s.stage_type == stage), None)
@@ -159,6 +163,7 @@ def _stage_status(
         if client.client_id in silent:
             silent_count += 1
             continue
+        routes.append(state.routes)
         if state.revision:
             holders[state.revision] = holders.get(state.revision, 0) + 1
         if state.nack_revision:
@@ -179,6 +184,7 @@ def _stage_status(
             for r in revisions
         ),
         silent_clients=silent_count,
+        routes=route_statuses(routes),
     )
 
 

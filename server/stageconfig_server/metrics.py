@@ -24,6 +24,11 @@ module only owns them.
     stageconfig_fleet_silent_clients{stage}        gauge: clients gone silent
     stageconfig_fleet_task_outcomes_total{stage,revision,result} counter
     stageconfig_fleet_reports_total{result}        counter: counted / duplicate
+    stageconfig_fleet_route_clients_open{stage,route_index,provider} gauge: reporting
+                                                   clients whose breaker of the route is open
+    stageconfig_fleet_route_total{stage,route_index,provider,event} counter: failovers
+                                                   (calls that moved on from the route) and
+                                                   breaker_opened, as workers reported them
 
 The fleet gauges come from the shared database (refreshed every 15 s), so every
 replica shows the whole fleet: take the max across replicas, not the sum. The fleet
@@ -147,9 +152,23 @@ class _FleetCollector(Collector):
             "Clients that reported the stage before but not within three intervals.",
             labels=["stage"],
         )
+        route_open = GaugeMetricFamily(
+            "stageconfig_fleet_route_clients_open",
+            "Reporting clients whose circuit breaker of the stage's route is open.",
+            labels=["stage", "route_index", "provider"],
+        )
         view = self._fleet.latest
         for stage in view.stages if view is not None else ():
             silent.add_metric([stage.stage_type.value], stage.silent_clients)
+            for route in stage.routes:
+                route_open.add_metric(
+                    [
+                        stage.stage_type.value,
+                        str(route.route_index),
+                        _provider(route.provider_kind),
+                    ],
+                    route.clients_open,
+                )
             for revision in stage.revisions:
                 labels = [stage.stage_type.value, str(revision.revision)]
                 if revision.clients:
@@ -159,6 +178,11 @@ class _FleetCollector(Collector):
         yield clients
         yield nacks
         yield silent
+        yield route_open
+
+
+def _provider(provider: ProviderKind | None) -> str:
+    return provider.value if provider else "UNSPECIFIED"
 
 
 class Metrics:
@@ -212,6 +236,12 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.route_events = Counter(
+            "stageconfig_fleet_route",
+            "Route events workers reported to this replica (failovers, breaker_opened).",
+            ["stage", "route_index", "provider", "event"],
+            registry=self.registry,
+        )
         if fleet is not None:
             self.registry.register(_FleetCollector(fleet))
             fleet.add_listener(self._record_report)
@@ -234,6 +264,15 @@ class Metrics:
                 for result in ("succeeded", "failed", "retried"):
                     if count := getattr(outcome, result):
                         self.task_outcomes.labels(*labels, result).inc(count)
+            for route in stage.state.routes:
+                where = (
+                    stage.state.stage_type.value,
+                    str(route.route_index),
+                    _provider(route.provider_kind),
+                )
+                for event in ("failovers", "breaker_opened"):
+                    if count := getattr(route, event):
+                        self.route_events.labels(*where, event).inc(count)
 
     def serve(self, address: str) -> int:
         """Expose /metrics on ``host:port``; returns the bound port."""

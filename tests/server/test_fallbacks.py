@@ -13,8 +13,10 @@ import pytest
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.domain import ProviderKind
+from stageconfig_server.maintenance import rotate_keys
 from tests.fakes.provider_server import FakeProviders
 from tests.server.test_core_rpcs import bad_request_field, state_of
+from tests.support.servers import server_env, settings_for, start_app
 
 GEMINI_KEY = "AIzaSy-FBLEAK-primary-0001"
 OPENAI_KEY = "sk-FBLEAK-openai-0002"
@@ -284,3 +286,25 @@ async def test_the_model_refresh_replaces_a_vanished_model_on_a_route(
     assert entry.reason == pb.CHANGE_REASON_MODEL_REPLACED
     changed = {c.field: (c.old_value, c.new_value) for c in entry.changes}
     assert changed["fallbacks[0].model"] == ("gpt-4o-mini", "gpt-4.1")
+
+
+async def test_rotate_keys_re_encrypts_the_route_keys(
+    db_path: Path, fake_providers: FakeProviders
+) -> None:
+    old, new = "old-fallback-secret-1c9e5a7b3d", "new-fallback-secret-8f2d4b6a0c"
+    app = await start_app(db_path, fake_providers, ADMIN_SECRET_KEY=old)
+    try:
+        async with grpc.aio.insecure_channel(app.target) as channel:
+            await pbg.StageConfigServiceStub(channel).UpdateConfig(poem_request(openai_route()))
+    finally:
+        await app.stop(grace=1)
+    env = server_env(db_path, fake_providers, ADMIN_SECRET_KEY=new, ADMIN_SECRET_KEY_PREVIOUS=old)
+    assert await rotate_keys(settings_for(env)) >= 4  # 2 rows' keys, 2 api_keys, canary
+    # Only the new secret from now on: the route's key still opens.
+    app = await start_app(db_path, fake_providers, ADMIN_SECRET_KEY=new)
+    try:
+        async with grpc.aio.insecure_channel(app.target) as channel:
+            config = await active(pbg.StageConfigServiceStub(channel))
+    finally:
+        await app.stop(grace=1)
+    assert config.fallbacks[0].api_key == OPENAI_KEY

@@ -33,6 +33,7 @@ from stageconfig_server.fleet import (
     StatusReport,
     merge_outcomes,
 )
+from stageconfig_server.fleet_routes import accumulate, route_from_json, route_to_json
 
 _clients = cast(Table, FleetClientRow.__table__)
 _outcomes = cast(Table, FleetOutcomeRow.__table__)
@@ -71,7 +72,7 @@ class FleetReports(Database):
     ) -> bool:
         row = (
             await conn.execute(
-                select(_clients.c.last_sequence, _clients.c.host, _clients.c.pid)
+                select(_clients.c.last_sequence, _clients.c.host, _clients.c.pid, _clients.c.stages)
                 .where(_clients.c.client_id == report.client_id)
                 .with_for_update()
             )
@@ -86,6 +87,9 @@ class FleetReports(Database):
             "last_report_time": now,
             "stages": [_state_to_json(s.state) for s in report.stages],
         }
+        if row is not None and (row.host, row.pid) == (report.host, report.pid):
+            # The same process: its route counts add up (see ``fleet_routes``).
+            values["stages"] = _with_route_totals(values["stages"], row.stages or [])
         if row is None:
             await conn.execute(insert(_clients).values(client_id=report.client_id, **values))
         else:
@@ -229,7 +233,20 @@ def _aware(value: datetime) -> datetime:
 def _state_to_json(state: StageState) -> dict[str, Any]:
     data = asdict(state)
     data["stage_type"] = state.stage_type.value
+    data["routes"] = [route_to_json(r) for r in state.routes]
     return data
+
+
+def _with_route_totals(
+    stages: list[dict[str, Any]], previous: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The new stages JSON with each route's counts added to the stored ones."""
+    before = {s["stage_type"]: s.get("routes") or [] for s in previous}
+    for stage in stages:
+        old = [route_from_json(r) for r in before.get(stage["stage_type"], [])]
+        new = [route_from_json(r) for r in stage["routes"]]
+        stage["routes"] = [route_to_json(r) for r in accumulate(old, new)]
+    return stages
 
 
 def _client_from_row(row: Any) -> ClientState:
@@ -247,6 +264,7 @@ def _client_from_row(row: Any) -> ClientState:
                 revision=int(s["revision"]),
                 nack_revision=int(s["nack_revision"]),
                 nack_reason=str(s["nack_reason"]),
+                routes=tuple(route_from_json(r) for r in s.get("routes") or ()),
             )
             for s in row["stages"]
         ),

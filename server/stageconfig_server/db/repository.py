@@ -369,18 +369,24 @@ class Repository(JobRuns):
                         update(table).where(pk == key).values({column.name: rotate(value)})
                     )
                     count += 1
-            # The fallback routes' keys live inside the rows' JSON.
-            rows = (await conn.execute(select(_configs.c.stage_type, _configs.c.fallbacks))).all()
-            for stage, routes in rows:
-                if not routes:
-                    continue
-                await conn.execute(
-                    update(_configs)
-                    .where(_configs.c.stage_type == stage)
-                    .values(fallbacks=rotate_routes(routes, rotate))
-                )
-                count += sum(1 for route in routes if route.get("api_key_encrypted"))
+            count += await _rotate_route_keys(conn, rotate)
         return count
+
+
+async def _rotate_route_keys(conn: AsyncConnection, rotate: Callable[[str], str]) -> int:
+    """Re-encrypt the fallback routes' keys, which live inside the rows' JSON."""
+    count = 0
+    rows = (await conn.execute(select(_configs.c.stage_type, _configs.c.fallbacks))).all()
+    for stage, routes in rows:
+        if not routes:
+            continue
+        await conn.execute(
+            update(_configs)
+            .where(_configs.c.stage_type == stage)
+            .values(fallbacks=rotate_routes(routes, rotate))
+        )
+        count += sum(1 for route in routes if route.get("api_key_encrypted"))
+    return count
 
 
 __all__ = ["CANARY_NAME", "CHANGE_CHANNEL", "FailureListener", "Repository"]

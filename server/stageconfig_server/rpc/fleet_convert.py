@@ -14,6 +14,11 @@ from stageconfig_server.fleet import (
 )
 from stageconfig_server.fleet_aggregate import ClientView, FleetStatus, RevisionStatus
 from stageconfig_server.rpc.convert import stage_from_pb, stage_to_pb, timestamp
+from stageconfig_server.rpc.route_convert import (
+    route_health_from_pb,
+    route_health_to_pb,
+    route_status_to_pb,
+)
 
 
 def report_from_pb(request: pb.ReportStatusRequest) -> StatusReport:
@@ -43,6 +48,7 @@ def _stage_from_pb(stage: pb.StageReport, where: str) -> StageReport:
             revision=stage.revision,
             nack_revision=stage.nack_revision,
             nack_reason=stage.nack_reason,
+            routes=tuple(route_health_from_pb(r) for r in stage.routes),
         ),
         outcomes=tuple(
             Outcomes(
@@ -79,6 +85,7 @@ def stage_report_to_pb(report: StageReport) -> pb.StageReport:
         nack_revision=state.nack_revision,
         nack_reason=state.nack_reason,
         outcomes=[outcomes_to_pb(o) for o in report.outcomes],
+        routes=[route_health_to_pb(r) for r in state.routes],
     )
 
 
@@ -124,6 +131,7 @@ def fleet_status_to_pb(status: FleetStatus) -> pb.GetFleetStatusResponse:
                 revision=s.revision,
                 revisions=[_revision_to_pb(r) for r in s.revisions],
                 silent_clients=s.silent_clients,
+                routes=[route_status_to_pb(r) for r in s.routes],
             )
             for s in status.stages
         ],
