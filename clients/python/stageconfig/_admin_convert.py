@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import TypeVar
 
+from stageconfig._admin_routes import route_health_from_pb, route_report_from_pb, route_views
 from stageconfig._admin_types import (
     ChangeEvent,
     ConfigOverview,
@@ -109,6 +110,7 @@ def stage_view_from_pb(message: pb.StageConfigView) -> StageView:
         ),
         revision=message.config.revision if stored else 0,
         unknown_provider_kind=provider_number if configured and not known_provider else 0,
+        routes=route_views(message.config.fallbacks),
     )
 
 
@@ -176,6 +178,7 @@ def stage_report_from_pb(message: pb.StageReport) -> StageReport:
         nack_revision=message.nack_revision,
         nack_reason=message.nack_reason,
         outcomes=tuple(map(outcomes_from_pb, message.outcomes)),
+        routes=tuple(map(route_report_from_pb, message.routes)),
     )
 
 
@@ -235,6 +238,7 @@ def stage_fleet_from_pb(message: pb.StageFleetStatus) -> StageFleetStatus:
         revision=message.revision,
         revisions=tuple(map(revision_fleet_from_pb, message.revisions)),
         silent_clients=message.silent_clients,
+        routes=tuple(map(route_health_from_pb, message.routes)),
     )
 
 
@@ -274,6 +278,7 @@ def update_result_from_pb(answer: pb.UpdateConfigResponse) -> UpdateResult:
         config=masked_config_from_pb(answer.config),
         models=tuple(answer.models),
         written=answer.written,
+        routes=route_views(answer.config.fallbacks),
     )
 
 

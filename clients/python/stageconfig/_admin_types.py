@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from stageconfig._admin_routes import RouteHealth, RouteReport, RouteView, route_health_line
 from stageconfig._types import (
     ChangeReason,
     ConfigSource,
@@ -49,6 +50,8 @@ class StageView:
     unknown_provider_kind: int = 0
     """The number of the stored provider kind when this client does not know it (a newer
     server); 0 otherwise."""
+    routes: tuple[RouteView, ...] = ()
+    """The stored fallback routes, in order, keys masked."""
 
     @property
     def provider(self) -> str:
@@ -85,6 +88,8 @@ class UpdateResult:
     """The models the provider offers for this key."""
     written: bool
     """False with ``validate_only``."""
+    routes: tuple[RouteView, ...] = ()
+    """The fallback routes stored (or that would be), keys masked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +196,8 @@ class StageReport:
     """Why it refused it, as the worker wrote it."""
     outcomes: tuple[TaskOutcomes, ...] = ()
     """Task outcomes over the last window, one entry per revision."""
+    routes: tuple[RouteReport, ...] = ()
+    """Each route's breaker and counts in the client (fallback routing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +302,14 @@ class StageFleetStatus:
     silent_clients: int
     """Clients that reported this stage before but not within three report intervals:
     they are not counted as holding any revision."""
+    routes: tuple[RouteHealth, ...] = ()
+    """Each route's health across the reporting clients (route 0 is the primary)."""
+
+    @property
+    def route_health(self) -> str:
+        """One line on the routes, e.g. ``POEM: primary GEMINI failing (QUOTA) on 12/12
+        workers, serving from OPENAI`` ("" when no worker reported routes)."""
+        return route_health_line(self.stage_type.value, self.routes)
 
     @property
     def reporting_clients(self) -> int:

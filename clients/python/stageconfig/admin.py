@@ -25,7 +25,7 @@ cannot name — with one WARNING per unknown value on the ``stageconfig.admin`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -41,6 +41,7 @@ from stageconfig._admin_convert import (
     update_result_from_pb,
     watchers_from_pb,
 )
+from stageconfig._admin_routes import RouteHealth, RouteReport, RouteSpec, RouteView
 from stageconfig._admin_types import (
     ChangeEvent,
     ConfigOverview,
@@ -227,6 +228,8 @@ class AdminClient:
         validate_only: bool = False,
         comment: str = "",
         allow_unverified: bool = False,
+        fallbacks: Sequence[RouteSpec] | None = None,
+        clear_fallbacks: bool = False,
     ) -> UpdateResult:
         """Store a stage's config; the server verifies the key with the provider first.
 
@@ -234,7 +237,9 @@ class AdminClient:
         saved for it); ``model`` None keeps the stored model if still offered, else the
         first offered. ``expected_revision`` makes the write conditional (0: the stage
         must not be stored yet). ``allow_unverified`` stores a key the provider could
-        not verify even over a working config (otherwise refused). Raises
+        not verify even over a working config (otherwise refused). ``fallbacks`` sets
+        the whole ordered list of fallback routes (``RouteSpec``; at most 8); None or an
+        empty list keeps the stored routes, ``clear_fallbacks`` removes them. Raises
         InvalidArgumentError (``.field``), ConflictError (``.current_revision``),
         KeyRejectedError (nothing changed).
         """
@@ -245,6 +250,8 @@ class AdminClient:
             validate_only=validate_only,
             comment=comment,
             allow_unverified=allow_unverified,
+            fallbacks=[route.to_pb() for route in fallbacks or ()],
+            clear_fallbacks=clear_fallbacks,
         )
         if api_key is not None:
             request.api_key = api_key
@@ -323,6 +330,10 @@ __all__ = [
     "ModelList",
     "RefreshResult",
     "RevisionFleetStatus",
+    "RouteHealth",
+    "RouteReport",
+    "RouteSpec",
+    "RouteView",
     "SnapshotEvent",
     "StageFleetStatus",
     "StageReport",

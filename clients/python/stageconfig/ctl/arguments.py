@@ -25,6 +25,7 @@ from stageconfig.ctl.commands import (
 )
 from stageconfig.ctl.exits import PROG, TOKEN_ENV, Exit, UsageError
 from stageconfig.ctl.fleet import cmd_fleet, cmd_watchers, parse_window
+from stageconfig.ctl.routes import add_fallback_flags
 from stageconfig.ctl.server_flags import add_server_flags
 from stageconfig_contract import __version__
 
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="take the key from the command line (visible in ps and shell history)",
     )
+    add_fallback_flags(set_)
 
     models = command("models", cmd_models, "the stage's model list")
     models.add_argument("stage", type=_stage, metavar="STAGE")

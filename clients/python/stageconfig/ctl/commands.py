@@ -26,6 +26,7 @@ from stageconfig.ctl.output import (
     terminal_width,
     when,
 )
+from stageconfig.ctl.routes import fallback_specs, route_lines, view_route_lines
 
 
 def cmd_status(client: AdminClient, args: argparse.Namespace, out: TextIO) -> Exit:
@@ -41,6 +42,8 @@ def cmd_status(client: AdminClient, args: argparse.Namespace, out: TextIO) -> Ex
         out,
     )
     out.write(f"head revision {overview.head_revision}\n")
+    for line in route_lines(overview.stages):  # each fallback route, in order
+        out.write(line + "\n")
     return Exit.OK
 
 
@@ -50,7 +53,7 @@ def cmd_get(client: AdminClient, args: argparse.Namespace, out: TextIO) -> Exit:
     if args.json:
         print_json(view, out)
     else:
-        show_view(view, out)
+        show_view(view, out, view_route_lines(view))
     return Exit.OK
 
 
@@ -109,6 +112,7 @@ def cmd_set(
     """UpdateConfig: provider, optional new key, model, options, expected revision."""
     options = _options(args.option or [])
     key = _read_key(args, stdin)
+    fallbacks = fallback_specs(args, stdin)
     result = client.update_config(
         args.stage,
         args.provider,
@@ -119,6 +123,8 @@ def cmd_set(
         validate_only=args.validate_only,
         comment=args.comment,
         allow_unverified=args.allow_unverified,
+        fallbacks=fallbacks,
+        clear_fallbacks=args.clear_fallbacks,
     )
     if args.json:
         print_json(result, out)

@@ -31,6 +31,7 @@ from stageconfig.admin import (
 from stageconfig.ctl import output
 from stageconfig.ctl.exits import Exit, fail
 from stageconfig.ctl.output import age, jsonable, short, table, terminal_width, when
+from stageconfig.ctl.routes import fleet_route_lines
 from stageconfig.errors import RPCError, StatusCode
 
 _WINDOW = re.compile(r"([1-9][0-9]{0,9})([smhd])")
@@ -128,7 +129,11 @@ def stage_lines(stage: StageFleetStatus) -> list[str]:
         head.append("no client reports this stage")
     if stage.silent_clients:
         head.append(f"{stage.silent_clients} SILENT (no report within 3 intervals)")
-    return ["  ".join(head), *(revision_line(stage, rev) for rev in stage.revisions)]
+    return [
+        "  ".join(head),
+        *(revision_line(stage, rev) for rev in stage.revisions),
+        *fleet_route_lines(stage),
+    ]
 
 
 def _stages_cell(stages: tuple[StageReport, ...]) -> str:

@@ -221,8 +221,9 @@ def status_row(view: StageView, now: datetime) -> list[str]:
     ]
 
 
-def show_view(view: StageView, out: TextIO) -> None:
-    """One stage in full, a ``name  value`` line per field."""
+def show_view(view: StageView, out: TextIO, extra: Sequence[tuple[str, str]] = ()) -> None:
+    """One stage in full, a ``name  value`` line per field (``extra`` after the config's,
+    e.g. its fallback routes)."""
     config = view.config
     lines = [("stage", view.stage_type.value), ("source", view.source.value)]
     if config is not None:
@@ -244,6 +245,7 @@ def show_view(view: StageView, out: TextIO) -> None:
             ("reason", UNKNOWN_PROVIDER_REASON),
             ("revision", str(view.revision)),
         ]
+    lines += extra
     lines += [
         ("allowed providers", ", ".join(p.value for p in view.allowed_providers)),
         ("models", ", ".join(view.models) or "-"),
