@@ -125,7 +125,7 @@ def test_the_docs_run_with_fallback_example_runs(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    page = (Path(__file__).parents[2] / "docs" / "fallbacks-worker.md").read_text()
+    page = (Path(__file__).parents[2] / "docs" / "fallbacks.md").read_text()
     worker_section = page.split("## In the worker", 1)[1]
     example = next(
         b for b in re.findall(r"```python\n(.*?)```", worker_section, re.S) if "def write" in b
@@ -136,6 +136,6 @@ def test_the_docs_run_with_fallback_example_runs(
     fake_providers.set_failure(ProviderKind.GEMINI, "server_error")
     with ConfigClient(server.target) as client:
         client.wait_ready(10)
-        exec(compile(example, "fallbacks-worker.md", "exec"), {"client": client})
+        exec(compile(example, "fallbacks.md", "exec"), {"client": client})
     assert capsys.readouterr().out == "A poem by gpt-4o-mini:\n"
     assert fake_providers.count(ProviderKind.GEMINI) == 1
