@@ -355,3 +355,25 @@ def test_breaker_settings_are_checked() -> None:
         BreakerSettings(failure_threshold=0)
     with pytest.raises(ValueError, match="max_cooldown_seconds"):
         BreakerSettings(base_cooldown_seconds=10, max_cooldown_seconds=1)
+
+
+def test_with_fallback_serves_any_rest_call_from_a_key_pool(fake_providers: FakeProviders) -> None:
+    first, second = "suno-first-key-0001", "suno-second-key-0002"
+    fake_providers.fail_key(first, "quota")  # sunoapi.org: 429 "Insufficient credits"
+    config = stage_config(
+        ProviderKind.SUNO, "V5", first, route(ProviderKind.SUNO, "V5", second), stage=StageType.SONG
+    )
+    breakers = BreakerRegistry()
+    credits = ProviderFactory.with_fallback(
+        config,
+        lambda client: client.request("GET", "/api/v1/generate/credit").json()["data"],
+        env=fake_providers.env(),
+        breakers=breakers,
+    )
+    assert credits == 100
+    assert [r.header("authorization") for r in fake_providers.requests] == [
+        f"Bearer {first}",
+        f"Bearer {second}",
+    ]
+    (first_route, _) = breakers.drain(StageType.SONG, config.routes())
+    assert first_route.last_failure_cause is StatusCause.QUOTA
