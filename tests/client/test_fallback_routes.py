@@ -377,3 +377,35 @@ def test_with_fallback_serves_any_rest_call_from_a_key_pool(fake_providers: Fake
     ]
     (first_route, _) = breakers.drain(StageType.SONG, config.routes())
     assert first_route.last_failure_cause is StatusCause.QUOTA
+
+
+@pytest.mark.parametrize(
+    ("kind", "model", "failure", "expected"),
+    [
+        (ProviderKind.GEMINI, "gemini-2.5-flash", "invalid_key", "AUTH (400)"),
+        (ProviderKind.GEMINI, "gemini-2.5-flash", "quota", "QUOTA (429)"),
+        (ProviderKind.GEMINI, "gemini-2.5-flash", "rate_limit", "RATE_LIMIT (429)"),
+        (ProviderKind.GEMINI, "gemini-2.5-flash", "permission", "PERMISSION (403)"),
+        (ProviderKind.GEMINI, "gemini-2.5-flash", "region", "REGION (400)"),
+        (ProviderKind.GEMINI, "gemini-2.5-flash", "server_error", "UPSTREAM (500)"),
+        (ProviderKind.OPENAI, "gpt-4o", "invalid_key", "AUTH (401)"),
+        (ProviderKind.OPENAI, "gpt-4o", "quota", "QUOTA (429)"),
+        (ProviderKind.OPENAI, "gpt-4o", "rate_limit", "RATE_LIMIT (429)"),
+        (ProviderKind.OPENAI, "gpt-4o", "region", "REGION (403)"),
+        (ProviderKind.OPENAI, "gpt-4o", "server_error", "UPSTREAM (500)"),
+        (ProviderKind.YANDEX_GPT, "yandexgpt/latest", "quota", "QUOTA (429)"),
+    ],
+)
+def test_the_sdks_failures_are_classified(
+    fake_providers: FakeProviders, kind: ProviderKind, model: str, failure: str, expected: str
+) -> None:
+    """What each provider really answers (the fakes' wire formats), through the real SDK."""
+    fake_providers.set_failure(kind, failure)
+    config = stage_config(kind, model, PRIMARY_KEY)
+    poet = ProviderFactory.text_generator(
+        config, env=fake_providers.env(), breakers=BreakerRegistry()
+    )
+    with pytest.raises(AllRoutesFailed) as caught:
+        poet.generate("x")
+    assert str(caught.value) == f"every route of POEM failed: primary {kind.value}: {expected}"
+    assert fake_providers.count(kind) == 1  # the SDK did not retry
