@@ -225,7 +225,7 @@ class BreakerRegistry:
             breaker.state = BreakerState.OPEN
             breaker.open_until = now + cooldown
         log.warning(
-            "%s failing (%s): breaker open, the route is skipped for %.3g s",
+            "%s failing (%s): breaker open, the route is skipped for %g s",
             breaker.label,
             failure,
             cooldown,
