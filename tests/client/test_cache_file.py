@@ -191,3 +191,31 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     written = (tmp_path / "lkg.json").read_text()
     assert "AIza-fallback-route-key-77" not in written  # fallback keys are encrypted too
     assert "AQVN-yandex-1234567890" not in written
+
+
+def test_a_file_written_before_fallback_routes_still_loads(tmp_path: Path) -> None:
+    config = StageConfig(
+        stage_type=StageType.VOICE,
+        provider_kind=ProviderKind.SPEECHKIT,
+        api_key="AQVN-older-file-key-01",
+        model="alena",
+        revision=3,
+        status=ConfigStatus.UNVERIFIED,
+        source=ConfigSource.DATABASE,
+    )
+    state = CachedState(
+        3, "config:50051", frozenset({StageType.VOICE}), (config,), datetime.now(UTC)
+    )
+    cache = CacheFile(tmp_path / "lkg.json", CACHE_KEY)
+    cache.save(state)
+    # Rewrite it as an older client did: no "fallbacks" in the configs, checksum redone.
+    document = json.loads((tmp_path / "lkg.json").read_text())
+    del document["checksum"]
+    for entry in document["configs"]:
+        del entry["fallbacks"]
+    document["checksum"] = cache._checksum(document)
+    (tmp_path / "lkg.json").write_text(json.dumps(document))
+    loaded = cache.load()
+    assert loaded is not None
+    assert loaded.configs[0].fallbacks == ()
+    assert loaded == state
