@@ -11,7 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from stageconfig import BreakerState, ConfigClient, ProviderKind, StageType, TimingOptions
+from stageconfig import (
+    BreakerState,
+    ConfigClient,
+    ProviderKind,
+    StageConfig,
+    StageType,
+    TimingOptions,
+)
 from stageconfig.providers import BreakerSettings, ProviderFactory
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 from tests.client.newer_server import UNKNOWN, change, config, serve, snapshot
@@ -122,3 +129,32 @@ def test_routes_are_received_and_reported_per_report(
     for key in (PRIMARY_KEY, FALLBACK_KEY):
         assert key.encode() not in wire
         assert key not in caplog.text
+
+
+def test_a_refusal_quoting_a_fallback_key_reaches_the_server_masked(
+    recorder: tuple[ReportRecorder, str],
+) -> None:
+    servicer, target = recorder
+
+    def refuse_quoting_keys(config: StageConfig) -> None:
+        if config.revision == 7:
+            keys = ", ".join(r.api_key for r in config.routes())
+            raise ValueError(f"not on this worker (keys {keys})")
+
+    with ConfigClient(target, stages=[StageType.POEM]) as client:
+        client.add_validator(refuse_quoting_keys)
+        client.wait_ready(10)
+        servicer.send(change(7, poem_with_fallbacks(7)))
+        wait_until(
+            lambda: any(
+                servicer.stage(r, pb.STAGE_TYPE_POEM).nack_revision == 7 for r in servicer.reports()
+            ),
+            5,
+            "the refusal reported",
+        )
+    reasons = [servicer.stage(r, pb.STAGE_TYPE_POEM).nack_reason for r in servicer.reports()]
+    reason = next(r for r in reasons if r)
+    assert reason.startswith("not on this worker (keys ")
+    for key in (PRIMARY_KEY, FALLBACK_KEY):
+        assert key not in reason
+        assert key[-4:] in reason  # masked, not dropped
