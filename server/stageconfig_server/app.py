@@ -110,9 +110,14 @@ def build_fleet(
         stage_revisions=lambda: {
             v.stage_type: v.config.revision for v in service.list_configs() if v.config
         },
-        # Every key the server holds now (stored or fallback): none may reach an admin
-        # through a worker's refusal reason.
-        secrets=lambda: [v.config.api_key for v in service.list_configs() if v.config],
+        # Every key the server holds now (stored or legacy fallback, and every fallback
+        # route's): none may reach an admin through a worker's refusal reason.
+        secrets=lambda: [
+            key
+            for v in service.list_configs()
+            if v.config
+            for key in (v.config.api_key, *(r.api_key for r in v.config.fallbacks))
+        ],
         clock=clock,
     )
 

@@ -308,3 +308,17 @@ async def test_rotate_keys_re_encrypts_the_route_keys(
     finally:
         await app.stop(grace=1)
     assert config.fallbacks[0].api_key == OPENAI_KEY
+
+
+async def test_validate_only_checks_the_routes_and_writes_nothing(
+    stub: pbg.StageConfigServiceStub,
+) -> None:
+    await stub.UpdateConfig(poem_request(openai_route()))
+    before = await state_of(stub)
+    preview = await stub.UpdateConfig(poem_request(yandex_route(), validate_only=True))
+    assert not preview.written
+    assert [r.provider_kind for r in preview.config.fallbacks] == [pb.PROVIDER_KIND_YANDEX_GPT]
+    assert preview.config.fallbacks[0].api_key_masked
+    kept = await stub.UpdateConfig(poem_request(model="gemini-2.5-flash", validate_only=True))
+    assert [r.provider_kind for r in kept.config.fallbacks] == [pb.PROVIDER_KIND_OPENAI]
+    assert await state_of(stub) == before

@@ -14,7 +14,7 @@ from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from tests.fakes.provider_server import FakeProviders
 from tests.server.test_core_rpcs import bad_request_field
-from tests.server.test_fallbacks import poem_request
+from tests.server.test_fallbacks import OPENAI_KEY, openai_route, poem_request
 from tests.server.test_metrics import sample
 from tests.support.servers import start_app
 
@@ -157,3 +157,14 @@ async def test_metrics_show_open_breakers_and_failovers_per_route(
     assert sample(text, "stageconfig_fleet_route_clients_open", **fallback) == 0
     assert sample(text, "stageconfig_fleet_route_total", **primary, event="failovers") == 6
     assert sample(text, "stageconfig_fleet_route_total", **primary, event="breaker_opened") == 2
+
+
+async def test_a_fallback_key_quoted_in_a_refusal_never_reaches_an_admin(stub: Stub) -> None:
+    revision = (await stub.UpdateConfig(poem_request(openai_route()))).config.revision
+    request = report("w-nack", 1, revision, [])
+    request.stages[0].nack_revision = revision
+    request.stages[0].nack_reason = f"validator: fallback key {OPENAI_KEY} looks wrong"
+    await stub.ReportStatus(request)
+    fleet = await stub.GetFleetStatus(pb.GetFleetStatusRequest())
+    assert OPENAI_KEY not in str(fleet)
+    assert "<redacted>" in fleet.clients[0].stages[0].nack_reason

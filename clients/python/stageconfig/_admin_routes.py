@@ -113,6 +113,38 @@ class RouteReport:
     last_failure_cause: StatusCause = StatusCause.UNSPECIFIED
 
 
+def parse_route_spec(text: str) -> RouteSpec:
+    """A route written ``PROVIDER[:MODEL][@FINGERPRINT][,NAME=VALUE…]`` (as
+    ``stageconfigctl set --fallback`` and the web form take it), without a key;
+    ValueError names what is wrong. The model may contain ``:`` (``jane:good``)."""
+    head, *pairs = text.strip().split(",")
+    options = {}
+    for pair in pairs:
+        name, sep, value = pair.strip().partition("=")
+        if not sep or not name:
+            raise ValueError(f"options want NAME=VALUE, got {pair!r} in {text!r}")
+        options[name] = value
+    head, _, fingerprint = head.partition("@")
+    provider_text, sep, model = head.strip().partition(":")
+    try:
+        provider = ProviderKind(provider_text.upper().replace("-", "_"))
+    except ValueError:
+        names = ", ".join(p.value for p in ProviderKind)
+        raise ValueError(f"unknown provider {provider_text!r} (one of {names})") from None
+    if sep and not model:
+        raise ValueError(f"{text!r}: empty model after ':'")
+    return RouteSpec(provider, None, model or None, options, fingerprint.strip())
+
+
+def route_spec_text(route: RouteView) -> str:
+    """``parse_route_spec``'s form of a stored route, naming its key by fingerprint (so
+    the route keeps its key wherever it moves in the list)."""
+    text = f"{route.provider}:{route.model}"
+    if route.api_key_fingerprint:
+        text += f"@{route.api_key_fingerprint}"
+    return text + "".join(f",{k}={v}" for k, v in sorted(route.options.items()))
+
+
 def route_view_from_pb(message: pb.Route) -> RouteView:
     """A stored route, its key masked even when a server without tokens sent plaintext."""
     provider = provider_from_pb(message.provider_kind)

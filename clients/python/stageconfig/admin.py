@@ -41,7 +41,14 @@ from stageconfig._admin_convert import (
     update_result_from_pb,
     watchers_from_pb,
 )
-from stageconfig._admin_routes import RouteHealth, RouteReport, RouteSpec, RouteView
+from stageconfig._admin_routes import (
+    RouteHealth,
+    RouteReport,
+    RouteSpec,
+    RouteView,
+    parse_route_spec,
+    route_spec_text,
+)
 from stageconfig._admin_types import (
     ChangeEvent,
     ConfigOverview,
@@ -345,4 +352,6 @@ __all__ = [
     "WatcherInfo",
     "WatcherList",
     "mask_key",
+    "parse_route_spec",
+    "route_spec_text",
 ]

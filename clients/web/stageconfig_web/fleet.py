@@ -77,6 +77,8 @@ class StageSection:
     silent: int
     silent_ids: list[str]
     rows: list[RevisionRow] = field(default_factory=list)
+    route_health: str = ""
+    """How the stage's fallback routes fare, in one line ("" when none is reported)."""
 
 
 @dataclass
@@ -150,6 +152,7 @@ def sections(status: FleetStatus) -> list[StageSection]:
             silent=stage.silent_clients,
             silent_ids=_silent_ids(status.clients, stage),
             rows=[_row(status, stage, rev) for rev in stage.revisions],
+            route_health=stage.route_health,
         )
         for stage in status.stages
     ]

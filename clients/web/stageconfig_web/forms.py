@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from starlette.datastructures import FormData
 
 from stageconfig import ConfigSource, InvalidArgumentError, ProviderKind, StageType
-from stageconfig.admin import StageView
+from stageconfig.admin import RouteSpec, StageView
 from stageconfig_contract.facts import PROVIDER_OPTIONS, ProviderOption
 from stageconfig_web.display import age
+from stageconfig_web.routes import posted_routes, routes_text
 from stageconfig_web.sessions import Flash
 
 OPTION_FIELDS: Mapping[ProviderKind, tuple[ProviderOption, ...]] = {
@@ -71,6 +72,8 @@ class StageForm:
     key_was_entered: bool = False
     allow_unverified: bool = False
     """The "allow unverified key" box as the person left it."""
+    routes: str = ""
+    """The *Fallback routes* box (``routes.routes_text``)."""
 
     @property
     def stage(self) -> str:
@@ -149,6 +152,7 @@ def form_for(view: StageView) -> StageForm:
         model=config.model if config else "",
         options=dict(config.options) if config else {},
         expected_revision=view.revision,
+        routes=routes_text(view),
     )
 
 
@@ -166,6 +170,11 @@ class PostedUpdate:
     """Store the key even if the provider could not verify it."""
     form: StageForm
     """The section to show again if the server refuses (the key left out)."""
+    fallbacks: list[RouteSpec] | None = None
+    """The fallback routes to send; None keeps the stored ones."""
+    clear_fallbacks: bool = False
+    routes_error: str = ""
+    """Why the *Fallback routes* box could not be read (nothing is sent then)."""
 
 
 def posted_stage(value: object) -> StageType | None:
@@ -205,5 +214,16 @@ def posted_update(form: FormData) -> PostedUpdate | None:
         expected_revision=expected,
         key_was_entered=new_key is not None,
         allow_unverified=form.get("allow_unverified") == "1",
+        routes=text("fallbacks"),
     )
-    return PostedUpdate(stage, provider, new_key, options, submitted.allow_unverified, submitted)
+    update = PostedUpdate(stage, provider, new_key, options, submitted.allow_unverified, submitted)
+    keys = form.get("fallback_keys")
+    try:
+        update.fallbacks, update.clear_fallbacks = posted_routes(
+            submitted.routes,
+            keys if isinstance(keys, str) else "",
+            form.get("had_fallbacks") == "1",
+        )
+    except ValueError as error:
+        update.routes_error = str(error)
+    return update

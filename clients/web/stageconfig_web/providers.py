@@ -121,6 +121,9 @@ class ProviderPages:
         if update is None:
             return Response("malformed form", status_code=400, media_type="text/plain")
         stage, submitted = update.stage, update.form
+        if update.routes_error:
+            submitted.errors["fallbacks"] = update.routes_error
+            return await self._page(request, session, override=submitted, status=400)
         try:
             result = await self.web.call(
                 session,
@@ -133,6 +136,8 @@ class ProviderPages:
                 expected_revision=submitted.expected_revision,
                 comment=submitted.comment,
                 allow_unverified=update.allow_unverified,
+                fallbacks=update.fallbacks,
+                clear_fallbacks=update.clear_fallbacks,
             )
         except LoggedOut as out:
             return self.web.login_again(str(out))

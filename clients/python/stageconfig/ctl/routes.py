@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import TextIO
 
 from stageconfig import ProviderKind
-from stageconfig.admin import RouteSpec, StageFleetStatus, StageView
+from stageconfig.admin import RouteSpec, StageFleetStatus, StageView, parse_route_spec
 from stageconfig.ctl.exits import UsageError
 
 
@@ -54,30 +54,10 @@ def add_fallback_flags(parser: argparse.ArgumentParser) -> None:
 
 def parse_route(text: str) -> RouteSpec:
     """One ``--fallback`` value as a RouteSpec (without a key)."""
-    head, *pairs = text.split(",")
-    options = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--fallback options want NAME=VALUE, got {pair!r} in {text!r}")
-        options[name] = value
-    head, _, fingerprint = head.partition("@")
-    provider_text, sep, model = head.partition(":")
     try:
-        provider = ProviderKind(provider_text.upper().replace("-", "_"))
-    except ValueError:
-        names = ", ".join(p.value for p in ProviderKind)
-        raise UsageError(
-            f"--fallback: unknown provider {provider_text!r} (one of {names})"
-        ) from None
-    if sep and not model:
-        raise UsageError(f"--fallback {text!r}: empty model after ':'")
-    return RouteSpec(
-        provider=provider,
-        model=model or None,
-        options=options,
-        api_key_fingerprint=fingerprint,
-    )
+        return parse_route_spec(text)
+    except ValueError as error:
+        raise UsageError(f"--fallback: {error}") from None
 
 
 def fallback_specs(args: argparse.Namespace, stdin: TextIO) -> list[RouteSpec] | None:
