@@ -29,6 +29,7 @@ from stageconfig import (
     TimingOptions,
 )
 from stageconfig._cache_file import CachedState, CacheFile
+from stageconfig._types import Route
 from tests.client.conftest import CACHE_KEY, ThreadedServer
 from tests.client.test_client import wait_until
 
@@ -163,6 +164,16 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
         status_reason="model replaced",
         api_key_fingerprint="abcd1234",
         updated_at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+        fallbacks=(
+            Route(
+                ProviderKind.GEMINI,
+                "AIza-fallback-route-key-77",
+                "gemini-2.5-flash",
+                MappingProxyType({"x": "y"}),
+                status=ConfigStatus.ACTIVE,
+                api_key_fingerprint="ef01",
+            ),
+        ),
     )
     state = CachedState(
         revision=9,
@@ -177,3 +188,34 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     assert time.monotonic() - started < 1
     assert cache.load() == state
     assert CACHE_KEY not in repr(cache)
+    written = (tmp_path / "lkg.json").read_text()
+    assert "AIza-fallback-route-key-77" not in written  # fallback keys are encrypted too
+    assert "AQVN-yandex-1234567890" not in written
+
+
+def test_a_file_written_before_fallback_routes_still_loads(tmp_path: Path) -> None:
+    config = StageConfig(
+        stage_type=StageType.VOICE,
+        provider_kind=ProviderKind.SPEECHKIT,
+        api_key="AQVN-older-file-key-01",
+        model="alena",
+        revision=3,
+        status=ConfigStatus.UNVERIFIED,
+        source=ConfigSource.DATABASE,
+    )
+    state = CachedState(
+        3, "config:50051", frozenset({StageType.VOICE}), (config,), datetime.now(UTC)
+    )
+    cache = CacheFile(tmp_path / "lkg.json", CACHE_KEY)
+    cache.save(state)
+    # Rewrite it as an older client did: no "fallbacks" in the configs, checksum redone.
+    document = json.loads((tmp_path / "lkg.json").read_text())
+    del document["checksum"]
+    for entry in document["configs"]:
+        del entry["fallbacks"]
+    document["checksum"] = cache._checksum(document)
+    (tmp_path / "lkg.json").write_text(json.dumps(document))
+    loaded = cache.load()
+    assert loaded is not None
+    assert loaded.configs[0].fallbacks == ()
+    assert loaded == state

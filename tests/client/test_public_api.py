@@ -8,6 +8,7 @@ import stageconfig.providers
 
 EXPECTED = [
     "AdminClient",
+    "AllRoutesFailed",
     "BreakerState",
     "CacheFileError",
     "ChangeReason",
@@ -27,6 +28,7 @@ EXPECTED = [
     "PermissionDeniedError",
     "ProviderKind",
     "RPCError",
+    "Route",
     "SecretMismatchError",
     "SnapshotSource",
     "StageChange",
@@ -60,6 +62,9 @@ def test_integrations_are_pinned_too() -> None:
         "setup_stageconfig",
     ]
     assert stageconfig.providers.__all__ == [
+        "DEFAULT_BREAKER_SETTINGS",
+        "BreakerRegistry",
+        "BreakerSettings",
         "GeminiChat",
         "HttpProviderClient",
         "OpenAICompatibleChat",
@@ -69,4 +74,6 @@ def test_integrations_are_pinned_too() -> None:
         "SpeechKitClient",
         "SunoClient",
         "TextGenerator",
+        "default_registry",
+        "run_with_fallback",
     ]

@@ -43,10 +43,15 @@ Generation, for workers' tests: ``POST /v1/chat/completions`` (OpenAI, YandexGPT
 naming the model; a model the listing does not offer gets the provider's 404, and a
 model given to ``fail_model`` gets that failure (the listing still offers it: a model
 that verifies but cannot generate, a bad canary).
+``POST /tts/v3/utteranceSynthesis`` (SpeechKit) answers one JSON line whose audio chunk
+names the voice and the text; SpeechKit synthesis can fail too
+(``SPEECHKIT_SYNTHESIS_FAILURES``, by kind or by key: a key pool's exhausted key).
+``set_retry_after(kind, "7")`` adds ``Retry-After: 7`` to that kind's 429 answers.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import socket
@@ -143,6 +148,17 @@ SUPPORTED_FAILURES: Mapping[ProviderKind, frozenset[str]] = {
 }
 """Which failures each kind can simulate; others raise ValueError in ``set_failure``."""
 
+SPEECHKIT_SYNTHESIS_FAILURES = frozenset(
+    {"invalid_key", "quota", "rate_limit", "server_error", "hang"}
+)
+"""What SpeechKit's synthesis (workers call it; the server never does) can simulate."""
+
+
+def _supports(kind: ProviderKind, failure: str) -> bool:
+    if kind is ProviderKind.SPEECHKIT:
+        return failure in SPEECHKIT_SYNTHESIS_FAILURES
+    return failure in SUPPORTED_FAILURES[kind]
+
 
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
@@ -169,6 +185,7 @@ class _Reply:
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def _json(status: int, payload: object) -> _Reply:
@@ -200,6 +217,7 @@ class FakeProviders:
         self._rejected: set[str] = set()
         self._key_failures: dict[str, str] = {}
         self._model_failures: dict[str, str] = {}
+        self._retry_after: dict[ProviderKind, str] = {}
         # Hung handlers wait on their kind's event; it is set (and replaced) when that
         # kind's failure changes, on reset() and on stop(), so a "hang" never outlives
         # its test and never cuts short a hang of another kind.
@@ -292,7 +310,7 @@ class FakeProviders:
 
     def set_failure(self, kind: ProviderKind, failure: str | None) -> None:
         """Make every request of ``kind`` fail this way (None: behave normally)."""
-        if failure is not None and failure not in SUPPORTED_FAILURES[kind]:
+        if failure is not None and not _supports(kind, failure):
             raise ValueError(
                 f"{kind} cannot simulate {failure!r}; supported: {sorted(SUPPORTED_FAILURES[kind])}"
             )
@@ -302,6 +320,20 @@ class FakeProviders:
             else:
                 self._failures[kind] = failure
         self._release_hung(kind)
+
+    def set_retry_after(self, kind: ProviderKind, value: str | None) -> None:
+        """Send ``Retry-After: value`` with every 429 of ``kind`` (None: no header)."""
+        with self._lock:
+            if value is None:
+                self._retry_after.pop(kind, None)
+            else:
+                self._retry_after[kind] = value
+
+    def count(self, kind: ProviderKind, method: str = "POST") -> int:
+        """How many ``method`` requests reached ``kind`` (the generation calls are POSTs)."""
+        with self._lock:
+            # ==, not is: the clients' ProviderKind is another enum with the same values.
+            return sum(1 for r in self._requests if r.kind == kind and r.method == method)
 
     def reject_key(self, key: str) -> None:
         """This exact key gets each provider's auth error; other keys keep working."""
@@ -336,6 +368,7 @@ class FakeProviders:
             self._rejected.clear()
             self._key_failures.clear()
             self._model_failures.clear()
+            self._retry_after.clear()
             self._requests.clear()
         self._release_hung(*ProviderKind)
 
@@ -377,11 +410,19 @@ class FakeProviders:
 
     def _handle(self, handler: _Handler) -> _Reply | None:
         """The reply for one request, or None to hang up without answering."""
+        reply = self._reply(handler)
+        if reply is not None and reply.status == 429:
+            with self._lock:
+                retry_after = self._retry_after.get(_kind_of(handler.path))  # type: ignore[arg-type]
+            if retry_after is not None:
+                reply = _Reply(
+                    reply.status, reply.body, reply.content_type, (("Retry-After", retry_after),)
+                )
+        return reply
+
+    def _reply(self, handler: _Handler) -> _Reply | None:
         split = urlsplit(handler.path)
-        kind = next(
-            (k for k, p in PREFIXES.items() if split.path == p or split.path.startswith(p + "/")),
-            None,
-        )
+        kind = _kind_of(handler.path)
         path = split.path[len(PREFIXES[kind]) :] if kind else split.path
         request = RecordedRequest(
             kind=kind,
@@ -413,7 +454,7 @@ class FakeProviders:
         key = provider.key_of(request)
         if failure is None and key in key_failures:
             failure = key_failures[key]
-            if failure not in SUPPORTED_FAILURES[kind]:
+            if not _supports(kind, failure):
                 failure = None
             elif failure == "malformed":
                 return _Reply(200, _MALFORMED[kind])
@@ -424,6 +465,14 @@ class FakeProviders:
         if model_failure is not None and model_failure in SUPPORTED_FAILURES[kind]:
             return provider.failure(model_failure, request)
         return provider.route(request, models)
+
+
+def _kind_of(path: str) -> ProviderKind | None:
+    where = urlsplit(path).path
+    return next(
+        (k for k, p in PREFIXES.items() if where == p or where.startswith(p + "/")),
+        None,
+    )
 
 
 class _Server(ThreadingHTTPServer):
@@ -465,6 +514,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(reply.body)
 
@@ -896,11 +947,34 @@ def _pika_route(request: RecordedRequest, models: tuple[str, ...]) -> _Reply:
 
 
 def _speechkit_failure(failure: str, request: RecordedRequest) -> _Reply:
+    # Yandex Cloud's error shape (as YandexGPT's above): out of quota is 429 with gRPC
+    # code 8 RESOURCE_EXHAUSTED.
+    if failure == "quota":
+        return _yandex_error(
+            429,
+            8,
+            "Quota exceeded: the billing account's credits are exhausted",
+            "Too Many Requests",
+        )
+    if failure == "rate_limit":
+        return _yandex_error(429, 8, "Too many requests, try again later", "Too Many Requests")
+    if failure == "server_error":
+        return _yandex_error(500, 13, "Internal server error", "Internal Server Error")
     return _json(401, {"error_code": "UNAUTHORIZED", "error_message": "Unknown api key"})
 
 
 def _speechkit_route(request: RecordedRequest, models: tuple[str, ...]) -> _Reply:
-    # The adapter never calls SpeechKit; answer like an unknown path if anyone does.
+    # The adapter never calls SpeechKit; workers synthesize speech.
+    if request.method == "POST" and request.path == "/tts/v3/utteranceSynthesis":
+        try:
+            payload = json.loads(request.body or b"{}")
+            voice = str(payload["hints"][0]["voice"])
+            text = str(payload["text"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            return _yandex_error(400, 3, "Invalid request body", "Bad Request")
+        audio = base64.b64encode(f"MP3 {voice}: {text[:80]}".encode()).decode()
+        line = json.dumps({"result": {"audioChunk": {"data": audio}}}) + "\n"
+        return _Reply(200, line.encode())
     return _json(404, {"error_code": "NOT_FOUND", "error_message": "Not found"})
 
 
@@ -937,6 +1011,7 @@ __all__ = [
     "GEMINI_NON_GENERATE_MODEL",
     "OPENAI_NON_CHAT_MODELS",
     "PREFIXES",
+    "SPEECHKIT_SYNTHESIS_FAILURES",
     "SUPPORTED_FAILURES",
     "FakeProviders",
     "RecordedRequest",

@@ -5,6 +5,10 @@ every pool process busy and each one answers) and the time it ran; ``probe.event
 returns every config change this process applied, with the wall-clock time it applied
 it (the propagation measurement reads that).
 
+Fallback routes: ``probe.poem`` writes a poem through ``ProviderFactory`` with the
+breaker settings and timeout it is given, and says which route answered and how long it
+took; ``probe.voice`` synthesizes speech through the VOICE stage's key pool.
+
 Fleet truth: every process refuses (a validator) any config whose model contains
 ``refused``; ``probe.work`` reads a stage's config and fails with ``ModelUnavailable``
 when its model contains ``failing``; ``probe.flaky`` is retried once, then succeeds.
@@ -21,6 +25,7 @@ from celery_app import app, stage_report
 
 from stageconfig import ConfigChangeEvent, StageConfig, StageType
 from stageconfig.contrib.celery import current_client, current_config
+from stageconfig.providers import BreakerSettings, ProviderFactory, SpeechKitClient
 
 _events: list[dict[str, Any]] = []
 _recording_in = 0
@@ -116,3 +121,36 @@ def flaky(self: Any, stage: str = "POEM") -> dict[str, Any]:
     if self.request.retries == 0:
         raise self.retry(countdown=0)
     return {"pid": os.getpid(), "revision": config.revision}
+
+
+@app.task(name="probe.poem")
+def poem(call_timeout: float = 120.0, threshold: int = 3, cooldown: float = 5.0) -> dict[str, Any]:
+    """A poem from the POEM stage's routes; the time the generation took."""
+    config = current_config(StageType.POEM)
+    settings = BreakerSettings(
+        failure_threshold=threshold,
+        base_cooldown_seconds=cooldown,
+        max_cooldown_seconds=max(cooldown, 300.0),
+    )
+    poet = ProviderFactory.text_generator(
+        config, timeout_seconds=call_timeout, breaker_settings=settings
+    )
+    started = time.monotonic()
+    text = poet.generate("Write a short poem about the sea.")
+    return {
+        "pid": os.getpid(),
+        "revision": config.revision,
+        "text": text,
+        "seconds": time.monotonic() - started,
+    }
+
+
+@app.task(name="probe.voice")
+def voice(text: str = "Hello", threshold: int = 3) -> dict[str, Any]:
+    """Speech from the VOICE stage's key pool."""
+    config = current_config(StageType.VOICE)
+    client = ProviderFactory.create(
+        config, breaker_settings=BreakerSettings(failure_threshold=threshold)
+    )
+    assert isinstance(client, SpeechKitClient)
+    return {"pid": os.getpid(), "audio": client.synthesize(text).decode()}

@@ -18,6 +18,7 @@ import {
   CONFIG_SOURCES,
   CONFIG_STATUSES,
   PROVIDER_KINDS,
+  Route,
   STAGE_TYPES,
   StageConfig,
   type ChangeReason,
@@ -151,7 +152,36 @@ export function configFromPb(message: pb.StageConfig): StageConfig | Unrepresent
     apiKeyFingerprint: message.apiKeyFingerprint,
     updatedAt: dateFromPb(message.updatedAt),
     modelsCacheUpdatedAt: dateFromPb(message.modelsCacheUpdatedAt),
+    fallbacks: fallbacksFromPb(message.fallbacks),
   });
+}
+
+/**
+ * The fallback routes of a config message. A route whose provider kind this client does
+ * not know (a newer server's) is skipped; the others keep the server's numbering.
+ */
+export function fallbacksFromPb(messages: readonly pb.Route[]): Route[] {
+  const routes: Route[] = [];
+  messages.forEach((message, position) => {
+    const providerKind = providerFromPb(message.providerKind);
+    if (providerKind === undefined) {
+      return;
+    }
+    routes.push(
+      new Route({
+        providerKind,
+        apiKey: message.apiKey,
+        model: message.model,
+        options: { ...message.options },
+        status: statusFromPb(message.status),
+        statusReason: message.statusReason,
+        apiKeyMasked: message.apiKeyMasked,
+        apiKeyFingerprint: message.apiKeyFingerprint,
+        index: position + 1,
+      }),
+    );
+  });
+  return routes;
 }
 
 /** Like {@link configFromPb} for an answer that must hold a config. */

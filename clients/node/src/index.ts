@@ -27,6 +27,7 @@ export {
 export type { ConnectionOptions, TlsOptions } from "./transport.js";
 export {
   PROVIDER_KINDS,
+  Route,
   STAGE_TYPES,
   StageConfig,
   type ChangeReason,
@@ -34,6 +35,7 @@ export {
   type ConfigStatus,
   type ModelList,
   type ProviderKind,
+  type RouteFields,
   type StageConfigFields,
   type StageType,
   type UpdateConfigRequest,

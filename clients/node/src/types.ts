@@ -57,10 +57,89 @@ export interface StageConfigFields {
   readonly apiKeyFingerprint: string;
   readonly updatedAt: Date | undefined;
   readonly modelsCacheUpdatedAt: Date | undefined;
+  /** Routes to use, in order, when the primary fails (empty from an older server). */
+  readonly fallbacks?: readonly Route[];
+}
+
+/** The fields of a {@link Route}. */
+export interface RouteFields {
+  readonly providerKind: ProviderKind;
+  /** Plaintext for the worker role; a mask otherwise (see `apiKeyMasked`). */
+  readonly apiKey: string;
+  readonly model: string;
+  readonly options: Readonly<Record<string, string>>;
+  readonly status: ConfigStatus;
+  readonly statusReason: string;
+  readonly apiKeyMasked: boolean;
+  readonly apiKeyFingerprint: string;
+  /**
+   * Its place as the server numbers routes: 0 the primary, i `fallbacks[i-1]`. A fallback
+   * this client cannot read is skipped, not renumbered around.
+   */
+  readonly index: number;
 }
 
 function maskKey(key: string): string {
   return key.length >= 12 ? `…${key.slice(-4)}` : "…";
+}
+
+/**
+ * One way to serve a stage (a fallback of a {@link StageConfig}), frozen. Like the
+ * config, it never shows a plaintext key in `console.log`, `toString` or JSON.
+ */
+export class Route implements RouteFields {
+  readonly providerKind: ProviderKind;
+  readonly apiKey: string;
+  readonly model: string;
+  readonly options: Readonly<Record<string, string>>;
+  readonly status: ConfigStatus;
+  readonly statusReason: string;
+  readonly apiKeyMasked: boolean;
+  readonly apiKeyFingerprint: string;
+  readonly index: number;
+
+  /** Builds a frozen route; the client does this from the server's answers. */
+  constructor(fields: RouteFields) {
+    this.providerKind = fields.providerKind;
+    this.apiKey = fields.apiKey;
+    this.model = fields.model;
+    this.options = Object.freeze({ ...fields.options });
+    this.status = fields.status;
+    this.statusReason = fields.statusReason;
+    this.apiKeyMasked = fields.apiKeyMasked;
+    this.apiKeyFingerprint = fields.apiKeyFingerprint;
+    this.index = fields.index;
+    Object.freeze(this);
+  }
+
+  /** The fields with the key masked, for logs. */
+  toJSON(): Record<string, unknown> {
+    return {
+      index: this.index,
+      providerKind: this.providerKind,
+      apiKey: this.apiKeyMasked ? this.apiKey : maskKey(this.apiKey),
+      model: this.model,
+      options: this.options,
+      status: this.status,
+      statusReason: this.statusReason,
+      apiKeyMasked: this.apiKeyMasked,
+      apiKeyFingerprint: this.apiKeyFingerprint,
+    };
+  }
+
+  /** A one-line description with the key masked. */
+  toString(): string {
+    const key = this.apiKeyMasked ? this.apiKey : maskKey(this.apiKey);
+    return (
+      `Route(index=${this.index}, providerKind=${this.providerKind}, ` +
+      `model=${JSON.stringify(this.model)}, status=${this.status}, apiKey=${JSON.stringify(key)})`
+    );
+  }
+
+  /** What `console.log` shows: never the plaintext key. */
+  [inspect.custom](): string {
+    return this.toString();
+  }
 }
 
 /**
@@ -83,6 +162,8 @@ export class StageConfig implements StageConfigFields {
   readonly apiKeyFingerprint: string;
   readonly updatedAt: Date | undefined;
   readonly modelsCacheUpdatedAt: Date | undefined;
+  /** Routes to use, in order, when the primary fails (empty from an older server). */
+  readonly fallbacks: readonly Route[];
 
   /** Builds a frozen config; the client does this from the server's answers. */
   constructor(fields: StageConfigFields) {
@@ -99,6 +180,7 @@ export class StageConfig implements StageConfigFields {
     this.apiKeyFingerprint = fields.apiKeyFingerprint;
     this.updatedAt = fields.updatedAt;
     this.modelsCacheUpdatedAt = fields.modelsCacheUpdatedAt;
+    this.fallbacks = Object.freeze([...(fields.fallbacks ?? [])]);
     Object.freeze(this);
   }
 
@@ -118,6 +200,7 @@ export class StageConfig implements StageConfigFields {
       apiKeyFingerprint: this.apiKeyFingerprint,
       updatedAt: this.updatedAt,
       modelsCacheUpdatedAt: this.modelsCacheUpdatedAt,
+      fallbacks: this.fallbacks.map((route) => route.toJSON()),
     };
   }
 
@@ -127,7 +210,8 @@ export class StageConfig implements StageConfigFields {
     return (
       `StageConfig(stageType=${this.stageType}, providerKind=${this.providerKind}, ` +
       `model=${JSON.stringify(this.model)}, revision=${this.revision}, status=${this.status}, ` +
-      `source=${this.source}, apiKey=${JSON.stringify(key)})`
+      `source=${this.source}, apiKey=${JSON.stringify(key)}` +
+      (this.fallbacks.length > 0 ? `, fallbacks=${this.fallbacks.length})` : ")")
     );
   }
 

@@ -16,7 +16,7 @@ import {
 } from "../src/convert.js";
 import * as pb from "../src/gen/stageconfig/v1/stage_config_pb.js";
 import * as publicApi from "../src/index.js";
-import { StageConfig } from "../src/index.js";
+import { Route, StageConfig } from "../src/index.js";
 import {
   CHANGE_REASONS,
   CONFIG_SOURCES,
@@ -39,6 +39,7 @@ describe("public API", () => {
       "PROVIDER_KINDS",
       "PermissionDeniedError",
       "RPCError",
+      "Route",
       "STAGE_TYPES",
       "StageConfig",
       "StageConfigClient",
@@ -130,5 +131,50 @@ describe("enum conversion", () => {
     assert.equal(unknownStage.stage, undefined);
     assert.equal(unknownStage.field, "stageType");
     assert.ok(configFromPb(message(pb.StageType.VOICE, pb.ProviderKind.SPEECHKIT)) instanceof StageConfig);
+  });
+});
+
+describe("fallback routes", () => {
+  const message = create(pb.StageConfigSchema, {
+    stageType: pb.StageType.POEM,
+    providerKind: pb.ProviderKind.GEMINI,
+    apiKey: "AIza-primary-secret-0001",
+    model: "gemini-2.5-flash",
+    revision: 9n,
+    fallbacks: [
+      { providerKind: 99 as pb.ProviderKind, apiKey: "future-secret-0002", model: "future" },
+      {
+        providerKind: pb.ProviderKind.OPENAI,
+        apiKey: "sk-fallback-secret-0003",
+        model: "gpt-4o-mini",
+        options: { tier: "x" },
+        status: pb.ConfigStatus.ACTIVE,
+        apiKeyFingerprint: "bb22",
+      },
+    ],
+  });
+
+  test("arrive in order with the server's numbering; an unknown provider kind is skipped", () => {
+    const config = configFromPb(message);
+    assert.ok(config instanceof StageConfig);
+    assert.equal(config.fallbacks.length, 1);
+    const [route] = config.fallbacks;
+    assert.ok(route instanceof Route);
+    assert.deepEqual(
+      [route.index, route.providerKind, route.apiKey, route.model, route.status, route.apiKeyFingerprint],
+      [2, "OPENAI", "sk-fallback-secret-0003", "gpt-4o-mini", "ACTIVE", "bb22"],
+    );
+    assert.deepEqual({ ...route.options }, { tier: "x" });
+    assert.ok(Object.isFrozen(config.fallbacks) && Object.isFrozen(route) && Object.isFrozen(route.options));
+    for (const text of [inspect(config), String(config), JSON.stringify(config), inspect(route), JSON.stringify(route)]) {
+      assert.ok(!text.includes("secret"), text);
+    }
+    assert.ok(JSON.stringify(config).includes("…0003"));
+  });
+
+  test("an older server's config has none", () => {
+    const older = configFromPb(create(pb.StageConfigSchema, { stageType: pb.StageType.VOICE, providerKind: pb.ProviderKind.SPEECHKIT }));
+    assert.ok(older instanceof StageConfig);
+    assert.deepEqual(older.fallbacks, []);
   });
 });

@@ -15,7 +15,7 @@ Run it (from this directory)::
 Tasks: ``example.poem_config`` / ``voice_config`` / ``song_config`` / ``clip_config``
 report the provider and model each stage would use right now (and which process
 answered); ``example.write_poem`` really writes a poem through ``ProviderFactory`` with
-the POEM stage's provider and model.
+the POEM stage's provider and model (and its fallback routes when the primary fails).
 """
 
 from __future__ import annotations

@@ -18,12 +18,14 @@ from stageconfig._types import (
     ConfigSource,
     ConfigStatus,
     ProviderKind,
+    Route,
     StageConfig,
     StageType,
     StatusCause,
 )
 from stageconfig.admin import AdminClient
 from stageconfig.errors import (
+    AllRoutesFailed,
     CacheFileError,
     ClientClosedError,
     ConflictError,
@@ -45,6 +47,7 @@ from stageconfig.tls import TlsConfig
 
 __all__ = [
     "AdminClient",
+    "AllRoutesFailed",
     "BreakerState",
     "CacheFileError",
     "ChangeReason",
@@ -64,6 +67,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProviderKind",
     "RPCError",
+    "Route",
     "SecretMismatchError",
     "SnapshotSource",
     "StageChange",

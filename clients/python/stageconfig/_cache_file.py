@@ -10,7 +10,9 @@ Format (JSON, one object)::
       "stages": ["POEM", "VOICE", ...],      # the stages the writer watched
       "written_at": "2025-01-01T12:00:00+00:00",
       "configs": [{"stage_type": "POEM", "provider_kind": "OPENAI", "model": "gpt-4o",
-                   "api_key_encrypted": "gAAAA…", ...}],
+                   "api_key_encrypted": "gAAAA…", ...,
+                   "fallbacks": [{"provider_kind": "GEMINI", "api_key_encrypted": "gAAAA…",
+                                  "model": "gemini-2.5-flash", ...}]}],
       "checksum": "hmac-sha256:…"            # over everything above, canonical JSON
     }
 
@@ -48,7 +50,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from stageconfig._store import ConfigSnapshot, SnapshotSource, SnapshotStore, StoreUpdate
-from stageconfig._types import ConfigSource, ConfigStatus, ProviderKind, StageConfig, StageType
+from stageconfig._types import (
+    ConfigSource,
+    ConfigStatus,
+    ProviderKind,
+    Route,
+    StageConfig,
+    StageType,
+)
 from stageconfig.errors import CacheFileError
 
 CACHE_KEY_ENV = "STAGECONFIG_CACHE_KEY"
@@ -149,6 +158,20 @@ class CacheFile:
             api_key_fingerprint=str(data["api_key_fingerprint"]),
             updated_at=_time(data.get("updated_at")),
             models_cache_updated_at=_time(data.get("models_cache_updated_at")),
+            # A file written before fallback routes has none.
+            fallbacks=tuple(self._route_from_json(r) for r in data.get("fallbacks", ())),
+        )
+
+    def _route_from_json(self, data: Mapping[str, Any]) -> Route:
+        return Route(
+            provider_kind=ProviderKind(data["provider_kind"]),
+            api_key=self._fernet.decrypt(data["api_key_encrypted"].encode("ascii")).decode(),
+            model=str(data["model"]),
+            options=MappingProxyType({str(k): str(v) for k, v in data["options"].items()}),
+            status=ConfigStatus(data["status"]),
+            api_key_masked=bool(data["api_key_masked"]),
+            api_key_fingerprint=str(data["api_key_fingerprint"]),
+            index=int(data.get("index", 0)),
         )
 
     # -- writing ---------------------------------------------------------------------------
@@ -207,6 +230,19 @@ class CacheFile:
                 if config.models_cache_updated_at
                 else None
             ),
+            "fallbacks": [self._route_to_json(r) for r in config.fallbacks],
+        }
+
+    def _route_to_json(self, route: Route) -> dict[str, Any]:
+        return {
+            "provider_kind": route.provider_kind.value,
+            "api_key_encrypted": self._fernet.encrypt(route.api_key.encode()).decode("ascii"),
+            "model": route.model,
+            "options": dict(route.options),
+            "status": route.status.value,
+            "api_key_masked": route.api_key_masked,
+            "api_key_fingerprint": route.api_key_fingerprint,
+            "index": route.index,
         }
 
     def _checksum(self, document: Mapping[str, Any]) -> str:

@@ -4,11 +4,14 @@ A newer server may send enum values this client does not know. Statuses, causes,
 reasons and sources become their UNSPECIFIED member; a config whose stage or provider
 kind is unknown cannot be represented at all and raises ``UnrepresentableConfig``, which
 the watcher turns into "keep this stage's last config, warn once" — never a broken
-stream.
+stream. A *fallback route* with an unknown provider kind is dropped (one warning per
+stage and kind): the primary and the other routes still serve.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TypeVar
@@ -21,6 +24,7 @@ from stageconfig._types import (
     ConfigStatus,
     ProtoEnum,
     ProviderKind,
+    Route,
     StageConfig,
     StageType,
     StatusCause,
@@ -28,6 +32,10 @@ from stageconfig._types import (
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 
 E = TypeVar("E", bound=ProtoEnum)
+
+log = logging.getLogger("stageconfig.client")
+_warned_routes: set[tuple[StageType, int]] = set()
+_warned_lock = threading.Lock()
 
 
 class UnrepresentableConfig(ValueError):
@@ -130,4 +138,48 @@ def config_from_pb(message: pb.StageConfig) -> StageConfig:
         models_cache_updated_at=time_from_pb(
             message.models_cache_updated_at, message.HasField("models_cache_updated_at")
         ),
+        fallbacks=_fallbacks_from_pb(stage, message),
     )
+
+
+def route_from_pb(message: pb.Route, index: int) -> Route | None:
+    """A Route from its message (``index``: 1 for ``fallbacks[0]``); None when its
+    provider kind is one this client does not know."""
+    provider = provider_from_pb(message.provider_kind)
+    if provider is None:
+        return None
+    return Route(
+        provider_kind=provider,
+        api_key=message.api_key,
+        model=message.model,
+        options=MappingProxyType(dict(message.options)),
+        status=status_from_pb(message.status),
+        status_reason=message.status_reason,
+        status_cause=cause_from_pb(message.status_cause),
+        api_key_masked=message.api_key_masked,
+        api_key_fingerprint=message.api_key_fingerprint,
+        index=index,
+    )
+
+
+def _fallbacks_from_pb(stage: StageType, message: pb.StageConfig) -> tuple[Route, ...]:
+    routes: list[Route] = []
+    for position, route_message in enumerate(message.fallbacks):
+        route = route_from_pb(route_message, position + 1)
+        if route is not None:
+            routes.append(route)
+            continue
+        with _warned_lock:
+            first = (stage, route_message.provider_kind) not in _warned_routes
+            _warned_routes.add((stage, route_message.provider_kind))
+        if first:
+            log.warning(
+                "the %s config at revision %d has fallbacks[%d] with provider_kind=%d, a "
+                "value this client does not know: that route is skipped (upgrade the "
+                "client)",
+                stage,
+                message.revision,
+                position,
+                route_message.provider_kind,
+            )
+    return tuple(routes)

@@ -1,6 +1,7 @@
 """The client's part in fleet truth, behind the facade: validators and refusals
-(``_validation``), task outcomes (``_outcomes``) and the reports that carry both to the
-server (``_reporter``), wired together once per client.
+(``_validation``), task outcomes (``_outcomes``), the route breakers of this process
+(``_breaker``, what ``run_with_fallback`` records) and the reports that carry them to
+the server (``_reporter``), wired together once per client.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from stageconfig._breaker import BreakerRegistry, default_registry
 from stageconfig._outcomes import OutcomeLedger
 from stageconfig._reporter import Reporter
 from stageconfig._store import SnapshotStore
@@ -31,6 +33,7 @@ class Fleet:
         client_id: Callable[[], str],
         channel: Callable[[], grpc.Channel],
         interval: float,
+        breakers: BreakerRegistry | None = None,
     ) -> None:
         self._store = store
         self.gate = Gate()
@@ -42,6 +45,7 @@ class Fleet:
             gate=self.gate,
             ledger=self.ledger,
             interval=interval,
+            breakers=breakers if breakers is not None else default_registry(),
         )
 
     def reset_after_fork(self) -> None:

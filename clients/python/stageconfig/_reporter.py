@@ -15,6 +15,10 @@ jittered backoff up to the interval, while new outcomes accumulate in the
 report. A report the server refuses for good (an older server without ReportStatus, a
 token without the worker role, a report it calls invalid) is dropped, its tasks counted
 as dropped, and reporting goes on at the interval.
+
+Each stage's report also carries its routes as this process's breakers saw them
+(``_breaker``: state, calls, failovers and openings since the previous report), for the
+routes of the config in use that this process has called.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from stageconfig._backoff import Backoff
+from stageconfig._breaker import BreakerRegistry, RouteCounts
 from stageconfig._outcomes import OutcomeLedger, Outcomes
 from stageconfig._store import SnapshotStore
 from stageconfig._types import StageType
@@ -66,6 +71,20 @@ _RETRIED_CODES = frozenset(
 the server is away, busy or failed. Anything else is a refusal retrying cannot change."""
 
 
+def _route_to_pb(counts: RouteCounts) -> pb.RouteReport:
+    return pb.RouteReport(
+        route_index=counts.route_index,
+        provider_kind=counts.provider_kind.number,  # type: ignore[arg-type]
+        api_key_fingerprint=counts.api_key_fingerprint,
+        breaker_state=counts.breaker_state.number,  # type: ignore[arg-type]
+        succeeded=counts.succeeded,
+        failed=counts.failed,
+        failovers=counts.failovers,
+        breaker_opened=counts.breaker_opened,
+        last_failure_cause=counts.last_failure_cause.number,  # type: ignore[arg-type]
+    )
+
+
 def _initial_sequence() -> int:
     return time.time_ns() // 1000
 
@@ -93,12 +112,14 @@ class Reporter:
         gate: Gate,
         ledger: OutcomeLedger,
         interval: float,
+        breakers: BreakerRegistry,
     ) -> None:
         self._client_id = client_id
         self._channel = channel
         self._store = store
         self._gate = gate
         self._ledger = ledger
+        self._breakers = breakers
         self.interval = interval
         self._init_process_state()
 
@@ -190,6 +211,10 @@ class Reporter:
                 revision=config.revision if config is not None else 0,
                 outcomes=[_outcomes_to_pb(e) for e in by_stage.get(stage, ())],
             )
+            if config is not None:
+                # Route counts are drained like outcomes: since the previous report.
+                routes = self._breakers.drain(stage, config.routes())
+                report.routes.extend(_route_to_pb(r) for r in routes)
             refusal = refusals.get(stage)
             if refusal is not None:
                 report.nack_revision = refusal.revision

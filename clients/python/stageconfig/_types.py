@@ -11,6 +11,7 @@ unrepresentable config for stages and providers).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -127,6 +128,42 @@ class BreakerState(ProtoEnum):
     UNSPECIFIED = "UNSPECIFIED", pb.BREAKER_STATE_UNSPECIFIED
 
 
+def _empty_options() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One way to serve a stage: a provider, a key, a model and options (a fallback of a
+    ``StageConfig``, or its primary as ``StageConfig.routes()[0]``).
+
+    ``repr`` never shows a plaintext key.
+    """
+
+    provider_kind: ProviderKind
+    api_key: str = field(repr=False)
+    model: str
+    options: Mapping[str, str] = field(default_factory=_empty_options)
+    status: ConfigStatus = ConfigStatus.UNSPECIFIED
+    status_reason: str = ""
+    status_cause: StatusCause = StatusCause.UNSPECIFIED
+    api_key_masked: bool = False
+    api_key_fingerprint: str = ""
+    index: int = 0
+    """Its place as the server numbers routes: 0 the primary, i ``fallbacks[i-1]``. A
+    fallback this client cannot read is skipped, not renumbered around; 0 on a fallback
+    built by hand means "its position" (``StageConfig.routes`` fills it in)."""
+
+    def __repr__(self) -> str:
+        key = self.api_key if self.api_key_masked else mask_key(self.api_key)
+        return (
+            f"Route(index={self.index}, provider_kind={self.provider_kind.value}, "
+            f"model={self.model!r}, status={self.status.value}, api_key={key!r})"
+        )
+
+    __str__ = __repr__
+
+
 @dataclass(frozen=True, slots=True)
 class StageConfig:
     """One stage's provider configuration, immutable.
@@ -149,14 +186,59 @@ class StageConfig:
     updated_at: datetime | None = None
     models_cache_updated_at: datetime | None = None
     status_cause: StatusCause = StatusCause.UNSPECIFIED
+    fallbacks: tuple[Route, ...] = ()
+    """Routes to use, in order, when the primary fails (``stageconfig.providers.
+    run_with_fallback``); empty from a server without fallback routes."""
+
+    @property
+    def primary(self) -> Route:
+        """The primary route: this config's own provider, key, model and options."""
+        return Route(
+            provider_kind=self.provider_kind,
+            api_key=self.api_key,
+            model=self.model,
+            options=self.options,
+            status=self.status,
+            status_reason=self.status_reason,
+            status_cause=self.status_cause,
+            api_key_masked=self.api_key_masked,
+            api_key_fingerprint=self.api_key_fingerprint,
+        )
+
+    def routes(self) -> tuple[Route, ...]:
+        """Every route in the order to try them: the primary, then the fallbacks (each
+        with its ``index``)."""
+        fallbacks = (
+            route if route.index else dataclasses.replace(route, index=position)
+            for position, route in enumerate(self.fallbacks, start=1)
+        )
+        return (self.primary, *fallbacks)
+
+    def for_route(self, route: Route) -> StageConfig:
+        """This stage's config served by ``route`` alone (its provider, key, model and
+        options; no fallbacks): what ``ProviderFactory.create`` builds a client from."""
+        return dataclasses.replace(
+            self,
+            provider_kind=route.provider_kind,
+            api_key=route.api_key,
+            model=route.model,
+            options=route.options,
+            status=route.status,
+            status_reason=route.status_reason,
+            status_cause=route.status_cause,
+            api_key_masked=route.api_key_masked,
+            api_key_fingerprint=route.api_key_fingerprint,
+            fallbacks=(),
+        )
 
     def __repr__(self) -> str:
         key = self.api_key if self.api_key_masked else mask_key(self.api_key)
+        more = f", fallbacks={len(self.fallbacks)}" if self.fallbacks else ""
         return (
             f"StageConfig(stage_type={self.stage_type.value}, "
             f"provider_kind={self.provider_kind.value}, model={self.model!r}, "
             f"revision={self.revision}, status={self.status.value}, "
-            f"source={self.source.value}, api_key={key!r})"
+            f"source={self.source.value}, api_key={key!r}{more})"
         )
 
     __str__ = __repr__

@@ -48,11 +48,15 @@ class Refusal:
 
 
 def clean_reason(message: str, *configs: StageConfig | None) -> str:
-    """``message`` as it may leave the process: the keys of ``configs`` masked, control
-    characters replaced by spaces, at most ``MAX_REASON_LENGTH`` characters."""
+    """``message`` as it may leave the process: the keys of ``configs`` (their fallback
+    routes' too) masked, control characters replaced by spaces, at most
+    ``MAX_REASON_LENGTH`` characters."""
     for config in configs:
-        if config is not None and config.api_key and not config.api_key_masked:
-            message = message.replace(config.api_key, mask_key(config.api_key))
+        if config is None:
+            continue
+        for route in config.routes():  # the primary's key and every fallback's
+            if route.api_key and not route.api_key_masked:
+                message = message.replace(route.api_key, mask_key(route.api_key))
     text = "".join(c if c.isprintable() else " " for c in message).strip()
     if len(text) > MAX_REASON_LENGTH:
         text = text[: MAX_REASON_LENGTH - 1] + "…"

@@ -6,6 +6,7 @@ status is translated here, in one table, to a typed exception (``raise … from 
       StageNotConfiguredError  the stage has no config (also a KeyError)
       ClientClosedError        the client was closed
       CacheFileError           the last-known-good file is unreadable or tampered with
+      AllRoutesFailed          every route of a stage failed a call (``.failures``)
       RPCError                 the server answered with a status (``.code``)
         InvalidArgumentError   a request field is wrong (``.field``)
         NotFoundError
@@ -76,6 +77,20 @@ class ClientClosedError(StageConfigError):
 
 class CacheFileError(StageConfigError):
     """The last-known-good file cannot be used."""
+
+
+class AllRoutesFailed(StageConfigError):
+    """Every route of a stage failed one call (``stageconfig.providers.run_with_fallback``).
+
+    The message names each route's failure — ``primary GEMINI: QUOTA (429); fallback 1
+    OPENAI: UPSTREAM (500)`` — and never a key or a provider's answer. ``failures`` holds
+    ``(route label, RouteFailure)`` pairs when raised in this process (not after a
+    Celery result backend carried it: only the message travels).
+    """
+
+    def __init__(self, message: str, failures: tuple[tuple[str, Any], ...] = ()) -> None:
+        super().__init__(message)
+        self.failures = failures
 
 
 class RPCError(StageConfigError):

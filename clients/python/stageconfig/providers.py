@@ -19,6 +19,16 @@ What ``create`` returns, per provider:
     SUNO        SunoClient            httpx, bearer key (sunoapi.org)
     PIKA        PikaClient            httpx, ``Authorization: Key`` (fal.ai); model = endpoint
 
+Fallback routes and key pools: ``generate`` (and SpeechKit's ``synthesize``) go
+through ``run_with_fallback(config, call)``: the primary, then each of
+``config.fallbacks`` while the failure is the route's (rejected key, quota or credits,
+rate limit, 5xx, timeout, connection — ``_route_failures``), skipping routes whose
+circuit breaker is open (``BreakerSettings``); ``AllRoutesFailed`` names every route's
+failure when none answers. The SDKs never retry on their own (openai
+``max_retries=0``, google-genai without retry options): the router owns the retries,
+so a dead route costs one call, not three. ``ProviderFactory.with_fallback(config,
+use)`` does the same for any client (``use(client)`` per route): Suno, Pika.
+
 Endpoints: ``STAGECONFIG_<KIND>_BASE_URL`` overrides each kind's default (the same names
 and conventions as the server: OpenAI-style bases include ``/v1``, Gemini's does not).
 SDK clients are reused across calls while the key, endpoint and options stay the same
@@ -32,16 +42,31 @@ import collections
 import hashlib
 import os
 import threading
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from stageconfig._breaker import BreakerRegistry, BreakerSettings, default_registry
+from stageconfig._provider_clients import (
+    DEFAULT_TIMEOUT_SECONDS,
+    YANDEX_FOLDER_OPTION,
+    GeminiChat,
+    HttpProviderClient,
+    OpenAICompatibleChat,
+    PikaClient,
+    ProviderClient,
+    Routing,
+    SpeechKitClient,
+    SunoClient,
+    TextGenerator,
+)
+from stageconfig._routing import DEFAULT_BREAKER_SETTINGS, run_with_fallback
 from stageconfig._types import ProviderKind, StageConfig
 
 if TYPE_CHECKING:
-    import httpx
     import openai
     from google import genai
+
+T = TypeVar("T")
 
 BASE_URL_ENV: Mapping[ProviderKind, str] = {
     kind: f"STAGECONFIG_{kind.value}_BASE_URL" for kind in ProviderKind
@@ -59,152 +84,7 @@ DEFAULT_BASE_URLS: Mapping[ProviderKind, str] = {
 """Where each kind's calls go when no override is set (workers generate, so Pika's is
 fal's queue API, not the platform API the server checks keys on)."""
 
-DEFAULT_TIMEOUT_SECONDS = 120.0
-"""Bound on one generation call: generations are slower than the server's key checks."""
-
-YANDEX_FOLDER_OPTION = "folder_id"
 _SDK_CACHE_SIZE = 16
-
-
-class ProviderClient:
-    """A client of one provider, for one stage's config."""
-
-    def __init__(self, config: StageConfig, base_url: str) -> None:
-        self.config = config
-        """The config this client was built from."""
-        self.base_url = base_url.rstrip("/")
-        """Where its calls go."""
-
-    @property
-    def model(self) -> str:
-        """The model (voice, endpoint) to use: ``config.model``."""
-        return self.config.model
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(provider={self.config.provider_kind.value}, "
-            f"model={self.model!r}, base_url={self.base_url!r})"
-        )
-
-
-class TextGenerator(ProviderClient, ABC):
-    """An LLM client (the POEM stage's providers)."""
-
-    @abstractmethod
-    def generate(self, prompt: str, *, system: str | None = None) -> str:
-        """The model's answer to ``prompt`` (with an optional system instruction)."""
-
-
-class OpenAICompatibleChat(TextGenerator):
-    """OpenAI, or YandexGPT through its OpenAI-compatible API, via the openai SDK."""
-
-    def __init__(self, config: StageConfig, base_url: str, sdk: openai.OpenAI) -> None:
-        super().__init__(config, base_url)
-        self.sdk = sdk
-        """The openai SDK client (shared by clients with the same key and endpoint)."""
-
-    @property
-    def model_id(self) -> str:
-        """The model as the API names it (YandexGPT: ``gpt://<folder>/<model>``)."""
-        if self.config.provider_kind is ProviderKind.YANDEX_GPT and "://" not in self.model:
-            folder = self.config.options.get(YANDEX_FOLDER_OPTION, "")
-            return f"gpt://{folder}/{self.model}"
-        return self.model
-
-    def generate(self, prompt: str, *, system: str | None = None) -> str:
-        """One chat completion with ``config.model``."""
-        messages: list[dict[str, str]] = []
-        if system:
-            messages.append({"role": "system", "content": system})
-        messages.append({"role": "user", "content": prompt})
-        response = self.sdk.chat.completions.create(
-            model=self.model_id,
-            messages=messages,  # type: ignore[arg-type]
-        )
-        return response.choices[0].message.content or ""
-
-
-class GeminiChat(TextGenerator):
-    """Gemini via the google-genai SDK."""
-
-    def __init__(self, config: StageConfig, base_url: str, sdk: genai.Client) -> None:
-        super().__init__(config, base_url)
-        self.sdk = sdk
-        """The google-genai client (shared by clients with the same key and endpoint)."""
-
-    def generate(self, prompt: str, *, system: str | None = None) -> str:
-        """One generateContent call with ``config.model``."""
-        from google.genai import types
-
-        response = self.sdk.models.generate_content(
-            model=self.model,
-            contents=prompt,
-            config=types.GenerateContentConfig(system_instruction=system) if system else None,
-        )
-        return response.text or ""
-
-
-class HttpProviderClient(ProviderClient):
-    """A REST provider: base URL, key (in the provider's auth header) and model."""
-
-    auth_scheme = "Bearer"
-
-    def __init__(self, config: StageConfig, base_url: str, timeout_seconds: float) -> None:
-        super().__init__(config, base_url)
-        self.timeout_seconds = timeout_seconds
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """The auth header the provider expects."""
-        return {"Authorization": f"{self.auth_scheme} {self.config.api_key}"}
-
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One call to ``base_url + path`` with the key; raises httpx errors."""
-        import httpx
-
-        headers = {**self.headers, **kwargs.pop("headers", {})}
-        with httpx.Client(timeout=self.timeout_seconds) as http:
-            response = http.request(method, self.base_url + path, headers=headers, **kwargs)
-        response.raise_for_status()
-        return response
-
-
-class SpeechKitClient(HttpProviderClient):
-    """Yandex SpeechKit TTS v3; ``model`` is ``voice`` or ``voice:role``."""
-
-    auth_scheme = "Api-Key"
-    SYNTHESIS_PATH = "/tts/v3/utteranceSynthesis"
-
-    @property
-    def voice(self) -> str:
-        """The voice part of the model."""
-        return self.model.partition(":")[0]
-
-    @property
-    def role(self) -> str | None:
-        """The role part of the model, if any."""
-        return self.model.partition(":")[2] or None
-
-    def synthesis_request(self, text: str) -> dict[str, Any]:
-        """The JSON body of an utteranceSynthesis call for ``text`` with this voice."""
-        hints: list[dict[str, str]] = [{"voice": self.voice}]
-        if self.role:
-            hints.append({"role": self.role})
-        return {
-            "text": text,
-            "hints": hints,
-            "outputAudioSpec": {"containerAudio": {"containerAudioType": "MP3"}},
-        }
-
-
-class SunoClient(HttpProviderClient):
-    """Suno through sunoapi.org; ``model`` is a Suno version such as ``V5``."""
-
-
-class PikaClient(HttpProviderClient):
-    """Pika through fal.ai; ``model`` is the fal endpoint id."""
-
-    auth_scheme = "Key"
 
 
 class ProviderFactory:
@@ -220,32 +100,50 @@ class ProviderFactory:
         *,
         env: Mapping[str, str] | None = None,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        breaker_settings: BreakerSettings | None = None,
+        breakers: BreakerRegistry | None = None,
     ) -> ProviderClient:
         """The client for ``config.provider_kind`` (see the module docstring).
 
-        ``env`` is where ``STAGECONFIG_<KIND>_BASE_URL`` is read (default: os.environ).
-        Raises ValueError for a config whose key is masked (an admin token's view).
+        ``env`` is where ``STAGECONFIG_<KIND>_BASE_URL`` is read (default: os.environ);
+        ``timeout_seconds`` bounds one call to one route; ``breaker_settings`` and
+        ``breakers`` go to ``run_with_fallback`` (defaults: ``BreakerSettings()`` and
+        this process's breakers). Raises ValueError for a config whose key is masked
+        (an admin token's view).
         """
-        if config.api_key_masked:
+        if config.api_key_masked or any(r.api_key_masked for r in config.fallbacks):
             raise ValueError(
                 f"the {config.stage_type} config carries a masked key: use a worker token"
             )
+
+        def make(route_config: StageConfig) -> ProviderClient:
+            return cls._build(route_config, env, timeout_seconds, routing)
+
+        routing = Routing(make, breaker_settings, breakers)
+        return make(config)
+
+    @classmethod
+    def _build(
+        cls,
+        config: StageConfig,
+        env: Mapping[str, str] | None,
+        timeout_seconds: float,
+        routing: Routing,
+    ) -> ProviderClient:
         kind = config.provider_kind
         base_url = cls.base_url(kind, env)
         if kind in (ProviderKind.OPENAI, ProviderKind.YANDEX_GPT):
-            return OpenAICompatibleChat(
-                config, base_url, cls._sdk(config, base_url, timeout_seconds, _openai_sdk)
-            )
+            sdk = cls._sdk(config, base_url, timeout_seconds, _openai_sdk)
+            return OpenAICompatibleChat(config, base_url, sdk, routing=routing)
         if kind is ProviderKind.GEMINI:
-            return GeminiChat(
-                config, base_url, cls._sdk(config, base_url, timeout_seconds, _gemini_sdk)
-            )
+            sdk = cls._sdk(config, base_url, timeout_seconds, _gemini_sdk)
+            return GeminiChat(config, base_url, sdk, routing=routing)
         rest: dict[ProviderKind, type[HttpProviderClient]] = {
             ProviderKind.SPEECHKIT: SpeechKitClient,
             ProviderKind.SUNO: SunoClient,
             ProviderKind.PIKA: PikaClient,
         }
-        return rest[kind](config, base_url, timeout_seconds)
+        return rest[kind](config, base_url, timeout_seconds, routing=routing)
 
     @classmethod
     def text_generator(
@@ -254,12 +152,43 @@ class ProviderFactory:
         *,
         env: Mapping[str, str] | None = None,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        breaker_settings: BreakerSettings | None = None,
+        breakers: BreakerRegistry | None = None,
     ) -> TextGenerator:
-        """``create`` for an LLM provider; ValueError for any other."""
-        client = cls.create(config, env=env, timeout_seconds=timeout_seconds)
+        """``create`` for an LLM provider (ValueError for any other): its ``generate``
+        falls back along ``config.fallbacks``."""
+        client = cls.create(
+            config,
+            env=env,
+            timeout_seconds=timeout_seconds,
+            breaker_settings=breaker_settings,
+            breakers=breakers,
+        )
         if not isinstance(client, TextGenerator):
             raise ValueError(f"{config.provider_kind} is not a text generation provider")
         return client
+
+    @classmethod
+    def with_fallback(
+        cls,
+        config: StageConfig,
+        use: Callable[[ProviderClient], T],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        breaker_settings: BreakerSettings | None = None,
+        breakers: BreakerRegistry | None = None,
+    ) -> T:
+        """``use(client)`` with each route's client in turn (``run_with_fallback``): for
+        calls the clients have no routed method for (Suno, Pika: ``client.request``)."""
+        client = cls.create(
+            config,
+            env=env,
+            timeout_seconds=timeout_seconds,
+            breaker_settings=breaker_settings,
+            breakers=breakers,
+        )
+        return client.routed(ProviderClient, use)
 
     @staticmethod
     def base_url(kind: ProviderKind, env: Mapping[str, str] | None = None) -> str:
@@ -306,8 +235,13 @@ def _openai_sdk(config: StageConfig, base_url: str, timeout: float) -> openai.Op
     project = None
     if config.provider_kind is ProviderKind.YANDEX_GPT:
         project = config.options.get(YANDEX_FOLDER_OPTION) or None
+    # max_retries=0: retrying is the router's job (the next route, not the same one).
     return openai.OpenAI(
-        api_key=config.api_key, base_url=base_url, project=project, timeout=timeout
+        api_key=config.api_key,
+        base_url=base_url,
+        project=project,
+        timeout=timeout,
+        max_retries=0,
     )
 
 
@@ -319,6 +253,7 @@ def _gemini_sdk(config: StageConfig, base_url: str, timeout: float) -> genai.Cli
     return genai.Client(
         vertexai=False,
         api_key=config.api_key,
+        # No retry_options: google-genai then tries once; the router owns the retries.
         http_options=types.HttpOptions(
             base_url=base_url, api_version="v1", timeout=max(1, round(timeout * 1000))
         ),
@@ -332,6 +267,9 @@ def _reset_in_child() -> None:
 os.register_at_fork(after_in_child=_reset_in_child)
 
 __all__ = [
+    "DEFAULT_BREAKER_SETTINGS",
+    "BreakerRegistry",
+    "BreakerSettings",
     "GeminiChat",
     "HttpProviderClient",
     "OpenAICompatibleChat",
@@ -341,4 +279,6 @@ __all__ = [
     "SpeechKitClient",
     "SunoClient",
     "TextGenerator",
+    "default_registry",
+    "run_with_fallback",
 ]
