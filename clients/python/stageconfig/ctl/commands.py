@@ -27,7 +27,7 @@ from stageconfig.ctl.output import (
     when,
 )
 from stageconfig.ctl.rollout import status_lines
-from stageconfig.ctl.routes import fallback_specs, route_lines, view_route_lines
+from stageconfig.ctl.routes import fallback_specs, route_lines, stage_route_lines, view_route_lines
 
 
 def cmd_status(client: AdminClient, args: argparse.Namespace, out: TextIO) -> Exit:
@@ -133,6 +133,8 @@ def cmd_set(
         print_json(result, out)
     elif result.written:
         out.write(f"saved at revision {result.config.revision}: {config_line(result.config)}\n")
+        for line in stage_route_lines(args.stage, result.routes):
+            out.write(line + "\n")
     elif args.validate_only:
         out.write(f"valid (nothing written): {config_line(result.config)}\n")
     else:  # identical to the stored config: the server wrote nothing

@@ -23,8 +23,8 @@ import getpass
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
-from stageconfig import ProviderKind
-from stageconfig.admin import RouteSpec, StageFleetStatus, StageView, parse_route_spec
+from stageconfig import ProviderKind, StageType
+from stageconfig.admin import RouteSpec, RouteView, StageFleetStatus, StageView, parse_route_spec
 from stageconfig.ctl.exits import UsageError
 
 
@@ -96,14 +96,18 @@ def _read_route_key(args: argparse.Namespace, stdin: TextIO, index: int, route: 
 
 def route_lines(views: Iterable[StageView]) -> list[str]:
     """``status``'s lines for the stages with fallback routes, one per route."""
+    return [line for view in views for line in stage_route_lines(view.stage_type, view.routes)]
+
+
+def stage_route_lines(stage: StageType, routes: Iterable[RouteView]) -> list[str]:
+    """One line per fallback route of ``stage`` (``status``, and ``set``'s answer)."""
     lines = []
-    for view in views:
-        for index, route in enumerate(view.routes):
-            reason = f" ({route.status_reason})" if route.status_reason else ""
-            lines.append(
-                f"{view.stage_type.value} fallback {index + 1}: {route.provider} {route.model} "
-                f"{route.status.value} key {route.api_key}{reason}"
-            )
+    for index, route in enumerate(routes):
+        reason = f" ({route.status_reason})" if route.status_reason else ""
+        lines.append(
+            f"{stage.value} fallback {index + 1}: {route.provider} {route.model} "
+            f"{route.status.value} key {route.api_key}{reason}"
+        )
     return lines
 
 
