@@ -8,6 +8,7 @@ import stageconfig.providers
 
 EXPECTED = [
     "AdminClient",
+    "AttachedClient",
     "CacheFileError",
     "ChangeReason",
     "ClientClosedError",
@@ -40,6 +41,7 @@ EXPECTED = [
     "TlsConfig",
     "UnauthenticatedError",
     "UnavailableError",
+    "attach",
 ]
 
 
