@@ -458,6 +458,9 @@ class AttachedClient:
             try:
                 self._refresh()
                 self._publish_state()
+                with self._lock:
+                    if not self._closed:
+                        self._report()  # due outcomes go out even while no task runs
             except Exception:  # a listener thread must outlive any one bad read
                 log.exception("stageconfig: reading the agent's segment failed")
 
