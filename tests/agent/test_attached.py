@@ -49,8 +49,8 @@ def test_states_follow_the_agent(server: ThreadedServer, directory: Path) -> Non
     agent = AgentProcess(server.target, directory)
     client = AttachedClient(agent.paths.segment, stages=[StageType.VOICE]).start()
     assert client.state is ClientState.CONNECTING
+    started = time.monotonic()
     with pytest.raises(NotReadyError, match=r"within 0\.2 s"):
-        started = time.monotonic()
         client.wait_ready(0.2)
     assert time.monotonic() - started < 2.0
     agent.start()
@@ -106,7 +106,9 @@ def test_on_change_runs_on_one_listener_thread(server: ThreadedServer, agent: Ag
     wait_for(lambda: any(e.revision == revision for e in events), 5, "the change event")
     (event,) = [e for e in events if e.revision == revision]
     assert event.stages == {StageType.VOICE}
-    assert event.changes[0].new is not None and event.changes[0].new.model == "zahar"
+    new = event.changes[0].new
+    assert new is not None
+    assert new.model == "zahar"
     client.close()
     assert _attached_threads() == 0
 
