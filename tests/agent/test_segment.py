@@ -93,7 +93,8 @@ def test_files_are_the_users_only_and_foreign_segments_are_refused() -> None:
             SegmentWriter(path)
         link = directory / "link"
         link.symlink_to(directory / "elsewhere")
-        with pytest.raises(OSError, match="symbolic link"):  # O_NOFOLLOW: a planted link is not followed
+        # O_NOFOLLOW: a planted link is not followed.
+        with pytest.raises(OSError, match="symbolic link"):
             SegmentWriter(link)
 
 
