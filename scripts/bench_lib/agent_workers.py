@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-SWEEP_SECONDS = 0.0005
+SWEEP_SECONDS = 0.001
 
 
 def _rss_kib() -> int:

@@ -15,6 +15,7 @@ the same run so the ratio compares like with like.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import shutil
 import subprocess
@@ -74,6 +75,9 @@ class AgentFanoutResult:
     per_reader_p50_ms: float
     server_streams: int
     server_rss_per_reader_kib: float
+    """While the readers are held: their agents' streams and every reader's fleet record."""
+    server_rss_streams_per_reader_kib: float
+    """The agents' streams alone (before any reader attached), per reader."""
     timeouts: int
 
 
@@ -185,8 +189,14 @@ def reader_fanout(
     counts = [share + (1 if i < extra else 0) for i in range(processes)]
     with contextlib.ExitStack() as stack:
         segments: list[Path] = []
+        rss_streams = rss_before
         if mode == "agent":
             segments = stack.enter_context(agents(server.address, hosts))
+            deadline = time.monotonic() + 60
+            while _watcher_count(server.address) < hosts and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(2.0)
+            rss_streams = server.rss_kib()
         specs = []
         for i, count in enumerate(counts):
             # Each process reads from the hosts in turn, so every host serves readers.
@@ -230,6 +240,9 @@ def reader_fanout(
         per_reader_p50_ms=deliveries[len(deliveries) // 2] if deliveries else float("nan"),
         server_streams=streams,
         server_rss_per_reader_kib=(rss_held - rss_before) / max(1, ready),
+        server_rss_streams_per_reader_kib=(
+            (rss_streams - rss_before) / max(1, ready) if mode == "agent" else math.nan
+        ),
         timeouts=timeouts,
     )
 
@@ -264,14 +277,17 @@ def scenario(
     results = AgentResults()
     _say("f: worker-side cost, attached vs direct")
     results.cost = worker_cost(server.address, plan.hot_client_calls)
-    for mode, procs in (("agent", plan.agent_reader_processes), ("direct", plan.direct_processes)):
-        _say(f"f: fan-out to {plan.agent_readers} readers, {mode}")
+    for mode, procs, count in (
+        ("agent", plan.agent_reader_processes, plan.agent_readers),
+        ("direct", plan.direct_processes, plan.direct_readers),
+    ):
+        _say(f"f: fan-out to {count} readers, {mode}")
         results.fanout.append(
             reader_fanout(
                 mode=mode,
                 server=server,
                 write=write,
-                readers_total=plan.agent_readers,
+                readers_total=count,
                 hosts=plan.agent_hosts,
                 processes=procs,
                 updates=plan.agent_updates,

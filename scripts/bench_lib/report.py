@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench_lib import report_agent
 from bench_lib.agents import AgentResults
 from bench_lib.machine import Machine
 from bench_lib.scenarios import (
@@ -404,7 +403,6 @@ def render(results: Results) -> str:
         "",
         *table.rows,
         "",
-        *(report_agent.render(results.agent) if results.agent is not None else []),
     ]
     if results.errors:
         lines += ["Scenarios that failed in this run:", ""]

@@ -37,6 +37,10 @@ log = logging.getLogger("stageconfig.client")
 DEFAULT_POLL_SECONDS = 0.01
 """How often the listener thread (only with listeners) looks for a new generation."""
 
+_decoded: dict[int, tuple[int, ConfigSnapshot]] = {}
+"""The newest snapshot decoded in this process, per segment (inode): several clients of
+one segment in a process decode each generation once (snapshots are immutable)."""
+
 
 def _paths_for(target: str | Sequence[str] | os.PathLike[str]) -> SegmentPaths:
     if isinstance(target, os.PathLike) or (isinstance(target, str) and os.sep in target):
@@ -147,22 +151,30 @@ class AttachedCore:
             if self._closed:
                 return
             reader = self._reader or self._open()
-            if reader is None or reader.generation == self._generation:
+            if reader is None:
                 return
-            try:
-                read = reader.read()
-            except SegmentError as exc:
-                self._error = str(exc)
+            generation = reader.generation
+            if generation == self._generation:
                 return
-            if read is None:
-                return
-            generation, payload = read
-            try:
-                published = decode(payload)
-            except UnsupportedPayload as exc:
-                self._error = str(exc)
-                self._generation = generation  # not again on every get()
-                return
+            shared = _decoded.get(reader.inode)
+            if shared is not None and shared[0] == generation:
+                published = shared[1]  # another client of this process decoded it
+            else:
+                try:
+                    read = reader.read()
+                except SegmentError as exc:
+                    self._error = str(exc)
+                    return
+                if read is None:
+                    return
+                generation, payload = read
+                try:
+                    published = decode(payload)
+                except UnsupportedPayload as exc:
+                    self._error = str(exc)
+                    self._generation = generation  # not again on every get()
+                    return
+                _decoded[reader.inode] = (generation, published)
             self._generation = generation
             self._error = None
             update = self._store.replace(
