@@ -116,6 +116,8 @@ class ReaderSpec:
     segments: tuple[str, ...]
     """Attached: the readers are spread over these segments (simulated hosts)."""
     count: int
+    reports: bool = True
+    """False: attached readers never report (the path's floor, for comparison)."""
 
 
 def readers(conn: Connection, spec: ReaderSpec) -> None:
@@ -123,6 +125,10 @@ def readers(conn: Connection, spec: ReaderSpec) -> None:
     import stageconfig
     from stageconfig import StageType
 
+    if not spec.reports:  # the floor of the path: readers that never report
+        from stageconfig._attached_reports import ReportSender
+
+        ReportSender.maybe_send = lambda *a, **k: False  # type: ignore[method-assign]
     clients: list[Any] = []
     failed = 0
     for i in range(spec.count):

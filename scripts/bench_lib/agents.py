@@ -46,6 +46,12 @@ from bench_lib.scenarios import (
 from bench_lib.stats import Summary, summarize
 from bench_lib.wire import pb
 
+GAP_S = (1.0, 2.0)
+"""Seconds between f's writes (every system alike): after each update every worker
+process reports what it applied (1,000 ReportStatus through the agents, or from the
+direct clients); spaced, an update's reports do not land inside the next update's
+fan-out. Production updates are minutes apart."""
+
 
 @dataclass(slots=True)
 class WorkerCost:
@@ -65,7 +71,8 @@ class AgentFanoutResult:
     """Write acknowledged → every reader returned it, per update."""
 
     mode: str
-    """"agent" (attached readers over ``hosts`` agents) or "direct" (ConfigClients)."""
+    """"agent" (attached readers over ``hosts`` agents), "agent-silent" (the same, the
+    readers never reporting) or "direct" (ConfigClients)."""
     readers: int
     hosts: int
     processes: int
@@ -190,7 +197,7 @@ def reader_fanout(
     with contextlib.ExitStack() as stack:
         segments: list[Path] = []
         rss_streams = rss_before
-        if mode == "agent":
+        if mode != "direct":
             segments = stack.enter_context(agents(server.address, hosts))
             deadline = time.monotonic() + 60
             while _watcher_count(server.address) < hosts and time.monotonic() < deadline:
@@ -201,8 +208,8 @@ def reader_fanout(
         for i, count in enumerate(counts):
             # Each process reads from the hosts in turn, so every host serves readers.
             mine = tuple(str(segments[(i + j) % len(segments)]) for j in range(len(segments)))
-            specs.append(ReaderSpec("attached" if mode == "agent" else "direct",
-                                    server.address, mine, count))  # fmt: skip
+            kind = "direct" if mode == "direct" else "attached"
+            specs.append(ReaderSpec(kind, server.address, mine, count, mode != "agent-silent"))
         fleet = _ReaderFleet(ctx, specs)
         all_applied: list[float] = []
         deliveries: list[float] = []
@@ -225,14 +232,14 @@ def reader_fanout(
                     continue
                 all_applied.append((max(times) - acked) / NS_PER_MS)
                 deliveries.extend((t - acked) / NS_PER_MS for t in times)
-                time.sleep(random.uniform(0.05, 0.2))
+                time.sleep(random.uniform(*GAP_S))
         finally:
             fleet.stop()
     deliveries.sort()
     return AgentFanoutResult(
         mode=mode,
         readers=readers_total,
-        hosts=hosts if mode == "agent" else readers_total,
+        hosts=readers_total if mode == "direct" else hosts,
         processes=processes,
         ready=ready,
         updates=updates,
@@ -241,7 +248,7 @@ def reader_fanout(
         server_streams=streams,
         server_rss_per_reader_kib=(rss_held - rss_before) / max(1, ready),
         server_rss_streams_per_reader_kib=(
-            (rss_streams - rss_before) / max(1, ready) if mode == "agent" else math.nan
+            (rss_streams - rss_before) / max(1, ready) if mode != "direct" else math.nan
         ),
         timeouts=timeouts,
     )
@@ -279,6 +286,7 @@ def scenario(
     results.cost = worker_cost(server.address, plan.hot_client_calls)
     for mode, procs, count in (
         ("agent", plan.agent_reader_processes, plan.agent_readers),
+        ("agent-silent", plan.agent_reader_processes, plan.agent_readers),
         ("direct", plan.direct_processes, plan.direct_readers),
     ):
         _say(f"f: fan-out to {count} readers, {mode}")
@@ -303,6 +311,7 @@ def scenario(
             processes=plan.fanout_processes,
             updates=plan.agent_updates,
             channel_base=6_000_000,
+            gap_s=GAP_S,
         )
     _say(f"f: the server holding {plan.agent_capacity} agents")
     results.capacity = scenarios.capacity(

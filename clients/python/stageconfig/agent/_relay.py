@@ -2,13 +2,15 @@
 process out — so the fleet view (GetFleetStatus, ListWatchers) lists every worker
 process with its own client_id, host, pid, applied revision, NACKs and task outcomes.
 
-One daemon thread. Each datagram (``stageconfig._attached_reports``) becomes a report
-with the next ``sequence`` of that client_id (seeded from the clock, as a direct
-client's). Reports are sent concurrently (futures on the agent's channel). One the
-server did not answer is retried as it is (same sequence) at the next turn; one it
-refuses for good is dropped. While a process lives (``kill(pid, 0)``) and sends
-nothing, its last report is repeated every interval without outcomes — the keepalive
-a direct client's report thread would send; a process that is gone is forgotten.
+One daemon thread. Reports are held ``_HOLD_SECONDS`` before they are forwarded (the
+burst after a publish goes out after the fan-out, spread). Each datagram
+(``stageconfig._attached_reports``) becomes a report with the next ``sequence`` of that
+client_id (seeded from the clock, as a direct client's). Reports are sent concurrently
+(futures on the agent's channel). One the server did not answer is retried as it is
+(same sequence) at the next turn; one it refuses for good is dropped. While a process
+lives (``kill(pid, 0)``) and sends nothing, its last report is repeated every interval
+without outcomes — the keepalive a direct client's report thread would send; a process
+that is gone is forgotten.
 
 The socket is the agent's (mode 0600, next to the segment); only the agent's user can
 send to it.
@@ -21,6 +23,8 @@ import json
 import logging
 import math
 import os
+import random
+import select
 import socket
 import threading
 import time
@@ -43,6 +47,12 @@ _TURN_SECONDS = 0.2
 _CALL_SECONDS = 5.0
 _MAX_QUEUED = 16
 """Reports of one process waiting for the server; older ones are dropped beyond it."""
+_HOLD_SECONDS = (0.3, 1.0)
+"""How long a burst of datagrams waits in the socket (uniformly random per agent) before
+it is read and forwarded. After a publish every worker process reports at once; held,
+the burst is parsed and reaches the server after the fan-out instead of competing with
+it for the host's and the server's CPU (a direct client coalesces its reports for the
+same reason), and the agents of a fleet do not all report in the same instant."""
 _RETRIED = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED"})
 
 
@@ -109,7 +119,6 @@ class Relay:
         os.chmod(path, 0o600)
         with contextlib.suppress(OSError):  # room for a burst of 1,000 workers' reports
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        sock.settimeout(_TURN_SECONDS)
         self._socket = sock
         self.forwarded = 0
         """Reports the server acknowledged."""
@@ -120,11 +129,25 @@ class Relay:
         return len(self._processes)
 
     def run(self, stop: threading.Event) -> None:
-        """The relay thread: take datagrams, forward, keep alive, until ``stop``."""
+        """The relay thread: take datagrams, forward, keep alive, until ``stop``.
+
+        The first datagram of a burst starts the hold; the socket is drained only when it
+        ends (the kernel queues the rest), so not even the parsing competes with a
+        fan-out in progress."""
+        drain_at: float | None = None
         while not stop.is_set():
-            self._receive()
+            if drain_at is None:
+                readable, _, _ = select.select([self._socket], [], [], _TURN_SECONDS)
+                if readable:
+                    drain_at = time.monotonic() + random.uniform(*_HOLD_SECONDS)
+            else:
+                stop.wait(min(_TURN_SECONDS, max(0.0, drain_at - time.monotonic())))
+                if time.monotonic() >= drain_at:
+                    self._receive()
+                    drain_at = None
             self._keep_alive()
             self._send_queued()
+        self._receive()
         self._send_queued()
 
     def close(self) -> None:
@@ -134,18 +157,13 @@ class Relay:
             self.path.unlink()
 
     def _receive(self) -> None:
-        try:
-            data = self._socket.recv(MAX_DATAGRAM)
-        except TimeoutError:
-            return
-        except OSError:
-            return
+        """Take every datagram waiting in the socket."""
         while True:
-            self._take(data)
             try:
                 data = self._socket.recv(MAX_DATAGRAM, socket.MSG_DONTWAIT)
-            except (BlockingIOError, OSError):
+            except OSError:  # BlockingIOError: drained
                 return
+            self._take(data)
 
     def _take(self, data: bytes) -> None:
         try:
