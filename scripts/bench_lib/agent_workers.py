@@ -148,14 +148,16 @@ def readers(conn: Connection, spec: ReaderSpec) -> None:
     stage = StageType.VOICE
     seen = [_revision(c, stage) for c in clients]
     pending: dict[int, array[int]] = {}
+    clock = time.monotonic_ns
     while not conn.poll(0):
-        now = time.monotonic_ns()
         for i, client in enumerate(clients):
             revision = _revision(client, stage)
             if revision != seen[i]:
+                # Stamped after this reader's own get() returned it: the work of the readers
+                # before it in the sweep counts against it.
                 seen[i] = revision
                 times = pending.setdefault(revision, array("q"))
-                times.append(now)
+                times.append(clock())
                 if len(times) == len(clients):
                     conn.send(("applied", revision, pending.pop(revision).tobytes()))
         time.sleep(SWEEP_SECONDS)
