@@ -117,7 +117,7 @@ QUICK = Plan(
     agent_reader_processes=10,
     direct_readers=100,
     direct_processes=4,
-    agent_updates=8,
+    agent_updates=5,
 )
 HEARTBEAT_SECONDS = 10.0
 
