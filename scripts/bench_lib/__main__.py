@@ -117,7 +117,7 @@ QUICK = Plan(
     agent_reader_processes=10,
     direct_readers=100,
     direct_processes=4,
-    agent_updates=5,
+    agent_updates=6,  # not 5: the first write would repeat the last warm-up (no new revision)
 )
 HEARTBEAT_SECONDS = 10.0
 

@@ -282,6 +282,9 @@ def scenario(
     from bench_lib import scenarios
 
     results = AgentResults()
+    # A fresh server process: RSS left by earlier scenarios is not a reader's.
+    server.stop()
+    server.start()
     _say("f: worker-side cost, attached vs direct")
     results.cost = worker_cost(server.address, plan.hot_client_calls)
     for mode, procs, count in (
