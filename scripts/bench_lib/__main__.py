@@ -3,9 +3,10 @@
     scripts/bench [--quick] [--only a,b,c,d,e] [--update-readme] [--output FILE]
                   [--profile DIR]
 
-a hot read · b unary · c fan-out · d capacity · e reconnect storm. ``--quick`` is a
-short run for development (smaller counts, shorter windows); the full run takes about
-seven minutes on a 2-core machine. ``--profile DIR`` records the stageconfig server
+a hot read · b unary · c fan-out · d capacity · e reconnect storm · f one stream per
+host (stageconfig-agent: worker cost, fan-out to 1,000 readers, the server's share).
+``--quick`` is a short run for development (smaller counts, shorter windows); the full
+run takes about ten minutes on a 2-core machine. ``--profile DIR`` records the stageconfig server
 with py-spy during each scenario (collapsed stacks, one file per scenario).
 """
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_lib import machine, processes, report, scenarios
+from bench_lib import agents, machine, processes, report, report_agent, scenarios
 from bench_lib.processes import ChildServer
 from bench_lib.wire import pb
 
@@ -60,6 +61,17 @@ class Plan:
     """Also hold as many watchers on the bare floor and on etcd (RSS per watcher)."""
     storm_watchers: int
     storm_processes: int
+    agent_readers: int = 1_000
+    """Scenario f: worker readers (attached, and as many direct ConfigClients)."""
+    agent_hosts: int = 10
+    agent_reader_processes: int = 20
+    direct_readers: int = 250
+    """Direct ConfigClients in f's comparison row: each has three threads and grpc's, so
+    1,000 of them starve a 2-core machine (load average ~300, streams going silent)."""
+    direct_processes: int = 10
+    agent_updates: int = 20
+    agent_capacity: int = 2_000
+    """Agents the server holds in f (one stream each)."""
 
 
 FULL = Plan(
@@ -101,6 +113,11 @@ QUICK = Plan(
     capacity_peers=True,
     storm_watchers=200,
     storm_processes=2,
+    agent_hosts=5,
+    agent_reader_processes=10,
+    direct_readers=100,
+    direct_processes=4,
+    agent_updates=6,  # not 5: the first write would repeat the last warm-up (no new revision)
 )
 HEARTBEAT_SECONDS = 10.0
 
@@ -198,7 +215,7 @@ class Bench:
                     path = scenarios.write_response_file(workdir / "response.bin", response)
                     bare = processes.bare_server(workdir=workdir, response_path=path)
                     servers.append(bare.start())
-                if self.only & {"b", "c", "d"}:
+                if self.only & {"b", "c", "d", "f"}:
                     _say("starting etcd")
                     etcd = processes.etcd_server(
                         workdir=workdir,
@@ -346,6 +363,13 @@ class Bench:
                 self._scenario("a", "a. hot read", hot)
                 self._scenario("b", "b. unary GetActiveConfig vs floor vs etcd", unary)
                 self._scenario("c", "c. fan-out", fanout)
+
+                def agent() -> None:
+                    self.results.agent = agents.scenario(
+                        plan, server=sc, write=admin.cycle, etcd=etcd, etcd_writer=etcd_writer
+                    )
+
+                self._scenario("f", "f. one stream per host", agent)
                 for server in (bare, etcd):  # idle from here on: out of the way
                     if server is not None:
                         server.stop()
@@ -381,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``scripts/bench``."""
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run for development")
-    parser.add_argument("--only", default="a,b,c,d,e", help="scenarios to run (default all)")
+    parser.add_argument("--only", default="a,b,c,d,e,f", help="scenarios to run (default all)")
     parser.add_argument(
         "--update-readme",
         "--update-docs",
@@ -392,20 +416,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the server here")
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    if unknown := only - set("abcde"):
+    if unknown := only - set("abcdef"):
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     command = "scripts/bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     plan = QUICK if args.quick else FULL
     started = time.monotonic()
     results = Bench(plan, only, args.profile, command.strip()).run()
     text = report.render(results)
+    if results.agent is not None:
+        text += "\n" + "\n".join(report_agent.render(results.agent))
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     args.output.with_suffix(".json").write_text(json.dumps(_jsonable(results), indent=2))
     _say(f"report written to {args.output} ({time.monotonic() - started:.0f} s in all)")
     if args.update_readme:
-        report.update_page(BENCHMARKS_PAGE, text)
+        if only & set("abcde"):
+            report.update_page(BENCHMARKS_PAGE, report.render(results))
+        if results.agent is not None:
+            report_agent.update_page(
+                BENCHMARKS_PAGE, report_agent.render(results.agent), command.strip()
+            )
         _say(f"{BENCHMARKS_PAGE.relative_to(REPO)} results block updated")
     return 1 if results.errors else 0
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench_lib.agents import AgentResults
 from bench_lib.machine import Machine
 from bench_lib.scenarios import (
     CapacityResult,
@@ -49,6 +50,7 @@ class Results:
     fanout: list[FanoutResult] = field(default_factory=list)
     capacity: list[CapacityResult] = field(default_factory=list)
     storms: list[StormResult] = field(default_factory=list)
+    agent: AgentResults | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -337,7 +339,8 @@ interleaved A/B runs of the same scenario on the 2-core machine):
   server CPU per delivery, on the same two cores the watcher processes need, so its p99
   stays above etcd's; stageconfig is within a few tens of µs per delivery of that floor.
   Beating etcd needs fewer connections (a per-host agent multiplexing workers on one
-  channel) or a fan-out tier outside Python, not more tuning of this loop.
+  channel — scenario f, `stageconfig-agent`) or a fan-out tier outside Python, not more
+  tuning of this loop.
 - Memory per watcher: the bare grpc.aio floor holds about 41 KB per connection + stream
   (grpc core's transport and call arena, grpc.aio's per-call objects; channelz, HPACK and
   read-chunk options, `MALLOC_ARENA_MAX` and jemalloc changed nothing); stageconfig adds

@@ -511,6 +511,7 @@ def fanout(
     processes: int,
     updates: int,
     channel_base: int,
+    gap_s: tuple[float, float] = (0.05, 0.2),
 ) -> FanoutResult:
     """``updates`` writes, each awaited until every one of ``watchers_total`` applied it."""
     ctx = _spawn()
@@ -549,7 +550,7 @@ def fanout(
             all_applied.append((max(times) - acked) / NS_PER_MS)
             deliveries.extend((t - acked) / NS_PER_MS for t in times)
             # Irregular gaps, so writes never line up with heartbeats or timers.
-            time.sleep(random.uniform(0.05, 0.2))
+            time.sleep(random.uniform(*gap_s))
         cpu_after, clients_after = server.cpu_seconds(), fleet.cpu_seconds()
     finally:
         results = fleet.stop()

@@ -9,6 +9,7 @@ import stageconfig.providers
 EXPECTED = [
     "AdminClient",
     "AllRoutesFailed",
+    "AttachedClient",
     "BreakerState",
     "CacheFileError",
     "ChangeReason",
@@ -43,6 +44,7 @@ EXPECTED = [
     "TlsConfig",
     "UnauthenticatedError",
     "UnavailableError",
+    "attach",
 ]
 
 

@@ -99,11 +99,12 @@ def test_the_client_installs_alone(client_venv: Path) -> None:
     version, path = version_and_path.split()
     assert version == __version__
     assert path.startswith(str(client_venv)), "imported from the clone, not the install"
-    ctl = subprocess.run(
-        [str(client_venv / "bin" / "stageconfigctl"), "--help"],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    assert ctl.returncode == 0, ctl.stderr
+    for tool in ("stageconfigctl", "stageconfig-agent"):
+        run = subprocess.run(
+            [str(client_venv / "bin" / tool), "--help"],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
 
 
 def test_installed_client_reads_a_server(

@@ -86,9 +86,7 @@ def service_handler(
     for method in pb.DESCRIPTOR.services_by_name["StageConfigService"].methods:
         request_cls: Any = db.GetSymbol(method.input_type.full_name)
         response_cls: Any = db.GetSymbol(method.output_type.full_name)
-        behaviour = getattr(servicer, method.name, None)
-        if behaviour is None:  # a contract RPC this build does not serve yet: UNIMPLEMENTED
-            continue
+        behaviour = getattr(servicer, method.name)
         if method.server_streaming and stream_limits is not None:
             behaviour = stream_limits.limit(behaviour, method.name)
         behaviour = reject_undecodable(behaviour, log_refusals, method.name)

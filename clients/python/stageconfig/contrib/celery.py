@@ -38,6 +38,16 @@ runs the task — a prefork child too). A task that read no config is not attrib
 any stage. Pass ``record_tasks=False`` to record outcomes yourself
 (``current_client().record_outcome``).
 
+**One stream per host** (``per_host=True``): instead of a ConfigClient per process,
+the worker's parent starts the host's ``stageconfig-agent`` (a separate process, spawned
+— not forked — from the ``stageconfig-agent`` command) or attaches to the one already
+running for the same user and targets (another worker instance's), and keeps one alive
+(a watchdog thread in the parent restarts it when it dies). Every process attaches to
+it after the fork (``stageconfig.attach``: shared memory, no grpc, no thread); neither
+the parent nor the children import grpc. ``cache_path``, ``token``, ``tls`` and
+``timing`` go to the agent. See docs/celery.md for when to choose it (it is not the
+default).
+
 The Celery package is required (``pip install stageconfig[celery]``).
 """
 
@@ -49,15 +59,19 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
 
-from stageconfig._client import ConfigClient
 from stageconfig._options import TimingOptions
 from stageconfig._types import StageConfig, StageType
 from stageconfig.errors import NotReadyError, StageConfigError
 from stageconfig.tls import TlsConfig
+
+if TYPE_CHECKING:
+    from stageconfig._attached import AttachedClient
+    from stageconfig._client import ConfigClient
+    from stageconfig.agent.launcher import AgentSupervisor
 
 log = logging.getLogger("stageconfig.celery")
 
@@ -71,6 +85,7 @@ class _Setup:
     target: str | Sequence[str]
     ready_timeout: float
     options: dict[str, Any] = field(default_factory=dict)
+    per_host: bool = False
 
 
 @dataclass
@@ -92,7 +107,8 @@ class _Running(threading.local):
 
 
 _setup: _Setup | None = None
-_client: ConfigClient | None = None
+_client: ConfigClient | AttachedClient | None = None
+_supervisor: AgentSupervisor | None = None
 _lock = threading.Lock()
 _running = _Running()
 
@@ -117,6 +133,7 @@ def setup_stageconfig(
     timing: TimingOptions | None = None,
     ready_timeout: float = DEFAULT_READY_TIMEOUT_SECONDS,
     record_tasks: bool = True,
+    per_host: bool = False,
     **client_options: Any,
 ) -> None:
     """Give every worker process of ``app`` a ConfigClient of ``target`` (one server,
@@ -129,6 +146,11 @@ def setup_stageconfig(
     ``TlsConfig``), ``timing`` (``TimingOptions``: ``report_interval_seconds`` too) and
     ``client_options`` (``cache_key``, ``client_id``, ``channel_options``) go to
     ConfigClient.
+
+    ``per_host=True``: one ``stageconfig-agent`` per host holds the stream and every
+    worker process reads its config from shared memory (module docstring); the
+    options then go to the agent (``client_id`` and ``channel_options`` do not apply:
+    each process reports as ``hostname/pid``).
     """
     global _setup
     options: dict[str, Any] = {
@@ -139,7 +161,9 @@ def setup_stageconfig(
         "timing": timing,
         **client_options,
     }
-    _setup = _Setup(app=app, target=target, ready_timeout=ready_timeout, options=options)
+    _setup = _Setup(
+        app=app, target=target, ready_timeout=ready_timeout, options=options, per_host=per_host
+    )
     # weak=False: the receivers are module functions; dispatch_uid: calling setup twice
     # (a reloaded module) does not connect them twice.
     signals.worker_process_init.connect(
@@ -165,8 +189,9 @@ def setup_stageconfig(
             signal.disconnect(receiver, dispatch_uid=uid)
 
 
-def current_client() -> ConfigClient:
-    """This process's ConfigClient, started (created now if no signal did it yet)."""
+def current_client() -> ConfigClient | AttachedClient:
+    """This process's client, started (created now if no signal did it yet): a
+    ConfigClient, or with ``per_host`` an AttachedClient of the host's agent."""
     global _client
     client = _client
     if client is not None:
@@ -176,10 +201,80 @@ def current_client() -> ConfigClient:
         raise StageConfigError("setup_stageconfig(app, target=…) was not called")
     with _lock:
         if _client is None:
-            _client = ConfigClient(setup.target, **setup.options)
-            _client.start()
+            if setup.per_host:
+                _client = _attach(setup)
+            else:
+                from stageconfig._client import ConfigClient
+
+                _client = ConfigClient(setup.target, **setup.options)
+                _client.start()
             log.info("stageconfig client of %s started in process %d", setup.target, os.getpid())
         return _client
+
+
+def _targets(setup: _Setup) -> list[str]:
+    names = setup.target.split(",") if isinstance(setup.target, str) else setup.target
+    return [t.strip() for t in names if t.strip()]
+
+
+def _attach(setup: _Setup) -> AttachedClient:
+    """Attach to the host's agent (started first when this process supervises none:
+    a script, a test, eager tasks)."""
+    from stageconfig._attached import AttachedClient
+
+    if _supervisor is None and not _forked_from_supervisor():
+        start_agent()
+    timing = setup.options.get("timing") or TimingOptions()
+    return AttachedClient(
+        _targets(setup),
+        stages=setup.options.get("stages"),
+        report_interval_seconds=timing.report_interval_seconds,
+    ).start()
+
+
+_supervisor_pid = 0
+
+
+def _forked_from_supervisor() -> bool:
+    """In a pool child: the parent supervises the agent (this process inherited the
+    object, not its watchdog thread)."""
+    return _supervisor_pid != 0 and _supervisor_pid != os.getpid()
+
+
+def start_agent() -> AgentSupervisor:
+    """Start (or attach to) the host's agent and its watchdog in this process."""
+    global _supervisor, _supervisor_pid
+    from stageconfig.agent.launcher import AgentSupervisor, agent_command, agent_env
+
+    setup = _setup
+    if setup is None:
+        raise StageConfigError("setup_stageconfig(app, target=…) was not called")
+    if _supervisor is not None and not _forked_from_supervisor():
+        return _supervisor
+    o = setup.options
+    targets = _targets(setup)
+    command = agent_command(
+        targets,
+        cache_path=o.get("cache_path"),
+        timing=o.get("timing"),
+        tls=o.get("tls") is not None,
+    )
+    env = agent_env(
+        token=o.get("token"),
+        cache_key=o.get("cache_key") or os.environ.get("STAGECONFIG_CACHE_KEY"),
+        tls=o.get("tls"),
+    )
+    _supervisor = AgentSupervisor(targets, command, env).start()
+    _supervisor_pid = os.getpid()
+    return _supervisor
+
+
+def stop_agent() -> None:
+    """Stop the watchdog and the agent this process started (worker shutdown)."""
+    global _supervisor
+    supervisor, _supervisor = _supervisor, None
+    if supervisor is not None and not _forked_from_supervisor():
+        supervisor.stop()
 
 
 def current_config(stage: StageType | str, timeout: float | None = None) -> StageConfig:
@@ -228,6 +323,8 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     setup = _setup
     if setup is None or getattr(sender, "app", setup.app) is not setup.app:
         return
+    if setup.per_host:
+        start_agent()  # in the parent, before the pool forks: children only attach
     if _forks_children(sender):
         return  # prefork: each child starts its own after the fork
     current_client()
@@ -235,6 +332,7 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
 
 def _on_worker_shutdown(**_: Any) -> None:
     close_client()
+    stop_agent()
 
 
 def _on_task_prerun(task_id: str | None = None, **_: Any) -> None:

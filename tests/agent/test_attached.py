@@ -1,0 +1,180 @@
+"""An attached process against a real agent (subprocess) and a real server: the states
+(CONNECTING, READY, STALE when the agent's heartbeat lapses, READY again after a
+restart, CLOSED), wait_ready's deadline, on_change, the cached snapshot, validators and
+their NACK reaching the fleet view through the agent, task outcomes, and no grpc and no
+thread in the attached process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stageconfig import (
+    AttachedClient,
+    ClientState,
+    ConfigChangeEvent,
+    NotReadyError,
+    StageConfig,
+    StageType,
+    attach,
+)
+from stageconfig_contract.v1 import stage_config_pb2 as pb
+from tests.agent.support import AgentProcess, shm_dir, wait_for
+from tests.client.conftest import ThreadedServer
+
+
+@pytest.fixture
+def directory() -> Iterator[Path]:
+    with shm_dir() as path:
+        yield path
+
+
+@pytest.fixture
+def agent(server: ThreadedServer, directory: Path) -> Iterator[AgentProcess]:
+    running = AgentProcess(server.target, directory).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_states_follow_the_agent(server: ThreadedServer, directory: Path) -> None:
+    server.voice("alena")
+    agent = AgentProcess(server.target, directory)
+    client = AttachedClient(agent.paths.segment, stages=[StageType.VOICE]).start()
+    assert client.state is ClientState.CONNECTING
+    started = time.monotonic()
+    with pytest.raises(NotReadyError, match=r"within 0\.2 s"):
+        client.wait_ready(0.2)
+    assert time.monotonic() - started < 2.0
+    agent.start()
+    try:
+        client.wait_ready(10)
+        assert client.get(StageType.VOICE).model == "alena"
+        agent.kill()
+        # The last snapshot is still served; STALE once the heartbeat lapses (1 s).
+        wait_for(lambda: client.state is ClientState.STALE, 10, "STALE")
+        assert client.get("VOICE").model == "alena"
+        agent.start()
+        client.wait_ready(10)
+        revision = server.voice("filipp")
+        wait_for(lambda: client.get(StageType.VOICE).revision == revision, 5, "the new revision")
+        assert client.applied_revision == revision
+    finally:
+        agent.stop()
+    wait_for(lambda: client.state is ClientState.STALE, 5, "STALE after a clean stop")
+    client.close()
+    assert client.state is ClientState.CLOSED
+
+
+def test_get_answers_from_the_cached_snapshot_until_the_generation_moves(
+    server: ThreadedServer, agent: AgentProcess
+) -> None:
+    server.voice("alena")
+    client = attach(agent.paths.segment)
+    client.wait_ready(10)
+    first = client.get(StageType.VOICE)
+    assert client.get(StageType.VOICE) is first  # no decode while the generation stands
+    assert client.snapshot().configs[StageType.VOICE] is first
+    revision = server.voice("ermil")
+    wait_for(lambda: client.get(StageType.VOICE) is not first, 5, "the new generation")
+    assert client.get(StageType.VOICE).revision == revision
+    assert client.get(StageType.VOICE) is client.get(StageType.VOICE)
+    client.close()
+
+
+def _attached_threads() -> int:
+    return sum(t.name == "stageconfig-attached" for t in threading.enumerate())
+
+
+def test_on_change_runs_on_one_listener_thread(server: ThreadedServer, agent: AgentProcess) -> None:
+    server.voice("alena")
+    client = attach(agent.paths.segment)
+    client.wait_ready(10)
+    assert _attached_threads() == 0  # no listener, no thread
+    events: list[ConfigChangeEvent] = []
+    client.on_change(events.append)
+    client.on_state(lambda _: None)
+    assert _attached_threads() == 1
+    revision = server.voice("zahar")
+    wait_for(lambda: any(e.revision == revision for e in events), 5, "the change event")
+    (event,) = [e for e in events if e.revision == revision]
+    assert event.stages == {StageType.VOICE}
+    new = event.changes[0].new
+    assert new is not None
+    assert new.model == "zahar"
+    client.close()
+    assert _attached_threads() == 0
+
+
+def _fleet_client(server: ThreadedServer, client_id: str) -> pb.FleetClient | None:
+    status = server.stub.GetFleetStatus(pb.GetFleetStatusRequest(), timeout=10)
+    return next((c for c in status.clients if c.client_id == client_id), None)
+
+
+def test_a_refusal_keeps_the_previous_config_and_reaches_the_fleet_view(
+    server: ThreadedServer, agent: AgentProcess
+) -> None:
+    good = server.voice("alena")
+    client = AttachedClient(
+        agent.paths.segment, client_id="worker-a/1", report_interval_seconds=1
+    ).start()
+
+    def refuse(config: StageConfig) -> None:
+        if config.model == "ermil":
+            raise ValueError(f"model {config.model} is banned; key {config.api_key}")
+
+    client.add_validator(refuse)
+    client.wait_ready(10)
+    refused = server.voice("ermil", api_key="AQVN-refused-secret-0002")
+    wait_for(lambda: client.snapshot().revision == refused, 5, "the refused revision read")
+    assert client.get(StageType.VOICE).revision == good  # the previous config stays
+    assert client.applied_revision == refused - 1
+    client.record_outcome(StageType.VOICE, False, "Timeout", 0.2)
+
+    def nack_reported() -> bool:
+        reported = _fleet_client(server, "worker-a/1")
+        if reported is None:
+            return False
+        voice = next(s for s in reported.stages if s.stage_type == pb.STAGE_TYPE_VOICE)
+        return voice.nack_revision == refused
+
+    wait_for(nack_reported, 10, "the NACK in GetFleetStatus")
+    reported = _fleet_client(server, "worker-a/1")
+    assert reported is not None
+    assert reported.applied_revision == refused - 1
+    voice = next(s for s in reported.stages if s.stage_type == pb.STAGE_TYPE_VOICE)
+    assert "AQVN-refused-secret-0002" not in voice.nack_reason  # masked before it left
+    fixed = server.voice("jane")
+    wait_for(lambda: client.get(StageType.VOICE).revision == fixed, 5, "the next good revision")
+    assert client.applied_revision == fixed
+    client.close()  # hands the unsent outcome to the agent
+
+    def outcome_reported() -> bool:
+        reported = _fleet_client(server, "worker-a/1") or pb.FleetClient()
+        return any(o.failed == 1 for s in reported.stages for o in s.outcomes)
+
+    wait_for(outcome_reported, 10, "the task outcome in GetFleetStatus")
+
+
+def test_an_attached_process_imports_no_grpc(server: ThreadedServer, agent: AgentProcess) -> None:
+    server.voice("alena")
+    script = (
+        "import sys, threading\n"
+        "import stageconfig\n"
+        f"c = stageconfig.attach({str(agent.paths.segment)!r})\n"
+        "c.wait_ready(10)\n"
+        "c.record_outcome('VOICE', True)\n"
+        "print(c.get(stageconfig.StageType.VOICE).model, 'grpc' in sys.modules,"
+        " threading.active_count())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["alena", "False", "1"], out.stderr
