@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from stageconfig import (
@@ -20,10 +21,12 @@ from stageconfig import (
     ClientState,
     ConfigChangeEvent,
     NotReadyError,
+    Route,
     StageConfig,
     StageType,
     attach,
 )
+from stageconfig.providers import default_registry, run_with_fallback
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 from tests.agent.support import AgentProcess, shm_dir, wait_for
 from tests.client.conftest import ThreadedServer
@@ -178,3 +181,55 @@ def test_an_attached_process_imports_no_grpc(server: ThreadedServer, agent: Agen
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split() == ["alena", "False", "1"], out.stderr
+
+
+def test_route_health_of_an_attached_process_reaches_the_fleet_view(
+    server: ThreadedServer, agent: AgentProcess
+) -> None:
+    # A VOICE key pool: the primary key is out of credits, the second one works.
+    request = pb.UpdateConfigRequest(
+        stage_type=pb.STAGE_TYPE_VOICE,
+        provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
+        api_key="AQVN-pool-first-0001",
+        model="alena",
+        fallbacks=[
+            pb.RouteUpdate(
+                provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
+                api_key="AQVN-pool-second-0002",
+                model="alena",
+            )
+        ],
+    )
+    server.stub.UpdateConfig(request, timeout=10)
+    client = AttachedClient(
+        agent.paths.segment, client_id="worker-routes/1", report_interval_seconds=1
+    ).start()
+    client.wait_ready(10)
+    config = client.get(StageType.VOICE)
+    assert [r.api_key for r in config.fallbacks] == ["AQVN-pool-second-0002"]  # plaintext
+
+    def synthesize(route: Route) -> str:
+        if route.api_key == "AQVN-pool-first-0001":  # the provider's "no credits" answer
+            answer = httpx.Response(402, request=httpx.Request("POST", "http://tts.invalid"))
+            raise httpx.HTTPStatusError("payment required", request=answer.request, response=answer)
+        return route.api_key[-4:]
+
+    breakers = default_registry()
+    assert run_with_fallback(config, synthesize, breakers=breakers) == "0002"
+    client.record_outcome(StageType.VOICE, True, None, 0.1)
+    client.close()  # hands the report to the agent
+
+    def routes_reported() -> list[pb.RouteReport]:
+        reported = _fleet_client(server, "worker-routes/1") or pb.FleetClient()
+        return [r for s in reported.stages for r in s.routes]
+
+    wait_for(lambda: len(routes_reported()) == 2, 10, "both routes in GetFleetStatus")
+    primary, second = sorted(routes_reported(), key=lambda r: r.route_index)
+    assert (primary.failed, primary.failovers, primary.last_failure_cause) == (
+        1,
+        1,
+        pb.STATUS_CAUSE_QUOTA,
+    )
+    assert (second.route_index, second.succeeded) == (1, 1)
+    stage = server.stub.GetFleetStatus(pb.GetFleetStatusRequest(stage_type=pb.STAGE_TYPE_VOICE))
+    assert "AQVN-pool" not in str(stage)

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from stageconfig._breaker import RouteCounts, default_registry
 from stageconfig._outcomes import OutcomeLedger, Outcomes
 from stageconfig._types import StageConfig, StageType
 from stageconfig._validation import Refusal
@@ -44,6 +45,22 @@ def outcome_to_dict(entry: Outcomes) -> dict[str, Any]:
         "retried": entry.retried,
         "causes": dict(entry.failures_by_cause),
         "buckets": list(entry.duration_buckets),
+    }
+
+
+def route_to_dict(counts: RouteCounts) -> dict[str, Any]:
+    """One route's breaker and counts since the previous report, as the datagram carries
+    it (the agent turns it into a RouteReport)."""
+    return {
+        "index": counts.route_index,
+        "provider": counts.provider_kind.value,
+        "fingerprint": counts.api_key_fingerprint,
+        "state": counts.breaker_state.value,
+        "succeeded": counts.succeeded,
+        "failed": counts.failed,
+        "failovers": counts.failovers,
+        "opened": counts.breaker_opened,
+        "cause": counts.last_failure_cause.value,
     }
 
 
@@ -98,6 +115,14 @@ class ReportSender:
             "revisions": {s.value: c.revision for s, c in configs.items() if s in stages},
             "refusals": {s.value: [r.revision, r.reason] for s, r in refusals.items()},
             "outcomes": [outcome_to_dict(e) for e in outcomes],
+            # This process's route breakers (fallback routing), drained like outcomes;
+            # counts of a datagram the agent does not take are not kept (a breaker's
+            # state is sent again with the next one).
+            "routes": {
+                s.value: [route_to_dict(r) for r in default_registry().drain(s, c.routes())]
+                for s, c in configs.items()
+                if s in stages
+            },
             "interval": self.interval,
         }
         data = json.dumps(message, separators=(",", ":")).encode()

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stageconfig._attached_reports import MAX_DATAGRAM
-from stageconfig._types import StageType
+from stageconfig._types import BreakerState, ProviderKind, StageType, StatusCause
 from stageconfig_contract import __version__
 from stageconfig_contract.v1 import stage_config_pb2 as pb
 
@@ -84,6 +84,7 @@ def _stage_reports(message: dict[str, Any], with_outcomes: bool) -> list[pb.Stag
                 duration_buckets=[int(b) for b in entry["buckets"]],
             )
         )
+    routes = message.get("routes", {})
     reports = []
     for name in message.get("stages", []):
         stage = StageType(name)
@@ -91,6 +92,8 @@ def _stage_reports(message: dict[str, Any], with_outcomes: bool) -> list[pb.Stag
             stage_type=stage.number,  # type: ignore[arg-type]
             revision=int(revisions.get(name, 0)),
             outcomes=outcomes.get(name, []),
+            # A keepalive repeats the routes' states with no new counts.
+            routes=[_route_report(r, with_counts=with_outcomes) for r in routes.get(name, [])],
         )
         refusal = refusals.get(name)
         if refusal:
@@ -98,6 +101,31 @@ def _stage_reports(message: dict[str, Any], with_outcomes: bool) -> list[pb.Stag
             report.nack_reason = str(refusal[1])
         reports.append(report)
     return reports
+
+
+def _route_report(route: dict[str, Any], *, with_counts: bool) -> pb.RouteReport:
+    def count(name: str) -> int:
+        return int(route.get(name, 0)) if with_counts else 0
+
+    return pb.RouteReport(
+        route_index=int(route.get("index", 0)),
+        provider_kind=_number(ProviderKind, route.get("provider")),  # type: ignore[arg-type]
+        api_key_fingerprint=str(route.get("fingerprint", "")),
+        breaker_state=_number(BreakerState, route.get("state")),  # type: ignore[arg-type]
+        succeeded=count("succeeded"),
+        failed=count("failed"),
+        failovers=count("failovers"),
+        breaker_opened=count("opened"),
+        last_failure_cause=_number(StatusCause, route.get("cause")),  # type: ignore[arg-type]
+    )
+
+
+def _number(kind: Any, name: object) -> int:
+    """The proto number of an enum member by name (0, UNSPECIFIED, when unknown)."""
+    try:
+        return int(kind(name).number)
+    except ValueError:
+        return 0
 
 
 class Relay:
