@@ -218,9 +218,11 @@ def rollout_sides(
     connected: Iterable[str] = (),
 ) -> tuple[Side, Side]:
     """A rollout's canary and stable sides: the tasks each ran with its revision
-    (``buckets``: the stage's, since the rollout started), and the clients on each side
-    by cohort membership (live reporting clients of the stage, and ``connected``
-    watchers of it)."""
+    (``buckets``: the stage's, since the rollout started), and the clients on each side.
+    A connected watcher is placed by cohort membership (it receives the candidate as
+    soon as the rollout starts); a client that reports without a stream of its own — a
+    worker process behind a host agent, whose side is the agent's — is placed by the
+    revision it reports holding."""
     cohort = record.cohort
     tasks = {record.candidate_revision: [0, 0], record.stable_revision: [0, 0]}
     for bucket in buckets:
@@ -228,13 +230,24 @@ def rollout_sides(
         if bucket.stage_type is record.stage_type and counts is not None:
             counts[0] += bucket.outcomes.succeeded
             counts[1] += bucket.outcomes.failed
-    reporting = {
-        c.client_id
+    held = {
+        c.client_id: stage.revision
         for c in clients
-        if not c.silent(now) and any(s.stage_type is record.stage_type for s in c.stages)
+        if not c.silent(now)
+        for stage in c.stages
+        if stage.stage_type is record.stage_type
     }
-    members = reporting | set(connected)
-    canary_clients = sum(1 for client_id in members if cohort.contains(client_id))
+    watching = set(connected)
+    members = watching | held.keys()
+    canary_clients = sum(
+        1
+        for client_id in members
+        if (
+            cohort.contains(client_id)
+            if client_id in watching
+            else held[client_id] == record.candidate_revision
+        )
+    )
     canary, stable = tasks[record.candidate_revision], tasks[record.stable_revision]
     return (
         Side(record.candidate_revision, canary_clients, canary[0], canary[1]),

@@ -6,6 +6,7 @@ thread in the attached process."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -233,3 +234,36 @@ def test_route_health_of_an_attached_process_reaches_the_fleet_view(
     assert (second.route_index, second.succeeded) == (1, 1)
     stage = server.stub.GetFleetStatus(pb.GetFleetStatusRequest(stage_type=pb.STAGE_TYPE_VOICE))
     assert "AQVN-pool" not in str(stage)
+
+
+def test_a_host_in_a_rollout_cohort_gives_the_candidate_to_its_processes(
+    server: ThreadedServer, agent: AgentProcess
+) -> None:
+    stable = server.voice("alena")
+    client = AttachedClient(
+        agent.paths.segment, client_id="worker-canary/1", report_interval_seconds=1
+    ).start()
+    client.wait_ready(10)
+    wait_for(lambda: len(server.watchers().watchers) == 1, 10, "the agent's stream")
+    (agent_stream,) = server.watchers().watchers
+    # The cohort is chosen by the agent's id: every process on the host is on its side.
+    assert agent_stream.client_id.endswith(f"/stageconfig-agent/{os.getuid()}")
+    request = pb.UpdateConfigRequest(
+        stage_type=pb.STAGE_TYPE_VOICE,
+        provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
+        model="jane",
+        rollout=pb.RolloutSpec(client_ids=[agent_stream.client_id]),
+    )
+    candidate = server.stub.UpdateConfig(request, timeout=10).rollout.candidate_revision
+    assert candidate > stable
+    wait_for(lambda: client.get(StageType.VOICE).model == "jane", 5, "the candidate")
+    client.record_outcome(StageType.VOICE, True, None, 0.1)
+
+    def sides() -> tuple[int, int]:
+        stages = server.stub.ListConfigs(pb.ListConfigsRequest(), timeout=10).stages
+        (voice,) = [s for s in stages if s.stage_type == pb.STAGE_TYPE_VOICE]
+        return voice.rollout.canary.clients, voice.rollout.stable.clients
+
+    # The agent's stream and the process reporting through it, both on the canary side.
+    wait_for(lambda: sides() == (2, 0), 10, "the canary side counting the process")
+    client.close()

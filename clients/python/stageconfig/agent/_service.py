@@ -164,7 +164,10 @@ class Agent:
             token=o.token,
             cache_path=o.cache_path,
             cache_key=o.cache_key,
-            client_id=o.client_id or f"{socket.gethostname()}/stageconfig-agent/{pid}",
+            # Stable across agent restarts (not the pid): a rollout's cohort is chosen by
+            # this id, so a restarted agent must land on the same side. One agent per
+            # user and targets on a host, hence the uid.
+            client_id=o.client_id or f"{socket.gethostname()}/stageconfig-agent/{os.getuid()}",
             tls=o.tls,
             timing=o.timing,
         )
