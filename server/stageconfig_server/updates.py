@@ -2,8 +2,8 @@
 
 Every change goes the same way: validation (nothing read or written on bad input) →
 the key (the one given, the stage's own, or the provider's newest) → the provider's
-verdict → the model choice (``model_choice.settle``) → one commit through the view. ``validate_only`` stops
-before the commit and writes nothing.
+verdict → the model choice (``model_choice.settle``) → one commit through the view.
+``validate_only`` stops before the commit and writes nothing.
 
 What the verdict decides (``verification.Verdict``):
 
