@@ -142,7 +142,8 @@ async def test_the_cohort_gets_the_candidate_routes_admins_see_them_masked_and_p
 
     started = await start_with_routes(stub)
     candidate = started.config.revision
-    assert started.written and started.rollout.state == pb.ROLLOUT_STATE_RUNNING
+    assert started.written
+    assert started.rollout.state == pb.ROLLOUT_STATE_RUNNING
     # The answer and the rollout's candidate: routes verified, keys masked.
     for shown in (started.config, started.rollout.candidate):
         assert [(r.provider_kind, r.model) for r in shown.fallbacks] == [
