@@ -12,6 +12,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
@@ -118,14 +119,13 @@ def assert_no_plaintext(texts: Sequence[str]) -> None:
     assert leaked == []
 
 
-@pytest.fixture
-async def stub_and_app(
-    db_path: Path, fake_providers: FakeProviders
-) -> AsyncIterator[tuple[Stub, object]]:
-    app = await start_app(db_path, fake_providers)
+@asynccontextmanager
+async def serving(db_path: Path, fake: FakeProviders, secret: str) -> AsyncIterator[Stub]:
+    """A server on ``db_path`` with ``secret`` as its only key secret, and a stub."""
+    app = await start_app(db_path, fake, ADMIN_SECRET_KEY=secret)
     try:
         async with grpc.aio.insecure_channel(app.target) as channel:
-            yield pbg.StageConfigServiceStub(channel), app
+            yield pbg.StageConfigServiceStub(channel)
     finally:
         await app.stop(grace=1)
 
@@ -266,37 +266,22 @@ async def test_a_restart_and_a_key_rotation_mid_rollout_keep_the_candidate_route
     db_path: Path, fake_providers: FakeProviders
 ) -> None:
     old, new = "old-rollout-secret-4a7c2e9b1d", "new-rollout-secret-0b3d5f7a9c"
-    app = await start_app(db_path, fake_providers, ADMIN_SECRET_KEY=old)
-    try:
-        async with grpc.aio.insecure_channel(app.target) as channel:
-            stub = pbg.StageConfigServiceStub(channel)
-            await stable_poem(stub)
-            candidate = (await start_with_routes(stub)).config.revision
-    finally:
-        await app.stop(grace=1)
+    async with serving(db_path, fake_providers, old) as stub:
+        await stable_poem(stub)
+        candidate = (await start_with_routes(stub)).config.revision
     # A restart with the same secret: the view reloads the candidate with its routes.
-    app = await start_app(db_path, fake_providers, ADMIN_SECRET_KEY=old)
-    try:
-        async with grpc.aio.insecure_channel(app.target) as channel:
-            stub = pbg.StageConfigServiceStub(channel)
-            assert route_keys(await active(stub, CANARY)) == [YANDEX_KEY, CANDIDATE_OPENAI_KEY]
-            assert route_keys(await active(stub, OTHER)) == [OPENAI_KEY]
-    finally:
-        await app.stop(grace=1)
+    async with serving(db_path, fake_providers, old) as stub:
+        assert route_keys(await active(stub, CANARY)) == [YANDEX_KEY, CANDIDATE_OPENAI_KEY]
+        assert route_keys(await active(stub, OTHER)) == [OPENAI_KEY]
     env = server_env(db_path, fake_providers, ADMIN_SECRET_KEY=new, ADMIN_SECRET_KEY_PREVIOUS=old)
     assert await rotate_keys(settings_for(env)) > 0
     # Only the new secret from now on: every key of the rollout still opens, and a
     # promote stores the candidate's routes for everyone.
-    app = await start_app(db_path, fake_providers, ADMIN_SECRET_KEY=new)
-    try:
-        async with grpc.aio.insecure_channel(app.target) as channel:
-            stub = pbg.StageConfigServiceStub(channel)
-            assert route_keys(await active(stub, CANARY)) == [YANDEX_KEY, CANDIDATE_OPENAI_KEY]
-            assert route_keys(await active(stub, OTHER)) == [OPENAI_KEY]
-            await stub.PromoteRollout(
-                pb.PromoteRolloutRequest(stage_type=POEM, expected_revision=candidate)
-            )
-            assert route_keys(await active(stub, OTHER)) == [YANDEX_KEY, CANDIDATE_OPENAI_KEY]
-    finally:
-        await app.stop(grace=1)
+    async with serving(db_path, fake_providers, new) as stub:
+        assert route_keys(await active(stub, CANARY)) == [YANDEX_KEY, CANDIDATE_OPENAI_KEY]
+        assert route_keys(await active(stub, OTHER)) == [OPENAI_KEY]
+        await stub.PromoteRollout(
+            pb.PromoteRolloutRequest(stage_type=POEM, expected_revision=candidate)
+        )
+        assert route_keys(await active(stub, OTHER)) == [YANDEX_KEY, CANDIDATE_OPENAI_KEY]
     assert_no_plaintext([database_text(db_path)])

@@ -20,9 +20,10 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stageconfig_server.db.models import ApiKeyRow, ProviderConfigRow, ServiceStateRow
-from stageconfig_server.db.records import ConfigWrite, StoredRoute
+from stageconfig_server.db.records import ConfigWrite, StoredConfig, StoredRoute
 from stageconfig_server.db.rollout_models import RolloutRow
 from stageconfig_server.db.route_rows import rotate_routes
+from stageconfig_server.db.rows import stored_from_write
 
 _configs = cast(Table, ProviderConfigRow.__table__)
 _keys = cast(Table, ApiKeyRow.__table__)
@@ -89,6 +90,30 @@ async def route_keys(
     return tuple(resolved)
 
 
+async def stored_with_keys(
+    conn: AsyncConnection,
+    write: ConfigWrite,
+    current: StoredConfig | None,
+    revision: int,
+    now: datetime,
+) -> StoredConfig:
+    """The row ``write`` leaves behind at ``revision``: its primary's and its routes'
+    keys stored (``key_of``, ``route_keys``); routes None keeps ``current``'s (a change
+    of the primary alone, or a rollout's candidate that sets none, keeps them)."""
+    key_id, ciphertext = await key_of(conn, write, now)
+    routes = write.fallbacks
+    if routes is None:
+        routes = current.fallbacks if current else ()
+    return stored_from_write(
+        write,
+        ciphertext=ciphertext,
+        key_id=key_id,
+        revision=revision,
+        now=now,
+        fallbacks=await route_keys(conn, write, routes, now),
+    )
+
+
 async def reencrypt_all(conn: AsyncConnection, rotate: Callable[[str], str]) -> int:
     """Re-encrypt every stored ciphertext with ``rotate`` (inside the caller's write
     transaction); returns how many values were rewritten."""
@@ -147,4 +172,4 @@ async def _rotate_candidates(conn: AsyncConnection, rotate: Callable[[str], str]
     return count
 
 
-__all__ = ["CANARY_NAME", "key_of", "reencrypt_all", "route_keys"]
+__all__ = ["CANARY_NAME", "key_of", "reencrypt_all", "route_keys", "stored_with_keys"]

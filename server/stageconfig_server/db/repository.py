@@ -13,7 +13,7 @@ from sqlalchemy import Table, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stageconfig_server.db.database import FailureListener
-from stageconfig_server.db.keys import CANARY_NAME, key_of, reencrypt_all, route_keys
+from stageconfig_server.db.keys import CANARY_NAME, reencrypt_all, stored_with_keys
 from stageconfig_server.db.models import (
     ApiKeyRow,
     ProviderConfigRow,
@@ -34,7 +34,6 @@ from stageconfig_server.db.rows import (
     key_from_row,
     log_from_row,
     models_stored_at,
-    stored_from_write,
 )
 from stageconfig_server.domain import HistoryEntry, ProviderKind, StageType
 from stageconfig_server.errors import RevisionConflict
@@ -112,18 +111,8 @@ class Repository(RolloutRecords):
                     f"not {expected_revision}: reload and retry",
                     current_revision,
                 )
-            key_id, ciphertext = await key_of(conn, write, now)
-            routes = write.fallbacks
-            if routes is None:  # not a change of routes: keep the stored ones
-                routes = current.fallbacks if current else ()
-            stored = stored_from_write(
-                write,
-                ciphertext=ciphertext,
-                key_id=key_id,
-                revision=revision,
-                now=now,
-                fallbacks=await route_keys(conn, write, routes, now),
-            )
+            # Routes None (not a change of routes) keeps the stored ones.
+            stored = await stored_with_keys(conn, write, current, revision, now)
             values = config_columns(stored)
             if current is None:
                 await conn.execute(

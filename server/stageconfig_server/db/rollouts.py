@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stageconfig_server.db.jobs import JobRuns
-from stageconfig_server.db.keys import key_of, route_keys
+from stageconfig_server.db.keys import stored_with_keys
 from stageconfig_server.db.models import ApiKeyRow, ProviderConfigRow, RevisionLogRow
 from stageconfig_server.db.records import ConfigWrite, LogEntry, StoredConfig
 from stageconfig_server.db.rollout_models import RolloutRow
@@ -37,7 +37,6 @@ from stageconfig_server.db.rows import (
     config_from_columns,
     diff_configs,
     log_state,
-    stored_from_write,
     utc,
 )
 from stageconfig_server.domain import ChangeReason, HistoryEntry, StageType
@@ -119,18 +118,9 @@ class RolloutRecords(JobRuns):
                         f"not {expected_revision}: reload and retry",
                         current.revision,
                     )
-                key_id, ciphertext = await key_of(conn, write, now)
-                # The candidate's routes: the ones it sets, else the stable's (a rollout
-                # of the primary alone keeps them), their new keys added to api_keys.
-                routes = current.fallbacks if write.fallbacks is None else write.fallbacks
-                stored = stored_from_write(
-                    write,
-                    ciphertext=ciphertext,
-                    key_id=key_id,
-                    revision=revision,
-                    now=now,
-                    fallbacks=await route_keys(conn, write, routes, now),
-                )
+                # The candidate's routes: the ones it sets, else the stable's; their new
+                # keys are added to api_keys like any write's.
+                stored = await stored_with_keys(conn, write, current, revision, now)
                 values: dict[str, Any] = {
                     "stage_type": stage.value,
                     "running_stage": stage.value,
