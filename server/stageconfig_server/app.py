@@ -196,7 +196,9 @@ class StageConfigApp:
                 )
             )
             metrics = Metrics(service, broadcaster, fleet=fleet, refusals=refusals)
-            servicer = StageConfigServicer(service, broadcaster, security.caller_of, fleet=fleet)
+            servicer = StageConfigServicer(
+                service, broadcaster, security.caller_of, fleet=fleet, refusals=refusals
+            )
             server, port, health_servicer = create_server(
                 servicer,
                 settings.address,

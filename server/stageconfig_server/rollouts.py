@@ -27,7 +27,7 @@ from stageconfig_server.rollout_types import (
     Side,
 )
 from stageconfig_server.validation import check_comment, check_revision
-from stageconfig_server.view import ConfigChange, ConfigView, stage_config
+from stageconfig_server.view import ConfigChange, ConfigView
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,8 @@ class Rollouts:
     async def view_of(self, record: RolloutRecord) -> RolloutView:
         """The rollout with both sides' figures."""
         canary, stable = await self._sides(record)
-        candidate = stage_config(
-            record.candidate,
-            self._view.plaintext_of(record.candidate),
-            revision=record.candidate_revision,
-            updated_at=record.candidate.updated_at,
-        )
-        return RolloutView(record, candidate, canary, stable)
+        # The candidate's state holds its revision; its routes' keys come with it.
+        return RolloutView(record, self._view.config_of(record.candidate), canary, stable)
 
     async def sides(self, record: RolloutRecord) -> tuple[Side, Side]:
         """The canary and stable sides of ``record`` (for the judge)."""

@@ -100,7 +100,7 @@ class ConfigService:
 
     def config_at(self, entry: LogEntry) -> StageConfig:
         """The decrypted config a log entry recorded (for resuming watchers)."""
-        return self._view.config_at(entry)
+        return self._view.config_of(entry.state)
 
     async def catch_up(self) -> int:
         """Apply every change committed elsewhere (another replica) since the head, in

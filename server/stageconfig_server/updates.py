@@ -2,8 +2,8 @@
 
 Every change goes the same way: validation (nothing read or written on bad input) →
 the key (the one given, the stage's own, or the provider's newest) → the provider's
-verdict → the model choice → one commit through the view. ``validate_only`` stops
-before the commit and writes nothing.
+verdict → the model choice (``model_choice.settle``) → one commit through the view.
+``validate_only`` stops before the commit and writes nothing.
 
 What the verdict decides (``verification.Verdict``):
 
@@ -43,6 +43,7 @@ from stageconfig_server.errors import (
     NotFound,
     RevisionConflict,
 )
+from stageconfig_server.model_choice import settle
 from stageconfig_server.rollout_types import RolloutRecord, RolloutSpec, admit_change
 from stageconfig_server.store import ConfigStore
 from stageconfig_server.validation import (
@@ -53,10 +54,8 @@ from stageconfig_server.validation import (
     check_options,
     check_revision,
 )
-from stageconfig_server.verification import ProviderCheck, Settled, Verdict
+from stageconfig_server.verification import ProviderCheck, Settled
 from stageconfig_server.view import ConfigView
-
-_SUGGESTED_MODELS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +292,15 @@ class ConfigUpdates:
         current = self._view.stored(change.stage)
         _check_expected(change.stage, current, change.expected_revision)
         same = current if current is not None and current.provider_kind == change.provider else None
-        settled = _settle(change, verdict, same, self._clock())
+        settled = settle(
+            verdict,
+            change.provider,
+            change.requested_model,
+            same,
+            self._clock(),
+            allow_unverified=change.allow_unverified,
+            lenient_model=change.lenient_model,
+        )
         final = routing.final_routes(routes, current)
         routing.check_duplicates(
             (change.provider, fingerprint(key.plaintext), settled.model), final
@@ -368,47 +375,6 @@ def _identical(change: _Change, settled: Settled, current: StageConfig) -> bool:
     """Whether storing ``change`` would leave the stage's provider, key, model and
     options exactly as they are."""
     return _same_credentials(change, current) and current.model == settled.model
-
-
-def _settle(change: _Change, verdict: Verdict, same: StageConfig | None, now: datetime) -> Settled:
-    """The model, cache and status a verified change stores. ``same`` is the stage's
-    current config when it already uses this provider (its model and cache carry over).
-    """
-    provider, requested = change.provider.value, change.requested_model
-    if verdict.models is None:
-        # The provider could not be asked: keep what we knew and say so.
-        status = ConfigStatus.UNVERIFIED if change.allow_unverified else verdict.status
-        reason = messages.stored_unverified(verdict, allowed=change.allow_unverified)
-        if requested is not None:
-            model = requested
-        elif same is not None:
-            model = same.model
-        else:
-            raise InvalidArgument("model", messages.model_required(verdict))
-        models = same.models_cache if same else ()
-        cache_at = same.models_cache_updated_at if same else None
-        return Settled(model, models, cache_at, status, verdict.cause, reason)
-    models = verdict.models
-    if requested is None:
-        model = same.model if same is not None and same.model in models else models[0]
-    elif requested in models:
-        model = requested
-    elif change.lenient_model:
-        model = models[0]
-        reason = f"model {requested} is not offered by {provider}; using {model}"
-        return Settled(model, models, now, ConfigStatus.WARNING, StatusCause.MODEL_REPLACED, reason)
-    else:
-        offered = ", ".join(models[:_SUGGESTED_MODELS])
-        more = (
-            f" and {len(models) - _SUGGESTED_MODELS} more"
-            if len(models) > _SUGGESTED_MODELS
-            else ""
-        )
-        raise InvalidArgument(
-            "model",
-            f"{requested} is not offered by {provider} for this key; available: {offered}{more}",
-        )
-    return Settled(model, models, now, verdict.status, verdict.cause, verdict.reason)
 
 
 def _check_expected(stage: StageType, current: StageConfig | None, expected: int | None) -> None:

@@ -250,9 +250,9 @@ class ConfigView:
                         return plain.api_key
         return self._cipher.decrypt_key(ciphertext)
 
-    def config_at(self, entry: LogEntry) -> StageConfig:
-        """The decrypted config a log entry recorded (for resuming watchers)."""
-        return self._hold(entry.state, None).config
+    def config_of(self, state: StoredConfig) -> StageConfig:
+        """The decrypted config of a stored state (a log entry's, a rollout candidate's)."""
+        return self._hold(state, None).config
 
     # -- changes ----------------------------------------------------------------------
 

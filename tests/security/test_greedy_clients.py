@@ -102,6 +102,9 @@ async def test_a_connection_that_never_reads_is_dropped_counted_and_closed(
         await until(lambda: app.broadcaster.watchers_dropped == 100, 20, "100 drops")
         assert app.broadcaster.watchers == []
         assert metric(app, "stageconfig_watchers_dropped_total") == 100
+        # Counted as this server's refusals (the log line's rate limit is this server's
+        # too: drops in another server of the same process do not suppress it).
+        assert metric(app, 'stageconfig_refusals_total{kind="watcher_dropped"}') == 100
         # The connection age ends what the client never reads: every stream gets its
         # status trailers or a reset, then the connection closes.
         await asyncio.wait_for(greedy.closed.wait(), 15)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,11 @@ import pytest
 from stageconfig_server.crypto import KeyCipher
 from stageconfig_server.db.engine import create_engine
 from stageconfig_server.db.migrate import pending_migrations, upgrade_to_head
-from stageconfig_server.db.records import ConfigWrite
+from stageconfig_server.db.records import ConfigWrite, StoredRoute
 from stageconfig_server.db.repository import Repository
 from stageconfig_server.domain import ChangeReason, ConfigStatus, ProviderKind, StageType
 from stageconfig_server.errors import RevisionConflict
+from stageconfig_server.rollout_types import RolloutEnd, RolloutSpec, RolloutState
 from tests.support.postgres import temporary_database
 
 
@@ -154,6 +156,46 @@ async def test_reencrypt_rotates_every_ciphertext(repository: Repository) -> Non
     canary, created = await repository.get_or_create_canary(only_new.make_canary)
     assert not created
     only_new.check_canary(canary)
+
+
+async def test_reencrypt_covers_a_rollout_candidates_keys(repository: Repository) -> None:
+    # A stage whose key predates api_keys (no id): a rollout keeping that key holds its
+    # ciphertext inline in the candidate; the candidate's route key is an api_keys row.
+    await repository.write_config(a_write(key="sk-legacy-key", new_key=False))
+    route = StoredRoute(
+        provider_kind=ProviderKind.YANDEX_GPT,
+        api_key_encrypted=CIPHER.encrypt_key("AQVN-candidate-route"),
+        api_key_id=None,
+        api_key_fingerprint="oute",
+        model="yandexgpt/latest",
+        options={"folder_id": "b1g"},
+        status=ConfigStatus.ACTIVE,
+        status_cause=None,
+        status_reason="",
+        models_cache=("yandexgpt/latest",),
+    )
+    candidate = a_write(key="sk-legacy-key", model="gpt-4o-mini", new_key=False)
+    await repository.start_rollout(
+        replace(candidate, fallbacks=(route,)), None, RolloutSpec(client_ids=("c",))
+    )
+    rotated = KeyCipher("the-next-secret", ["repository-test-secret"])
+    # The row's and the candidate's inline keys, the route's api_keys row.
+    assert await repository.reencrypt(rotated.rotate) == 3
+    only_new = KeyCipher("the-next-secret")
+    (running,) = await repository.running_rollouts()
+    assert only_new.decrypt_key(running.candidate.api_key_encrypted) == "sk-legacy-key"
+    (kept,) = running.candidate.fallbacks
+    assert only_new.decrypt_key(kept.api_key_encrypted) == "AQVN-candidate-route"
+    assert kept.models_cache == ("yandexgpt/latest",)
+    _, entry = await repository.end_rollout(
+        RolloutEnd(StageType.POEM, RolloutState.PROMOTED, actor="tester")
+    )
+    promoted = await repository.get(StageType.POEM)
+    assert promoted is not None
+    assert entry.state.fallbacks[0].api_key_id == kept.api_key_id
+    assert only_new.decrypt_key(promoted.api_key_encrypted) == "sk-legacy-key"
+    assert only_new.decrypt_key(promoted.fallbacks[0].api_key_encrypted) == "AQVN-candidate-route"
+    assert promoted.fallbacks[0].models_cache == ("yandexgpt/latest",)
 
 
 async def test_touch_cache_needs_the_expected_revision(repository: Repository) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from stageconfig._admin_routes import RouteSpec
 from stageconfig._convert import provider_to_pb, stage_from_pb, stage_to_pb, time_from_pb
 from stageconfig._types import ProtoEnum, ProviderKind, StageConfig, StageType
 from stageconfig_contract.v1 import stage_config_pb2 as pb
@@ -243,12 +244,16 @@ class RolloutCalls:
         max_failure_rate_increase: float | None = None,
         expected_revision: int | None = None,
         comment: str = "",
+        fallbacks: Sequence[RouteSpec] | None = None,
+        clear_fallbacks: bool = False,
     ) -> Rollout:
         """Write a candidate config for a cohort only: ``percent`` of the clients (by a
         stable hash of client id and stage) or the ``client_ids`` — exactly one of them.
 
         ``provider`` None keeps the stored provider; ``api_key``, ``model`` and
-        ``options`` work as in ``update_config`` (verified with the provider first).
+        ``options`` work as in ``update_config`` (verified with the provider first), and
+        so do ``fallbacks`` and ``clear_fallbacks``: the candidate's own fallback routes
+        (None keeps the stable config's routes for the candidate).
         ``bake_seconds``, ``min_tasks`` and ``max_failure_rate_increase`` (all three or
         none) let the server promote or abort by itself; without them the rollout waits
         for ``promote_rollout`` or ``abort_rollout``. Raises InvalidArgumentError
@@ -265,6 +270,8 @@ class RolloutCalls:
             options=dict(options or {}),
             comment=comment,
             rollout=spec,
+            fallbacks=[route.to_pb() for route in fallbacks or ()],
+            clear_fallbacks=clear_fallbacks,
         )
         if api_key is not None:
             request.api_key = api_key

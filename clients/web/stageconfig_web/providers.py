@@ -212,6 +212,8 @@ class ProviderPages:
             max_failure_rate_increase=wanted.max_failure_rate_increase,
             expected_revision=submitted.expected_revision,
             comment=submitted.comment,
+            fallbacks=update.fallbacks,  # the routes box: the candidate's own routes
+            clear_fallbacks=update.clear_fallbacks,
         )
 
     async def refresh(self, request: Request) -> Response:

@@ -6,7 +6,6 @@ leaves it as ``StorageUnavailable`` (``db.database``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -14,6 +13,7 @@ from sqlalchemy import Table, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stageconfig_server.db.database import FailureListener
+from stageconfig_server.db.keys import CANARY_NAME, reencrypt_all, stored_with_keys
 from stageconfig_server.db.models import (
     ApiKeyRow,
     ProviderConfigRow,
@@ -21,15 +21,9 @@ from stageconfig_server.db.models import (
     RevisionLogRow,
     ServiceStateRow,
 )
-from stageconfig_server.db.records import (
-    ConfigWrite,
-    LogEntry,
-    StoredConfig,
-    StoredKey,
-    StoredRoute,
-)
+from stageconfig_server.db.records import ConfigWrite, LogEntry, StoredConfig, StoredKey
 from stageconfig_server.db.rollouts import RolloutRecords
-from stageconfig_server.db.route_rows import rotate_routes, route_key_ids
+from stageconfig_server.db.route_rows import route_key_ids
 from stageconfig_server.db.rows import (
     MODELS_AT,
     LogRow,
@@ -40,7 +34,6 @@ from stageconfig_server.db.rows import (
     key_from_row,
     log_from_row,
     models_stored_at,
-    stored_from_write,
 )
 from stageconfig_server.domain import HistoryEntry, ProviderKind, StageType
 from stageconfig_server.errors import RevisionConflict
@@ -51,7 +44,6 @@ _log = cast(Table, RevisionLogRow.__table__)
 _counter = cast(Table, RevisionCounterRow.__table__)
 _state = cast(Table, ServiceStateRow.__table__)
 
-CANARY_NAME = "encryption_canary"
 CHANGE_CHANNEL = "stageconfig_changes"
 """PostgreSQL NOTIFY channel: each committed revision is announced on it (a hint to
 other replicas to read the log; the payload is the revision number)."""
@@ -119,18 +111,8 @@ class Repository(RolloutRecords):
                     f"not {expected_revision}: reload and retry",
                     current_revision,
                 )
-            key_id, ciphertext = await self._key_of(conn, write, now)
-            routes = write.fallbacks
-            if routes is None:  # not a change of routes: keep the stored ones
-                routes = current.fallbacks if current else ()
-            stored = stored_from_write(
-                write,
-                ciphertext=ciphertext,
-                key_id=key_id,
-                revision=revision,
-                now=now,
-                fallbacks=await self._route_keys(conn, write, routes, now),
-            )
+            # Routes None (not a change of routes) keeps the stored ones.
+            stored = await stored_with_keys(conn, write, current, revision, now)
             values = config_columns(stored)
             if current is None:
                 await conn.execute(
@@ -176,63 +158,6 @@ class Repository(RolloutRecords):
             await conn.execute(select(_log.c.state).where(_log.c.revision == current.revision))
         ).scalar()
         return models_stored_at(current.revision, state)
-
-    async def _key_of(
-        self, conn: AsyncConnection, write: ConfigWrite, now: datetime
-    ) -> tuple[int | None, str]:
-        """The key id and ciphertext a write stores: a new ``api_keys`` row for a new key,
-        else the referenced key's ciphertext as stored now."""
-        if write.new_key:
-            key_id = (
-                await conn.execute(
-                    insert(_keys)
-                    .values(
-                        provider_kind=write.provider_kind.value,
-                        stage_type=write.stage_type.value,
-                        api_key_encrypted=write.api_key_encrypted,
-                        fingerprint=write.api_key_fingerprint,
-                        created_at=now,
-                        created_by=write.actor,
-                    )
-                    .returning(_keys.c.id)
-                )
-            ).scalar_one()
-            return int(key_id), write.api_key_encrypted
-        if write.api_key_id is None:
-            return None, write.api_key_encrypted
-        # A reused key: take its ciphertext as stored now, inside this transaction. The
-        # caller read it before a slow provider call; a rotate-keys that ran meanwhile
-        # re-encrypted it, and writing the old ciphertext back would leave a value only
-        # the old secret opens.
-        current = (
-            await conn.execute(
-                select(_keys.c.api_key_encrypted).where(_keys.c.id == write.api_key_id)
-            )
-        ).scalar()
-        return write.api_key_id, current if current is not None else write.api_key_encrypted
-
-    async def _route_keys(
-        self,
-        conn: AsyncConnection,
-        write: ConfigWrite,
-        routes: tuple[StoredRoute, ...],
-        now: datetime,
-    ) -> tuple[StoredRoute, ...]:
-        """The routes a write stores: each new key (no id) added to ``api_keys``, each
-        reused key with its ciphertext as stored now (see ``_key_of``)."""
-        resolved = []
-        for route in routes:
-            route_write = replace(
-                write,
-                provider_kind=route.provider_kind,
-                api_key_encrypted=route.api_key_encrypted,
-                api_key_fingerprint=route.api_key_fingerprint,
-                api_key_id=route.api_key_id,
-                new_key=route.api_key_id is None,
-            )
-            key_id, ciphertext = await self._key_of(conn, route_write, now)
-            resolved.append(replace(route, api_key_id=key_id, api_key_encrypted=ciphertext))
-        return tuple(resolved)
 
     async def touch_models_cache(
         self, stage: StageType, updated_at: datetime, expected_revision: int
@@ -359,41 +284,11 @@ class Repository(RolloutRecords):
             return value, True
 
     async def reencrypt(self, rotate: Callable[[str], str]) -> int:
-        """Re-encrypt every ciphertext (configs, api_keys, canary) with ``rotate`` in one
+        """Re-encrypt every ciphertext (configs and their routes, api_keys, the canary,
+        rollout candidates' inline keys) with ``rotate`` in one
         transaction; returns how many values were rewritten."""
-        count = 0
         async with self._write() as conn:
-            for table, column, pk in (
-                (_configs, _configs.c.api_key_encrypted, _configs.c.stage_type),
-                (_keys, _keys.c.api_key_encrypted, _keys.c.id),
-                (_state, _state.c.value, _state.c.name),
-            ):
-                query = select(pk, column)
-                if table is _state:
-                    query = query.where(_state.c.name == CANARY_NAME)
-                for key, value in (await conn.execute(query)).all():
-                    await conn.execute(
-                        update(table).where(pk == key).values({column.name: rotate(value)})
-                    )
-                    count += 1
-            count += await _rotate_route_keys(conn, rotate)
-        return count
-
-
-async def _rotate_route_keys(conn: AsyncConnection, rotate: Callable[[str], str]) -> int:
-    """Re-encrypt the fallback routes' keys, which live inside the rows' JSON."""
-    count = 0
-    rows = (await conn.execute(select(_configs.c.stage_type, _configs.c.fallbacks))).all()
-    for stage, routes in rows:
-        if not routes:
-            continue
-        await conn.execute(
-            update(_configs)
-            .where(_configs.c.stage_type == stage)
-            .values(fallbacks=rotate_routes(routes, rotate))
-        )
-        count += sum(1 for route in routes if route.get("api_key_encrypted"))
-    return count
+            return await reencrypt_all(conn, rotate)
 
 
 __all__ = ["CANARY_NAME", "CHANGE_CHANNEL", "FailureListener", "Repository"]

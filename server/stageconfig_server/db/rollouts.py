@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import replace
-from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select, update
@@ -27,16 +26,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stageconfig_server.db.jobs import JobRuns
+from stageconfig_server.db.keys import stored_with_keys
 from stageconfig_server.db.models import ApiKeyRow, ProviderConfigRow, RevisionLogRow
 from stageconfig_server.db.records import ConfigWrite, LogEntry, StoredConfig
 from stageconfig_server.db.rollout_models import RolloutRow
+from stageconfig_server.db.route_rows import route_key_ids
 from stageconfig_server.db.rows import (
     LogRow,
     config_columns,
     config_from_columns,
     diff_configs,
     log_state,
-    stored_from_write,
     utc,
 )
 from stageconfig_server.domain import ChangeReason, HistoryEntry, StageType
@@ -61,14 +61,10 @@ _log = cast(Table, RevisionLogRow.__table__)
 
 class RolloutRecords(JobRuns):
     """The rollout half of the repository (``db.repository.Repository`` inherits it and
-    supplies the revision counter, the key rows and the change announcement)."""
+    supplies the revision counter and the change announcement; the key rows are
+    ``db.keys``')."""
 
     async def _next_revision(self, conn: AsyncConnection) -> int:
-        raise NotImplementedError  # Repository's
-
-    async def _key_of(
-        self, conn: AsyncConnection, write: ConfigWrite, now: datetime
-    ) -> tuple[int | None, str]:
         raise NotImplementedError  # Repository's
 
     async def _announce(self, conn: AsyncConnection, revision: int) -> None:
@@ -122,10 +118,9 @@ class RolloutRecords(JobRuns):
                         f"not {expected_revision}: reload and retry",
                         current.revision,
                     )
-                key_id, ciphertext = await self._key_of(conn, write, now)
-                stored = stored_from_write(
-                    write, ciphertext=ciphertext, key_id=key_id, revision=revision, now=now
-                )
+                # The candidate's routes: the ones it sets, else the stable's; their new
+                # keys are added to api_keys like any write's.
+                stored = await stored_with_keys(conn, write, current, revision, now)
                 values: dict[str, Any] = {
                     "stage_type": stage.value,
                     "running_stage": stage.value,
@@ -245,8 +240,12 @@ async def _stored(conn: AsyncConnection, stage: StageType) -> StoredConfig | Non
 
 
 async def _candidates(conn: AsyncConnection, rows: Collection[Any]) -> dict[int, StoredConfig]:
-    """Each row's candidate, with its key's ciphertext as stored now."""
-    key_ids = {r.candidate.get("api_key_id") for r in rows} - {None}
+    """Each row's candidate, with its keys' ciphertexts (primary and routes) as stored
+    now."""
+    key_ids: set[int] = set()
+    for r in rows:
+        key_ids |= {r.candidate.get("api_key_id")} - {None}
+        key_ids |= route_key_ids(r.candidate.get("fallbacks"))
     ciphertexts: dict[int, str] = {}
     if key_ids:
         keys = await conn.execute(
@@ -262,6 +261,7 @@ async def _candidates(conn: AsyncConnection, rows: Collection[Any]) -> dict[int,
                 "api_key_encrypted": ciphertexts.get(r.candidate.get("api_key_id"))
                 or r.candidate.get("api_key_encrypted", ""),
             },
+            ciphertexts,
         )
         for r in rows
     }
@@ -274,8 +274,14 @@ async def _records(conn: AsyncConnection, rows: Collection[Any]) -> list[Rollout
 
 def _candidate_json(stored: StoredConfig) -> dict[str, Any]:
     """The candidate as a revision-log state; a key without an ``api_keys`` row (rows
-    older than that table) keeps its ciphertext here, so a promote can store it."""
+    older than that table) keeps its ciphertext here, so a promote can store it. Its
+    routes' keys are referenced by ``api_keys`` id only (never a ciphertext here, let
+    alone a plaintext), but keep their model lists, which a promote stores."""
     state = log_state(stored)
+    state["fallbacks"] = [
+        {**route, "models_cache": list(full.models_cache)}
+        for route, full in zip(state["fallbacks"], stored.fallbacks, strict=True)
+    ]
     if stored.api_key_id is None:
         state["api_key_encrypted"] = stored.api_key_encrypted
     return state

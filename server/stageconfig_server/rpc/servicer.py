@@ -30,7 +30,6 @@ from stageconfig_server.rpc.status import internal_status, status_for
 from stageconfig_server.service import ConfigService
 
 log = logging.getLogger(__name__)
-_DROPS = RefusalLog(log)
 """Rate-limits the slow-watcher drop line (the drops are counted by the broadcaster)."""
 
 T = TypeVar("T")
@@ -75,8 +74,12 @@ class StageConfigServicer:
         caller_of: CallerResolver = _anonymous,
         *,
         fleet: FleetService | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self._service = service
+        # The server's refusal log (per server, not per process): its counts are the
+        # server's stageconfig_refusals_total, and its rate limit belongs to this server.
+        self._refusals = refusals if refusals is not None else RefusalLog(log)
         self._broadcaster = broadcaster
         self._caller_of = caller_of
         self._fleet = fleet
@@ -360,7 +363,7 @@ class StageConfigServicer:
         # A write did not complete in time: the watcher is already unregistered (no more
         # memory held for it but the one stalled message); tell the client to resume.
         self._broadcaster.record_drop()
-        _DROPS.refused(
+        self._refusals.refused(
             "watcher_dropped",
             logging.WARNING,
             "dropping watcher %r (%s): a write took over %g s; it will resume",

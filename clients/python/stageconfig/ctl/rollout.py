@@ -5,6 +5,8 @@ promote or abort it, and show it — plus the lines ``status`` adds for every ru
     printf '%s\n' "$NEW_KEY" | stageconfigctl rollout start POEM --key-stdin --percent 10
     stageconfigctl rollout start POEM --model gpt-b --client-id worker-1 --client-id worker-2 \\
         --bake-seconds 600 --min-tasks 50 --max-failure-rate-increase 0.05
+    stageconfigctl rollout start POEM --percent 10 --fallback openai:gpt-4o-mini \\
+        --fallback-keys-stdin < keys.txt     # the candidate's own routes, as with ``set``
     stageconfigctl rollout status [POEM]
     stageconfigctl rollout promote POEM [--expected-revision 14]
     stageconfigctl rollout abort POEM
@@ -30,6 +32,7 @@ from stageconfig.admin import (
 )
 from stageconfig.ctl.exits import Exit, UsageError
 from stageconfig.ctl.output import config_line, print_json, short, when
+from stageconfig.ctl.routes import add_fallback_flags, fallback_specs
 
 SHOWN_CLIENT_IDS = 5
 """How many of an explicit cohort's client ids a line names before ``(+N more)``."""
@@ -96,6 +99,7 @@ def add_rollout_commands(
     )
     start.add_argument("--expected-revision", type=int, metavar="N")
     start.add_argument("--comment", default="", help="kept in the history")
+    add_fallback_flags(start)  # the candidate's routes (default: the stable's)
 
     for name, handler, help_ in (
         ("promote", cmd_rollout_promote, "make the candidate the config of every client"),
@@ -165,6 +169,10 @@ def rollout_lines(rollout: Rollout) -> list[str]:
     lines = [
         ("state", f"{rollout.state.value} (started {started})"),
         ("candidate", f"revision {rollout.candidate_revision}: {what}"),
+        *(
+            (f"fallback {index}", f"{r.provider_kind.value} {r.model} key {r.api_key}")
+            for index, r in enumerate(candidate.fallbacks if candidate else (), start=1)
+        ),
         ("stable", f"revision {rollout.stable_revision}"),
         ("cohort", cohort_text(rollout)),
         ("canary side", side_text(rollout.canary)),
@@ -220,6 +228,7 @@ def cmd_rollout_start(
     if 0 < len(missing) < len(policy):
         raise UsageError(f"an automatic policy needs all three of {', '.join(policy)}")
     key = _key_from_stdin(stdin) if args.key_stdin else None
+    fallbacks = fallback_specs(args, stdin)  # keys after the primary's line, as in ``set``
     try:
         rollout = client.start_rollout(
             args.stage,
@@ -234,6 +243,8 @@ def cmd_rollout_start(
             max_failure_rate_increase=args.max_failure_rate_increase,
             expected_revision=args.expected_revision,
             comment=args.comment,
+            fallbacks=fallbacks,
+            clear_fallbacks=args.clear_fallbacks,
         )
     except ValueError as error:  # an unknown provider, half a policy, nothing stored
         raise UsageError(str(error)) from error
