@@ -102,13 +102,13 @@ export class Outcomes {
 /** How a task went, besides ok or not: see `ConfigWatcher.recordOutcome`. */
 export interface OutcomeDetails {
   /** Why it failed (one word, e.g. an error class); default `unknown`. Ignored when ok. */
-  readonly cause?: string;
+  readonly cause?: string | undefined;
   /** How long it took, in seconds (≥ 0). */
-  readonly durationSeconds?: number;
+  readonly durationSeconds?: number | undefined;
   /** It failed and will be retried: counted as retried, not as failed. */
-  readonly retried?: boolean;
+  readonly retried?: boolean | undefined;
   /** The revision the task used; default: the stage's config in use now (0: none). */
-  readonly revision?: number;
+  readonly revision?: number | undefined;
 }
 
 /** The outcomes recorded and not yet drained into a report. */
