@@ -173,7 +173,9 @@ export class StatusReporter {
     this.sending = true;
     let next = this.intervalMs;
     try {
-      await this.rpc.reportStatus(this.pending, { timeoutMs: CALL_TIMEOUT_MS, signal: this.aborts.signal });
+      // A deadline within the interval (1 to 5 s), as the Python client's.
+      const timeoutMs = Math.min(CALL_TIMEOUT_MS, Math.max(1_000, this.intervalMs));
+      await this.rpc.reportStatus(this.pending, { timeoutMs, signal: this.aborts.signal });
       this.sent += 1;
       this.pending = undefined;
       this.pendingOutcomes = [];
