@@ -133,7 +133,7 @@ export class StatusReporter {
   /**
    * Stops reporting: a report in flight is cut short, then one last short attempt (at
    * most a second) delivers what is unsent — a pending report, recorded outcomes. What
-   * that attempt does not deliver is counted as dropped.
+   * that attempt does not deliver (or carry) is counted as dropped.
    */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -152,6 +152,8 @@ export class StatusReporter {
     }
     this.pending = undefined;
     this.pendingOutcomes = [];
+    // What the last report could not carry (a retried one was built before them) is lost.
+    this.ledger.discard(this.ledger.drain(Number.POSITIVE_INFINITY));
   }
 
   private schedule(ms: number): void {
