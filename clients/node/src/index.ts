@@ -24,6 +24,7 @@ export {
   UnavailableError,
   type StatusCode,
 } from "./errors.js";
+export type { OutcomeDetails } from "./outcomes.js";
 export type { ConnectionOptions, TlsOptions } from "./transport.js";
 export {
   PROVIDER_KINDS,

@@ -7,7 +7,8 @@
  * watcher keeps serving what it holds, marks itself stale, waits a jittered exponential
  * backoff and reconnects with `resume_revision`, so the server sends only the changes it
  * missed. The held copy is swapped as a whole, never edited in place, and its revision
- * never goes backwards. Mirrors the Python client's `ConfigClient`.
+ * never goes backwards (the copy, its state and the listeners are `store.ts`; this module
+ * is the stream). Mirrors the Python client's `ConfigClient`.
  *
  * A newer server may send a config this client cannot represent (a provider kind or a
  * stage it does not know): that stage keeps the last config it had (or stays absent),
@@ -41,40 +42,20 @@ import {
   type StatusCode,
 } from "./errors.js";
 import type { StageConfigService, WatchConfigResponse } from "./gen/stageconfig/v1/stage_config_pb.js";
-import { STAGE_TYPES, StageConfig, type ChangeReason, type StageType } from "./types.js";
+import type { OutcomeDetails } from "./outcomes.js";
 import { StatusReporter, appliedRevision, type Refusal } from "./reporter.js";
+import {
+  WatcherStore,
+  type ChangeListener,
+  type ConfigSnapshot,
+  type StateListener,
+  type WatcherState,
+} from "./store.js";
+import { STAGE_TYPES, StageConfig, type StageType } from "./types.js";
 import { UnknownValueWarnings } from "./unknown-values.js";
 import { CLIENT_VERSION } from "./version.js";
 
-/** Where a watcher is: see the state diagram in this module's doc. */
-export type WatcherState = "connecting" | "ready" | "stale" | "fatal" | "closed";
-
-/** Every watched stage at one revision; immutable, replaced as a whole on each change. */
-export interface ConfigSnapshot {
-  /** The revision of the newest change applied (0 before the first snapshot). */
-  readonly revision: number;
-  /** The configured stages; a stage with no config (and no fallback) is absent. */
-  readonly configs: ReadonlyMap<StageType, StageConfig>;
-}
-
-/** What a change listener receives. */
-export interface ConfigChangeEvent {
-  /** `snapshot`: the whole copy was replaced; `change`: one stage moved to a new revision. */
-  readonly kind: "snapshot" | "change";
-  /** The revision the copy is at now. */
-  readonly revision: number;
-  /** The stages whose config differs from before (added, changed or removed). */
-  readonly changed: readonly StageType[];
-  /** Why the revision was written (`change` only). */
-  readonly reason: ChangeReason | undefined;
-  /** The copy after the event. */
-  readonly snapshot: ConfigSnapshot;
-}
-
-/** Called after the copy changed; exceptions are reported as process warnings. */
-export type ChangeListener = (event: ConfigChangeEvent) => void;
-/** Called on every state transition, with the error that caused it, if any. */
-export type StateListener = (state: WatcherState, error: StageConfigError | undefined) => void;
+export type { ChangeListener, ConfigChangeEvent, ConfigSnapshot, StateListener, WatcherState } from "./store.js";
 
 /** Settings of a watcher. */
 export interface WatchOptions {
@@ -93,7 +74,8 @@ export interface WatchOptions {
    * How often the watcher reports to the server (ReportStatus) what it applied and what
    * it refused, even with nothing new (a keepalive: the server calls a client silent
    * after three intervals without one). A report also follows every applied revision
-   * at once. Default 30 000.
+   * at once. Reports carry the task outcomes recorded with
+   * {@link ConfigWatcher.recordOutcome} since the previous report. Default 30 000.
    */
   readonly reportIntervalMs?: number;
 }
@@ -104,8 +86,6 @@ const FATAL_CODES: ReadonlySet<StatusCode> = new Set<StatusCode>([
   "INVALID_ARGUMENT",
   "UNIMPLEMENTED",
 ]);
-
-const EMPTY: ConfigSnapshot = Object.freeze({ revision: 0, configs: new Map() });
 
 /** Resolves after `ms`, or at once when `signal` aborts. */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -124,26 +104,14 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-function changedStages(before: ConfigSnapshot, after: ConfigSnapshot): StageType[] {
-  return STAGE_TYPES.filter((stage) => {
-    const a = before.configs.get(stage);
-    const b = after.configs.get(stage);
-    return a?.revision !== b?.revision; // undefined on one side only counts as a change
-  });
-}
-
 /**
  * The hot copy. Create it with `StageConfigClient.watchConfig()`; it connects at once.
  * Read it with {@link get} (from memory, no I/O); wait for the first config with
- * {@link waitReady}; stop it with {@link close}.
+ * {@link waitReady}; count each task it served with {@link recordOutcome}; stop it
+ * with {@link close}.
  */
 export class ConfigWatcher {
-  private current: ConfigSnapshot = EMPTY;
-  private hasData = false;
-  private currentState: WatcherState = "connecting";
-  private error: StageConfigError | undefined;
-  private readonly changeListeners = new Set<ChangeListener>();
-  private readonly stateListeners = new Set<StateListener>();
+  private readonly store: WatcherStore;
   private readonly closing = new AbortController();
   private readonly loop: Promise<void>;
   private readonly stages: readonly StageType[];
@@ -173,26 +141,27 @@ export class ConfigWatcher {
     const reportIntervalMs = options.reportIntervalMs ?? 30_000;
     if (!(reportIntervalMs > 0)) throw new RangeError("reportIntervalMs must be positive");
     this.reporter = new StatusReporter(rpc, this.clientId, this.stages, reportIntervalMs, () =>
-      this.hasData
-        ? { position: this.current.revision, configs: this.current.configs, refusals: this.refusals }
+      this.store.hasData
+        ? { position: this.store.current.revision, configs: this.store.current.configs, refusals: this.refusals }
         : undefined,
     );
+    this.store = new WatcherStore(() => this.reporter.wake());
     this.loop = this.run();
   }
 
   /** The current state. */
   get state(): WatcherState {
-    return this.currentState;
+    return this.store.state;
   }
 
   /** Why the watcher last left `ready` (or never reached it); undefined while healthy. */
   get lastError(): StageConfigError | undefined {
-    return this.error;
+    return this.store.lastError;
   }
 
   /** The revision of the held copy (0 before the first snapshot): how far the stream went. */
   get revision(): number {
-    return this.current.revision;
+    return this.store.current.revision;
   }
 
   /**
@@ -201,8 +170,9 @@ export class ConfigWatcher {
    * until a newer config of that stage applies.
    */
   get appliedRevision(): number {
-    if (!this.hasData) return 0;
-    return appliedRevision({ position: this.current.revision, configs: this.current.configs, refusals: this.refusals });
+    if (!this.store.hasData) return 0;
+    const { revision, configs } = this.store.current;
+    return appliedRevision({ position: revision, configs, refusals: this.refusals });
   }
 
   /** Reports the server acknowledged (ReportStatus). */
@@ -210,9 +180,17 @@ export class ConfigWatcher {
     return this.reporter.sent;
   }
 
+  /**
+   * Task outcomes recorded here but never reported: beyond the bound (64 stage revisions
+   * waiting) while the server was away, or in a report the server refused.
+   */
+  get outcomesDropped(): number {
+    return this.reporter.ledger.dropped;
+  }
+
   /** The whole held copy, immutable. */
   snapshot(): ConfigSnapshot {
-    return this.current;
+    return this.store.current;
   }
 
   /**
@@ -221,17 +199,33 @@ export class ConfigWatcher {
    * {@link NotReadyError} (or, once the server refused the watch, its refusal).
    */
   get(stage: StageType): StageConfig | undefined {
-    if (this.currentState === "closed") throw new ClientClosedError("the watcher is closed");
-    if (!this.hasData) {
-      if (this.currentState === "fatal" && this.error !== undefined) throw this.error;
-      throw new NotReadyError(
-        `no config received yet (state ${this.currentState}${this.error ? `: ${this.error.message}` : ""})`,
-      );
+    const { state, lastError } = this.store;
+    if (state === "closed") throw new ClientClosedError("the watcher is closed");
+    if (!this.store.hasData) {
+      if (state === "fatal" && lastError !== undefined) throw lastError;
+      throw new NotReadyError(`no config received yet (state ${state}${lastError ? `: ${lastError.message}` : ""})`);
     }
-    if (!this.stages.includes(stage)) {
-      throw new TypeError(`stage ${stage} is not watched (watching ${this.stages.join(", ")})`);
-    }
-    return this.current.configs.get(stage);
+    this.ensureWatched(stage);
+    return this.store.current.configs.get(stage);
+  }
+
+  /**
+   * Counts one task run with `stage`'s config (no I/O): the next report carries it, in
+   * the outcomes of the revision the stage's config in use has now (or `revision`; 0
+   * with none), so `GetFleetStatus` — and a rollout judging its canaries — sees per
+   * revision how tasks went. `ok`: it succeeded; else it failed because of `cause` (one
+   * word, e.g. an error class; 32 distinct causes of ≤ 64 printable characters per
+   * revision, the rest count as `other`); `retried`: it failed and will be retried
+   * (counted apart, not as failed). `durationSeconds` lands in the contract's 14
+   * duration buckets. Throws `TypeError` for a stage not watched, `RangeError` for a
+   * negative duration or revision.
+   */
+  recordOutcome(stage: StageType, ok: boolean, details: OutcomeDetails = {}): void {
+    this.ensureWatched(stage);
+    let revision = details.revision;
+    if (revision === undefined) revision = this.store.current.configs.get(stage)?.revision ?? 0;
+    else if (!Number.isSafeInteger(revision) || revision < 0) throw new RangeError("revision must be an integer >= 0");
+    this.reporter.ledger.record(stage, revision, ok, details);
   }
 
   /**
@@ -240,77 +234,34 @@ export class ConfigWatcher {
    * turns fatal, with {@link ClientClosedError} when it is closed first.
    */
   waitReady(timeoutMs: number): Promise<void> {
-    if (this.hasData) return Promise.resolve();
-    if (this.currentState === "fatal" && this.error !== undefined) return Promise.reject(this.error);
-    if (this.currentState === "closed") return Promise.reject(new ClientClosedError("the watcher is closed"));
-    return new Promise((resolve, reject) => {
-      const finish = (error: StageConfigError | undefined): void => {
-        clearTimeout(timer);
-        this.stateListeners.delete(listener);
-        if (error === undefined) resolve();
-        else reject(error);
-      };
-      const listener: StateListener = (state, error) => {
-        if (this.hasData) finish(undefined);
-        else if (state === "fatal") finish(error ?? new NotReadyError("the server refused the watch"));
-        else if (state === "closed") finish(new ClientClosedError("the watcher was closed"));
-      };
-      const timer = setTimeout(() => {
-        const why = this.error ? `; last error: ${this.error.message}` : "";
-        finish(new NotReadyError(`no config within ${timeoutMs} ms (state ${this.currentState}${why})`));
-      }, timeoutMs);
-      this.stateListeners.add(listener);
-    });
+    return this.store.waitReady(timeoutMs);
   }
 
   /** Calls `listener` after every change of the copy; returns a function that unsubscribes. */
   onChange(listener: ChangeListener): () => void {
-    this.changeListeners.add(listener);
-    return () => this.changeListeners.delete(listener);
+    return this.store.onChange(listener);
   }
 
   /** Calls `listener` on every state transition; returns a function that unsubscribes. */
   onStateChange(listener: StateListener): () => void {
-    this.stateListeners.add(listener);
-    return () => this.stateListeners.delete(listener);
+    return this.store.onStateChange(listener);
   }
 
-  /** Stops the stream and the reconnects; resolves when the background loop is done. */
+  /**
+   * Stops the stream and the reconnects, and delivers the outcomes not reported yet (one
+   * last report, a second at most); resolves when the background work is done.
+   */
   async close(): Promise<void> {
-    this.reporter.close();
     if (!this.closing.signal.aborted) {
       this.closing.abort(new ClientClosedError("the watcher was closed"));
     }
-    await this.loop;
-    this.setState("closed", undefined); // also after fatal, when the loop ended by itself
+    await Promise.all([this.loop, this.reporter.close()]);
+    this.store.setState("closed", undefined); // also after fatal, when the loop ended by itself
   }
 
-  private setState(state: WatcherState, error: StageConfigError | undefined): void {
-    if (state === "ready") this.error = undefined;
-    else if (error !== undefined) this.error = error;
-    if (state === this.currentState) return;
-    this.currentState = state;
-    for (const listener of [...this.stateListeners]) {
-      try {
-        listener(state, error);
-      } catch (e) {
-        process.emitWarning(`stageconfig state listener threw: ${String(e)}`);
-      }
-    }
-  }
-
-  private publish(next: ConfigSnapshot, event: Omit<ConfigChangeEvent, "changed" | "snapshot">): void {
-    const before = this.current;
-    this.current = next;
-    this.hasData = true;
-    if (next.revision !== before.revision) this.reporter.wake();
-    const full: ConfigChangeEvent = Object.freeze({ ...event, changed: changedStages(before, next), snapshot: next });
-    for (const listener of [...this.changeListeners]) {
-      try {
-        listener(full);
-      } catch (e) {
-        process.emitWarning(`stageconfig change listener threw: ${String(e)}`);
-      }
+  private ensureWatched(stage: StageType): void {
+    if (!this.stages.includes(stage)) {
+      throw new TypeError(`stage ${stage} is not watched (watching ${this.stages.join(", ")})`);
     }
   }
 
@@ -322,7 +273,7 @@ export class ConfigWatcher {
         const revision = Number(event.value.revision);
         // A server behind us (a lagging replica, a restored backup) answers a resume with
         // an older snapshot: keep the newer copy; revisions never go backwards.
-        if (this.hasData && revision < this.current.revision) return true;
+        if (this.store.hasData && revision < this.store.current.revision) return true;
         const configs = new Map<StageType, StageConfig>();
         for (const message of event.value.configs) {
           const config = configFromPb(message);
@@ -334,25 +285,24 @@ export class ConfigWatcher {
             configs.set(config.stageType, config);
           }
         }
-        this.publish(Object.freeze({ revision, configs }), { kind: "snapshot", revision, reason: undefined });
+        this.store.publish(Object.freeze({ revision, configs }), { kind: "snapshot", revision, reason: undefined });
         return true;
       }
       case "change": {
         const revision = Number(event.value.revision);
         const config = event.value.config === undefined ? undefined : configFromPb(event.value.config);
-        if (config instanceof UnrepresentableConfig && revision > this.current.revision) {
+        if (config instanceof UnrepresentableConfig && revision > this.store.current.revision) {
           // Nothing the client can show changed, but the revision was applied: resume after it.
           this.keepLast(config);
-          this.current = Object.freeze({ revision, configs: this.current.configs });
-          this.reporter.wake();
+          this.store.advance(revision);
           return false;
         }
-        if (revision <= this.current.revision || !(config instanceof StageConfig)) return false;
+        if (revision <= this.store.current.revision || !(config instanceof StageConfig)) return false;
         if (!this.stages.includes(config.stageType)) return false;
         this.unknownValues.readable(config.stageType);
-        const configs = new Map(this.current.configs);
+        const configs = new Map(this.store.current.configs);
         configs.set(config.stageType, config);
-        this.publish(Object.freeze({ revision, configs }), {
+        this.store.publish(Object.freeze({ revision, configs }), {
           kind: "change",
           revision,
           reason: reasonFromPb(event.value.reason),
@@ -361,7 +311,7 @@ export class ConfigWatcher {
       }
       case "heartbeat":
         // After a resume the missed changes come first, then a heartbeat: we are current.
-        return this.hasData;
+        return this.store.hasData;
       default:
         return false; // a message kind newer than this client
     }
@@ -373,7 +323,7 @@ export class ConfigWatcher {
    */
   private keepLast(config: UnrepresentableConfig): StageConfig | undefined {
     if (config.stage !== undefined && !this.stages.includes(config.stage)) return undefined;
-    const kept = config.stage === undefined ? undefined : this.current.configs.get(config.stage);
+    const kept = config.stage === undefined ? undefined : this.store.current.configs.get(config.stage);
     this.unknownValues.report(config, kept);
     if (config.stage !== undefined && config.revision > (this.refusals.get(config.stage)?.revision ?? 0)) {
       this.refusals.set(config.stage, { revision: config.revision, reason: config.toString() });
@@ -404,14 +354,14 @@ export class ConfigWatcher {
             stageTypes: this.stages.map(stageToPb),
             clientId: this.clientId,
             clientVersion: CLIENT_VERSION,
-            ...(this.hasData && { resumeRevision: BigInt(this.current.revision) }),
+            ...(this.store.hasData && { resumeRevision: BigInt(this.store.current.revision) }),
           },
           { signal: attempt.signal },
         );
         for await (const response of stream) {
           armIdle();
-          if (this.apply(response) && this.currentState !== "ready") {
-            this.setState("ready", undefined);
+          if (this.apply(response) && this.store.state !== "ready") {
+            this.store.setState("ready", undefined);
             this.backoff.reset();
           }
         }
@@ -429,12 +379,12 @@ export class ConfigWatcher {
       }
       if (closed.aborted) break;
       if (failure instanceof RPCError && FATAL_CODES.has(failure.code)) {
-        this.setState("fatal", failure);
+        this.store.setState("fatal", failure);
         return;
       }
-      this.setState(this.hasData ? "stale" : "connecting", failure);
+      this.store.setState(this.store.hasData ? "stale" : "connecting", failure);
       await sleep(this.backoff.next(), closed);
     }
-    this.setState("closed", undefined);
+    this.store.setState("closed", undefined);
   }
 }

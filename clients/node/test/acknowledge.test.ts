@@ -3,7 +3,8 @@
  * server that records the reports (test/support/newer-server.ts), a report follows the
  * first snapshot and every change at once, a keepalive goes out every interval, a
  * config the client cannot represent is NACKed (and holds `appliedRevision` back), a
- * report the server did not answer is retried with the same sequence, and both
+ * report the server did not answer is retried with the same sequence, the task
+ * outcomes of a report refused for good are dropped and counted, and both
  * WatchConfig and ReportStatus carry the package version. Against the real Python
  * server, ListWatchers shows the revision the watcher acknowledged.
  */
@@ -158,6 +159,18 @@ describe("acknowledgements (ReportStatus)", () => {
     for (const revisions of bySequence.values()) assert.equal(new Set(revisions).size, 1);
     const sequences = server.reports.map((r) => r.sequence);
     for (let i = 1; i < sequences.length; i += 1) assert.ok(sequences[i]! >= sequences[i - 1]!);
+  });
+
+  test("outcomes in a report refused for good are dropped and counted; reporting goes on", async () => {
+    const refused = server.reports.length;
+    server.refuseOutcomeReports = 1;
+    for (let i = 0; i < 3; i += 1) watcher.recordOutcome("VOICE", false, { cause: "Boom" });
+    await eventually(() => watcher.outcomesDropped === 3, 2_000, "three outcomes dropped");
+    assert.equal(server.refuseOutcomeReports, 0);
+    const after = server.reports.length;
+    await eventually(() => server.reports.length >= after + 1, 2_000, "a keepalive after the refusal");
+    const carried = server.reports.slice(refused).filter((r) => r.stages.some((s) => s.outcomes.length > 0));
+    assert.equal(carried.length, 1); // the refused one, never sent again
   });
 });
 

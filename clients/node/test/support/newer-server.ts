@@ -7,7 +7,9 @@
  * WatchConfig streams get {@link NewerServer.opening} first, then whatever the test
  * {@link NewerServer.send}s, until {@link NewerServer.endStreams}. GetActiveConfig and
  * ListModels answer with what the test sets; ReportStatus records every report (and
- * fails the next {@link NewerServer.failReports} with UNAVAILABLE); every other method
+ * fails the next {@link NewerServer.failReports} with UNAVAILABLE, and refuses the next
+ * {@link NewerServer.refuseOutcomeReports} that carry task outcomes with
+ * PERMISSION_DENIED, for good); every other method
  * is UNIMPLEMENTED.
  */
 
@@ -82,6 +84,8 @@ export class NewerServer {
   readonly reports: ReportStatusRequest[] = [];
   /** How many of the next reports to fail with UNAVAILABLE. */
   failReports = 0;
+  /** How many of the next reports with task outcomes to refuse with PERMISSION_DENIED. */
+  refuseOutcomeReports = 0;
 
   private readonly streams = new Set<OpenStream>();
   private readonly watchListeners = new Set<() => void>();
@@ -110,6 +114,10 @@ export class NewerServer {
             if (newer.failReports > 0) {
               newer.failReports -= 1;
               throw new ConnectError("away", Code.Unavailable);
+            }
+            if (newer.refuseOutcomeReports > 0 && request.stages.some((stage) => stage.outcomes.length > 0)) {
+              newer.refuseOutcomeReports -= 1;
+              throw new ConnectError("no worker role", Code.PermissionDenied);
             }
             return { duplicate: false };
           },
