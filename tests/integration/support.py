@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -17,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+
+from tests.support.processes import OutputProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "clients" / "python" / "examples"
@@ -51,8 +50,10 @@ def worker_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-class CeleryWorker:
+class CeleryWorker(OutputProcess):
     """``celery -A celery_app worker`` (the example app plus the probe tasks)."""
+
+    ready_pattern = _READY
 
     def __init__(
         self,
@@ -63,14 +64,11 @@ class CeleryWorker:
         concurrency: int = 2,
         python: str = sys.executable,
     ) -> None:
-        self.env = worker_env(env)
+        super().__init__(worker_env(env))
         self.python = python
         self.queue = queue
         self.pool = pool
         self.concurrency = concurrency
-        self.proc: subprocess.Popen[str] | None = None
-        self.output: list[str] = []
-        self._ready = threading.Event()
 
     def start(self, timeout: float = 30.0) -> CeleryWorker:
         command = [
@@ -82,44 +80,9 @@ class CeleryWorker:
             "--without-heartbeat", "--without-gossip", "--without-mingle",
             "-l", "INFO",
         ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            command,
-            cwd=EXAMPLES,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        threading.Thread(target=self._pump, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not self._ready.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("celery worker did not start:\n" + self.log)
+        self._spawn(command, cwd=EXAMPLES)
+        self._wait_ready(timeout, "celery worker")
         return self
-
-    def _pump(self) -> None:
-        assert self.proc is not None
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-            if _READY.search(line):
-                self._ready.set()
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Warm shutdown (SIGTERM); SIGKILL if it does not finish in time."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout)
-
-    @property
-    def log(self) -> str:
-        return "".join(self.output)
 
 
 def require_redis() -> None:

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +19,7 @@ from pathlib import Path
 from stageconfig_server.app import StageConfigApp
 from stageconfig_server.settings import LegacySettings, Settings
 from tests.fakes.provider_server import FakeProviders
+from tests.support.processes import OutputProcess
 
 TEST_SECRET = "test-admin-secret-0123456789"
 _LISTENING = re.compile(r"stageconfig listening on (\S+)")
@@ -71,45 +69,24 @@ def empty_legacy(**values: str) -> LegacySettings:
     return LegacySettings.model_validate(values)
 
 
-class ServerProcess:
+class ServerProcess(OutputProcess):
     """``stageconfig-server serve`` in a subprocess; stderr is kept for assertions."""
 
+    ready_pattern = _LISTENING
+
     def __init__(self, env: Mapping[str, str], cwd: Path | None = None) -> None:
-        self.env = {**clean_environ(), **env}
+        super().__init__({**clean_environ(), **env})
         self.cwd = cwd
-        self.proc: subprocess.Popen[str] | None = None
         self.target = ""
-        self.output: list[str] = []
-        self._ready = threading.Event()
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         """Start and wait until the server prints its address."""
-        self._ready.clear()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stageconfig_server", "serve"],
-            env=self.env,
-            cwd=self.cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        threading.Thread(target=self._pump, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not self._ready.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"server did not start (exit {self.proc.poll()}):\n" + "".join(self.output)
-                )
+        self._spawn([sys.executable, "-m", "stageconfig_server", "serve"], cwd=self.cwd)
+        self._wait_ready(timeout, "server")
         return self
 
-    def _pump(self) -> None:
-        assert self.proc is not None
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-            if match := _LISTENING.search(line):
-                self.target = match.group(1)
-                self._ready.set()
+    def _on_ready(self, match: re.Match[str]) -> None:
+        self.target = match.group(1)
 
     def run_to_exit(self, timeout: float = 30.0) -> tuple[int, str]:
         """Start and wait for the process to exit by itself (e.g. a refused start)."""
@@ -123,27 +100,6 @@ class ServerProcess:
             check=False,
         )
         return proc.returncode, proc.stdout + proc.stderr
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        """Send ``sig`` and wait for exit; returns the exit code."""
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL, no grace."""
-        self.stop(signal.SIGKILL)
-
-    @property
-    def log(self) -> str:
-        """Everything the process printed so far."""
-        return "".join(self.output)
 
 
 def clean_environ() -> dict[str, str]:
