@@ -220,6 +220,40 @@ def policy_of(
     )
 
 
+def update_request(
+    stage: StageType | str,
+    provider: ProviderKind | str,
+    *,
+    api_key: str | None,
+    model: str | None,
+    options: Mapping[str, str] | None,
+    expected_revision: int | None,
+    comment: str,
+    fallbacks: Sequence[RouteSpec] | None,
+    clear_fallbacks: bool,
+    **more: Any,
+) -> pb.UpdateConfigRequest:
+    """The UpdateConfig request of ``update_config`` and ``start_rollout`` (``more``:
+    their own fields, e.g. ``rollout`` or ``validate_only``); the optional fields are set
+    only when given, so the server can tell "keep" from "set to empty"."""
+    request = pb.UpdateConfigRequest(
+        stage_type=stage_to_pb(stage),
+        provider_kind=provider_to_pb(provider),
+        options=dict(options or {}),
+        comment=comment,
+        fallbacks=[route.to_pb() for route in fallbacks or ()],
+        clear_fallbacks=clear_fallbacks,
+        **more,
+    )
+    if api_key is not None:
+        request.api_key = api_key
+    if model is not None:
+        request.model = model
+    if expected_revision is not None:
+        request.expected_revision = expected_revision
+    return request
+
+
 class RolloutCalls:
     """The rollout calls of ``AdminClient`` (a mixin: it provides ``_call``, ``_stub``,
     ``list_configs`` and the conversions)."""
@@ -264,21 +298,18 @@ class RolloutCalls:
         policy = policy_of(bake_seconds, min_tasks, max_failure_rate_increase)
         spec = rollout_spec(percent, client_ids, policy)
         chosen = provider if provider is not None else self._current_provider(stage)
-        request = pb.UpdateConfigRequest(
-            stage_type=stage_to_pb(stage),
-            provider_kind=provider_to_pb(chosen),
-            options=dict(options or {}),
+        request = update_request(
+            stage,
+            chosen,
+            api_key=api_key,
+            model=model,
+            options=options,
+            expected_revision=expected_revision,
             comment=comment,
-            rollout=spec,
-            fallbacks=[route.to_pb() for route in fallbacks or ()],
+            fallbacks=fallbacks,
             clear_fallbacks=clear_fallbacks,
+            rollout=spec,
         )
-        if api_key is not None:
-            request.api_key = api_key
-        if model is not None:
-            request.model = model
-        if expected_revision is not None:
-            request.expected_revision = expected_revision
         answer = self._call(self._stub.UpdateConfig, request)
         rollout = rollout_from_pb(answer.rollout, answer.HasField("rollout"), self._masked)
         if rollout is None:

@@ -48,6 +48,7 @@ from stageconfig._admin_rollout import (
     RolloutResult,
     RolloutSide,
     RolloutState,
+    update_request,
 )
 from stageconfig._admin_routes import (
     RouteHealth,
@@ -81,7 +82,7 @@ from stageconfig._admin_types import (
 )
 from stageconfig._admin_watch import LeftOutWarnings, WatchStream
 from stageconfig._channel import create_channel
-from stageconfig._convert import provider_to_pb, stage_to_pb
+from stageconfig._convert import stage_to_pb
 from stageconfig._types import ProviderKind, StageConfig, StageType
 from stageconfig.errors import translate_rpc_error
 from stageconfig.tls import TlsConfig
@@ -269,22 +270,19 @@ class AdminClient(RolloutCalls):
         InvalidArgumentError (``.field``), ConflictError (``.current_revision``),
         KeyRejectedError (nothing changed).
         """
-        request = pb.UpdateConfigRequest(
-            stage_type=stage_to_pb(stage),
-            provider_kind=provider_to_pb(provider),
-            options=dict(options or {}),
-            validate_only=validate_only,
+        request = update_request(
+            stage,
+            provider,
+            api_key=api_key,
+            model=model,
+            options=options,
+            expected_revision=expected_revision,
             comment=comment,
-            allow_unverified=allow_unverified,
-            fallbacks=[route.to_pb() for route in fallbacks or ()],
+            fallbacks=fallbacks,
             clear_fallbacks=clear_fallbacks,
+            validate_only=validate_only,
+            allow_unverified=allow_unverified,
         )
-        if api_key is not None:
-            request.api_key = api_key
-        if model is not None:
-            request.model = model
-        if expected_revision is not None:
-            request.expected_revision = expected_revision
         return update_result_from_pb(self._call(self._stub.UpdateConfig, request))
 
     def refresh_models(self, stage: StageType | str | None = None) -> tuple[RefreshResult, ...]:
