@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.datastructures import FormData
 
@@ -177,6 +178,19 @@ class PostedUpdate:
     clear_fallbacks: bool = False
     routes_error: str = ""
     """Why the *Fallback routes* box could not be read (nothing is sent then)."""
+
+    def write_arguments(self) -> dict[str, Any]:
+        """The arguments ``update_config`` and ``start_rollout`` take alike from the form
+        (the key, model, options, revision, comment and fallback routes)."""
+        return {
+            "api_key": self.new_key,
+            "model": self.form.model or None,
+            "options": self.options or None,
+            "expected_revision": self.form.expected_revision,
+            "comment": self.form.comment,
+            "fallbacks": self.fallbacks,  # for a rollout: the candidate's own routes
+            "clear_fallbacks": self.clear_fallbacks,
+        }
 
 
 def posted_stage(value: object) -> StageType | None:

@@ -148,14 +148,8 @@ class ProviderPages:
                     client.update_config,
                     stage,
                     update.provider,
-                    api_key=update.new_key,
-                    model=submitted.model or None,
-                    options=update.options or None,
-                    expected_revision=submitted.expected_revision,
-                    comment=submitted.comment,
                     allow_unverified=update.allow_unverified,
-                    fallbacks=update.fallbacks,
-                    clear_fallbacks=update.clear_fallbacks,
+                    **update.write_arguments(),
                 )
                 notice = _saved(result)
         except LoggedOut as out:
@@ -196,24 +190,17 @@ class ProviderPages:
     ) -> Rollout:
         """UpdateConfig with a RolloutSpec: the form's config for the cohort only."""
         assert session.client is not None
-        submitted = update.form
         return await self.web.call(
             session,
             session.client.start_rollout,
             update.stage,
             update.provider,
-            api_key=update.new_key,
-            model=submitted.model or None,
-            options=update.options or None,
             percent=wanted.percent,
             client_ids=wanted.client_ids,
             bake_seconds=wanted.bake_seconds,
             min_tasks=wanted.min_tasks,
             max_failure_rate_increase=wanted.max_failure_rate_increase,
-            expected_revision=submitted.expected_revision,
-            comment=submitted.comment,
-            fallbacks=update.fallbacks,  # the routes box: the candidate's own routes
-            clear_fallbacks=update.clear_fallbacks,
+            **update.write_arguments(),
         )
 
     async def refresh(self, request: Request) -> Response:
