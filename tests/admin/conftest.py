@@ -20,6 +20,8 @@ from tests.support.servers import ServerProcess, server_env
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
+    from tests.admin.web_process import WebProcess
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
@@ -56,6 +58,20 @@ def token_server(
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def web(token_server: ServerProcess) -> Iterator[WebProcess]:
+    """``scripts/admin-web`` in front of ``token_server``, shared by a module's tests."""
+    # Imported here: web_process imports this module (and playwright, which only the
+    # page tests need).
+    from tests.admin.web_process import WebProcess
+
+    process = WebProcess(token_server.target)
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -28,15 +27,6 @@ from tests.admin.web_process import (
 from tests.support.servers import ServerProcess
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-@pytest.fixture(scope="module")
-def web(token_server: ServerProcess) -> Iterator[WebProcess]:
-    process = WebProcess(token_server.target)
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from playwright.sync_api import Browser, expect
 
 from stageconfig import AdminClient
@@ -23,15 +21,6 @@ from tests.support.servers import ServerProcess
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 POEM_KEY = "AIza-web-fallback-000000000001"
 OPENAI_KEY = "sk-web-fallback-openai-0000002"
-
-
-@pytest.fixture(scope="module")
-def web(token_server: ServerProcess) -> Iterator[WebProcess]:
-    process = WebProcess(token_server.target)
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def _poem_section(page: str) -> str:

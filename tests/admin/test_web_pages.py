@@ -39,15 +39,6 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="module")
-def web(token_server: ServerProcess) -> Iterator[WebProcess]:
-    process = WebProcess(token_server.target)
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
 def _page(browser: Browser, viewport: ViewportSize = DESKTOP) -> Page:
     return browser.new_context(viewport=viewport).new_page()
 
