@@ -29,25 +29,24 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from stageconfig._attached_core import AttachedCore
 from stageconfig._events import ChangeListener, ClientState, StateListener
 from stageconfig._options import DEFAULT_REPORT_INTERVAL_SECONDS
 from stageconfig._store import ConfigSnapshot
+from stageconfig._surface import ClientSurface, record_checked
 from stageconfig._types import StageConfig, StageType
 from stageconfig._validation import Validator
 from stageconfig.errors import (
     ClientClosedError,
     NotReadyError,
-    StageNotConfiguredError,
 )
 
 _WAIT_STEP_SECONDS = 0.005
 """How often ``wait_ready`` looks again (it polls: no thread)."""
 
 
-class AttachedClient(AttachedCore):
+class AttachedClient(AttachedCore, ClientSurface):
     """A ConfigClient's surface over the host agent's shared memory (see the module).
 
     ::
@@ -72,17 +71,6 @@ class AttachedClient(AttachedCore):
         current = self._store.current
         revision = current.revision if current is not None else None
         return f"AttachedClient(segment={str(self._paths.segment)!r}, revision={revision})"
-
-    def __enter__(self) -> AttachedClient:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def segment(self) -> Path:
@@ -214,18 +202,10 @@ class AttachedClient(AttachedCore):
         """Count one task run with ``stage``'s config (see ConfigClient.record_outcome);
         hands a report to the agent when the report interval has elapsed."""
         self._ensure_process()
-        if type(stage) is not StageType:
-            stage = StageType(stage)
-        if stage not in self._stages:
-            raise StageNotConfiguredError(stage, f"this client does not use stage {stage}")
-        if revision is None:
-            config = (self._configs or {}).get(stage)
-            revision = config.revision if config is not None else 0
-        elif revision < 0:
-            raise ValueError("revision must be >= 0")
-        self._ledger.record(
-            stage, revision, ok=bool(ok), retried=retried, cause=cause,
-            duration_seconds=duration_seconds,
+        record_checked(
+            self._ledger, stage, ok,
+            stages=self._stages, configs=self._configs, verb="use", cause=cause,
+            duration_seconds=duration_seconds, retried=retried, revision=revision,
         )  # fmt: skip
         self._report()
 

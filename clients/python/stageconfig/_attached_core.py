@@ -23,6 +23,7 @@ from stageconfig._outcomes import OutcomeLedger
 from stageconfig._segment import SegmentError, SegmentPaths, SegmentReader, segment_paths
 from stageconfig._snapshot_codec import UnsupportedPayload, decode
 from stageconfig._store import ConfigSnapshot, SnapshotStore
+from stageconfig._surface import unserved_stage
 from stageconfig._types import StageConfig, StageType
 from stageconfig._validation import Gate
 from stageconfig.errors import (
@@ -123,10 +124,7 @@ class AttachedCore:
         if self._closed:
             raise ClientClosedError("the client was closed")
         if stage not in self._stages:
-            watched = ", ".join(sorted(self._stages))
-            raise StageNotConfiguredError(
-                stage, f"this client does not use stage {stage} (it uses {watched})"
-            )
+            raise unserved_stage(stage, self._stages, "use")
         current = self._store.current
         if current is None:
             raise NotReadyError(self._not_ready_message(None))

@@ -31,7 +31,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
-from types import TracebackType
 from typing import Any
 
 from stageconfig._cache_file import LastKnownGood
@@ -47,6 +46,7 @@ from stageconfig._liveness import Liveness
 from stageconfig._options import TimingOptions
 from stageconfig._state import StateTracker
 from stageconfig._store import ConfigSnapshot, SnapshotStore, StoreUpdate
+from stageconfig._surface import ClientSurface, unserved_stage
 from stageconfig._types import StageConfig, StageType
 from stageconfig._watcher import Watcher
 from stageconfig.errors import (
@@ -66,7 +66,7 @@ def _split_targets(target: str | Sequence[str]) -> tuple[str, ...]:
     return targets
 
 
-class ConfigClient(FleetMethods):
+class ConfigClient(FleetMethods, ClientSurface):
     """Watches the stageconfig server and serves every stage's config from memory.
 
     ::
@@ -180,17 +180,6 @@ class ConfigClient(FleetMethods):
             f"revision={self._revision_or_none()})"
         )
 
-    def __enter__(self) -> ConfigClient:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     @property
     def target(self) -> str:
         """The server this client watches now (one of ``targets``)."""
@@ -277,10 +266,7 @@ class ConfigClient(FleetMethods):
         if self._lifecycle.closed:
             raise ClientClosedError("the client was closed")
         if stage not in self._stages:
-            watched = ", ".join(sorted(self._stages))
-            raise StageNotConfiguredError(
-                stage, f"this client does not watch stage {stage} (it watches {watched})"
-            )
+            raise unserved_stage(stage, self._stages, "watch")
         snapshot = self._store.current
         if snapshot is None:
             raise NotReadyError(self._not_ready_message(None))

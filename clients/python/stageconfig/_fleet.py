@@ -13,9 +13,9 @@ from stageconfig._breaker import BreakerRegistry, default_registry
 from stageconfig._outcomes import OutcomeLedger
 from stageconfig._reporter import Reporter
 from stageconfig._store import SnapshotStore
+from stageconfig._surface import record_checked
 from stageconfig._types import StageType
 from stageconfig._validation import Gate, Validator
-from stageconfig.errors import StageNotConfiguredError
 
 if TYPE_CHECKING:
     import grpc
@@ -78,23 +78,18 @@ class Fleet:
         revision: int | None,
     ) -> None:
         """See ``ConfigClient.record_outcome``."""
-        if type(stage) is not StageType:
-            stage = StageType(stage)
-        if stage not in self._store.stages:
-            raise StageNotConfiguredError(stage, f"this client does not watch stage {stage}")
-        if revision is None:
-            snapshot = self._store.current
-            config = snapshot.configs.get(stage) if snapshot is not None else None
-            revision = config.revision if config is not None else 0
-        elif revision < 0:
-            raise ValueError("revision must be >= 0")
-        self.ledger.record(
+        snapshot = self._store.current
+        record_checked(
+            self.ledger,
             stage,
-            revision,
-            ok=bool(ok),
-            retried=retried,
+            ok,
+            stages=self._store.stages,
+            configs=snapshot.configs if snapshot is not None else None,
+            verb="watch",
             cause=cause,
             duration_seconds=duration_seconds,
+            retried=retried,
+            revision=revision,
         )
 
 
