@@ -49,6 +49,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from stageconfig._snapshot_codec import config_fields
 from stageconfig._store import ConfigSnapshot, SnapshotSource, SnapshotStore, StoreUpdate
 from stageconfig._types import (
     ConfigSource,
@@ -212,24 +213,9 @@ class CacheFile:
             raise CacheFileError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
 
     def _config_to_json(self, config: StageConfig) -> dict[str, Any]:
+        encrypted = self._fernet.encrypt(config.api_key.encode()).decode("ascii")
         return {
-            "stage_type": config.stage_type.value,
-            "provider_kind": config.provider_kind.value,
-            "api_key_encrypted": self._fernet.encrypt(config.api_key.encode()).decode("ascii"),
-            "model": config.model,
-            "revision": config.revision,
-            "status": config.status.value,
-            "source": config.source.value,
-            "options": dict(config.options),
-            "status_reason": config.status_reason,
-            "api_key_masked": config.api_key_masked,
-            "api_key_fingerprint": config.api_key_fingerprint,
-            "updated_at": config.updated_at.isoformat() if config.updated_at else None,
-            "models_cache_updated_at": (
-                config.models_cache_updated_at.isoformat()
-                if config.models_cache_updated_at
-                else None
-            ),
+            **config_fields(config, {"api_key_encrypted": encrypted}),
             "fallbacks": [self._route_to_json(r) for r in config.fallbacks],
         }
 

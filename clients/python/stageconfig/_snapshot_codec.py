@@ -42,11 +42,14 @@ def _time(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _config_to_dict(config: StageConfig) -> dict[str, Any]:
+def config_fields(config: StageConfig, key: dict[str, str]) -> dict[str, Any]:
+    """A config's fields as JSON, in the order both the segment and the last-known-good
+    file (``_cache_file``) write them, with ``key`` — how each carries the API key — in
+    third place; each adds its own fields after these."""
     return {
         "stage_type": config.stage_type.value,
         "provider_kind": config.provider_kind.value,
-        "api_key": config.api_key,
+        **key,
         "model": config.model,
         "revision": config.revision,
         "status": config.status.value,
@@ -57,6 +60,12 @@ def _config_to_dict(config: StageConfig) -> dict[str, Any]:
         "api_key_fingerprint": config.api_key_fingerprint,
         "updated_at": _time(config.updated_at),
         "models_cache_updated_at": _time(config.models_cache_updated_at),
+    }
+
+
+def _config_to_dict(config: StageConfig) -> dict[str, Any]:
+    return {
+        **config_fields(config, {"api_key": config.api_key}),
         "status_cause": config.status_cause.value,
         "fallbacks": [_route_to_dict(route) for route in config.fallbacks],
     }
