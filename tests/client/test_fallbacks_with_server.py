@@ -18,6 +18,7 @@ from stageconfig_contract.v1 import stage_config_pb2 as pb
 from tests.client.conftest import CACHE_KEY, ThreadedServer
 from tests.client.test_client import wait_until
 from tests.fakes.provider_server import FakeProviders
+from tests.support.configs import poem_with_openai_fallback
 
 GEMINI_KEY = "AIza-withserver-primary-41"
 OPENAI_KEY = "sk-withserver-fallback-42"
@@ -27,20 +28,7 @@ VOICE_KEYS = ("AQVN-withserver-voice-43", "AQVN-withserver-voice-44")
 def store_routes(server: ThreadedServer, gemini_key: str = GEMINI_KEY) -> None:
     """POEM: GEMINI, then OPENAI; VOICE: a pool of two SpeechKit keys. The process's
     breakers follow the key: each test names its own primary key."""
-    server.stub.UpdateConfig(
-        pb.UpdateConfigRequest(
-            stage_type=pb.STAGE_TYPE_POEM,
-            provider_kind=pb.PROVIDER_KIND_GEMINI,
-            api_key=gemini_key,
-            model="gemini-2.5-flash",
-            fallbacks=[
-                pb.RouteUpdate(
-                    provider_kind=pb.PROVIDER_KIND_OPENAI, api_key=OPENAI_KEY, model="gpt-4o-mini"
-                )
-            ],
-        ),
-        timeout=10,
-    )
+    server.stub.UpdateConfig(poem_with_openai_fallback(gemini_key, OPENAI_KEY), timeout=10)
     server.stub.UpdateConfig(
         pb.UpdateConfigRequest(
             stage_type=pb.STAGE_TYPE_VOICE,

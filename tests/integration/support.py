@@ -15,7 +15,9 @@ from typing import Any
 
 from celery import Celery
 
+from tests.fakes.provider_server import FakeProviders
 from tests.support.processes import OutputProcess
+from tests.support.servers import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "clients" / "python" / "examples"
@@ -48,6 +50,18 @@ def worker_env(extra: Mapping[str, str]) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(EXAMPLES), str(ROOT)])
     env.update(extra)
     return env
+
+
+def stack_env(server: ServerProcess, fake: FakeProviders, **settings: str) -> dict[str, str]:
+    """The settings of a worker using ``server``, the Redis broker and result backend and
+    ``fake``'s providers, plus ``settings`` (``STAGECONFIG_*`` by name)."""
+    return {
+        "STAGECONFIG_TARGET": server.target,
+        **settings,
+        "CELERY_BROKER_URL": REDIS_URL,
+        "CELERY_RESULT_BACKEND": REDIS_URL,
+        **fake.env(),
+    }
 
 
 class CeleryWorker(OutputProcess):

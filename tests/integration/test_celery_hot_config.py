@@ -29,10 +29,10 @@ from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from tests.fakes.provider_server import FakeProviders
 from tests.integration.support import (
-    REDIS_URL,
     CeleryWorker,
     TaskClient,
     free_port,
+    stack_env,
     unique_queue,
 )
 from tests.support.servers import ServerProcess, server_env
@@ -96,15 +96,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     channel = grpc.insecure_channel(server.target)
     stub = pbg.StageConfigServiceStub(channel)
     configure_every_stage(stub)
-    env = {
-        "STAGECONFIG_TARGET": server.target,
-        "STAGECONFIG_CACHE_PATH": str(tmp / "lkg" / "stageconfig.json"),
-        "STAGECONFIG_CACHE_KEY": CACHE_KEY,
-        "STAGECONFIG_BACKOFF_MAX_SECONDS": "1",
-        "CELERY_BROKER_URL": REDIS_URL,
-        "CELERY_RESULT_BACKEND": REDIS_URL,
-        **fake.env(),
-    }
+    env = stack_env(
+        server,
+        fake,
+        STAGECONFIG_CACHE_PATH=str(tmp / "lkg" / "stageconfig.json"),
+        STAGECONFIG_CACHE_KEY=CACHE_KEY,
+        STAGECONFIG_BACKOFF_MAX_SECONDS="1",
+    )
     queue = unique_queue("hot")
     worker = CeleryWorker(env, queue, concurrency=2)
     tasks = TaskClient(queue)

@@ -20,7 +20,14 @@ from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.domain import ProviderKind
 from tests.fakes.provider_server import FakeProviders
-from tests.integration.support import REDIS_URL, CeleryWorker, TaskClient, free_port, unique_queue
+from tests.integration.support import (
+    CeleryWorker,
+    TaskClient,
+    free_port,
+    stack_env,
+    unique_queue,
+)
+from tests.support.configs import poem_with_openai_fallback
 from tests.support.servers import ServerProcess, server_env
 
 pytestmark = pytest.mark.slow
@@ -49,27 +56,8 @@ def fleet(
     ).start()
     channel = grpc.insecure_channel(server.target)
     stub = pbg.StageConfigServiceStub(channel)
-    stub.UpdateConfig(
-        pb.UpdateConfigRequest(
-            stage_type=pb.STAGE_TYPE_POEM,
-            provider_kind=pb.PROVIDER_KIND_GEMINI,
-            api_key=GEMINI_KEY,
-            model="gemini-2.5-flash",
-            fallbacks=[
-                pb.RouteUpdate(
-                    provider_kind=pb.PROVIDER_KIND_OPENAI, api_key=OPENAI_KEY, model="gpt-4o-mini"
-                )
-            ],
-        ),
-        timeout=10,
-    )
-    env = {
-        "STAGECONFIG_TARGET": server.target,
-        "STAGECONFIG_REPORT_INTERVAL_SECONDS": "0.5",
-        "CELERY_BROKER_URL": REDIS_URL,
-        "CELERY_RESULT_BACKEND": REDIS_URL,
-        **fake.env(),
-    }
+    stub.UpdateConfig(poem_with_openai_fallback(GEMINI_KEY, OPENAI_KEY), timeout=10)
+    env = stack_env(server, fake, STAGECONFIG_REPORT_INTERVAL_SECONDS="0.5")
     queue = unique_queue("fallback-fleet")
     worker = CeleryWorker(env, queue, concurrency=2)
     tasks = TaskClient(queue)
