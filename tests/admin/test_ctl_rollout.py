@@ -12,8 +12,7 @@ import dataclasses
 import hashlib
 import io
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -39,6 +38,7 @@ from tests.admin.conftest import (
 )
 from tests.fakes.provider_server import FakeProviders
 from tests.support.servers import ServerProcess
+from tests.support.waiting import wait_for
 
 pytestmark = needs_auth
 
@@ -49,13 +49,6 @@ def in_cohort(client_id: str, percent: int, stage: str = "POEM") -> bool:
     """The documented rule: SHA-256 of ``STAGE/client_id``, 8 bytes big-endian, mod 100."""
     digest = hashlib.sha256(f"{stage}/{client_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % 100 < percent
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

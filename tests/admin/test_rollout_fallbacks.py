@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -20,6 +19,7 @@ from stageconfig.admin import RouteSpec
 from tests.admin.conftest import ADMIN_TOKEN, WORKER_TOKEN, needs_auth, run_ctl
 from tests.admin.web_process import WebProcess, log_in_over_http
 from tests.support.servers import ServerProcess
+from tests.support.waiting import wait_for
 
 pytestmark = needs_auth
 
@@ -35,13 +35,6 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 def _clean(*outputs: str) -> None:
     for text in outputs:
         assert not [key for key in KEYS if key in text]
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.05)
 
 
 def _route_keys(client: ConfigClient) -> list[str]:
@@ -75,7 +68,7 @@ def admin(token_server: ServerProcess, canary: ConfigClient) -> Iterator[AdminCl
         yield client
         if client.list_configs().stage("POEM").rollout is not None:
             client.abort_rollout("POEM", comment="test cleanup")
-        _wait_for(lambda: _route_keys(canary) == [STABLE_OPENAI_KEY], 10, "the stable route")
+        wait_for(lambda: _route_keys(canary) == [STABLE_OPENAI_KEY], 10, "the stable route")
 
 
 def test_admin_client_starts_a_rollout_with_its_own_routes(
@@ -97,7 +90,7 @@ def test_admin_client_starts_a_rollout_with_its_own_routes(
     ]
     assert all(r.api_key_masked for r in candidate_routes)
     # The cohort's worker gets the candidate's routes with their keys.
-    _wait_for(
+    wait_for(
         lambda: _route_keys(canary) == [YANDEX_KEY, CANDIDATE_OPENAI_KEY], 10, "candidate routes"
     )
     view = admin.list_configs().stage("POEM")
@@ -109,7 +102,7 @@ def test_admin_client_starts_a_rollout_with_its_own_routes(
 
     ended = admin.abort_rollout("POEM")
     assert [r.model for r in ended.config.fallbacks] == ["gpt-4o-mini"]
-    _wait_for(lambda: _route_keys(canary) == [STABLE_OPENAI_KEY], 10, "back to the stable route")
+    wait_for(lambda: _route_keys(canary) == [STABLE_OPENAI_KEY], 10, "back to the stable route")
 
 
 def test_ctl_rollout_start_takes_fallback_flags_and_keys_from_stdin(
@@ -131,7 +124,7 @@ def test_ctl_rollout_start_takes_fallback_flags_and_keys_from_stdin(
     assert started.code == 0, started.stderr
     assert "fallback 1" in started.stdout
     assert "OPENAI gpt-4o key" in started.stdout
-    _wait_for(lambda: _route_keys(canary) == [CANDIDATE_OPENAI_KEY], 10, "the candidate route")
+    wait_for(lambda: _route_keys(canary) == [CANDIDATE_OPENAI_KEY], 10, "the candidate route")
     as_json = json.loads(run_ctl(target, "rollout", "status", "POEM", "--json").stdout)
     routes = as_json["POEM"]["candidate"]["fallbacks"]
     assert [r["model"] for r in routes] == ["gpt-4o"]
@@ -147,12 +140,12 @@ def test_ctl_rollout_start_takes_fallback_flags_and_keys_from_stdin(
         "GEMINI",
         fallbacks=[RouteSpec(ProviderKind.OPENAI, STABLE_OPENAI_KEY, "gpt-4o-mini")],
     )
-    _wait_for(lambda: _route_keys(canary) == [STABLE_OPENAI_KEY], 10, "the stable route")
+    wait_for(lambda: _route_keys(canary) == [STABLE_OPENAI_KEY], 10, "the stable route")
     cleared = run_ctl(
         target, "rollout", "start", "POEM", "--client-id", CANARY, "--clear-fallbacks"
     )
     assert cleared.code == 0, cleared.stderr
-    _wait_for(lambda: _route_keys(canary) == [], 10, "the candidate without routes")
+    wait_for(lambda: _route_keys(canary) == [], 10, "the candidate without routes")
     assert [r.model for r in admin.list_configs().stage("POEM").routes] == ["gpt-4o-mini"]
     both = run_ctl(target, "rollout", "start", "POEM", "--percent", "10", "--fallback", "x")
     assert both.code == 2
@@ -185,7 +178,7 @@ def test_the_web_form_starts_a_rollout_with_the_routes_box(
             assert started.status_code == 303, started.text
             page = http.get("/admin/providers").text
             _clean(started.text, page)
-        _wait_for(lambda: _route_keys(canary) == [CANDIDATE_OPENAI_KEY], 10, "candidate route")
+        wait_for(lambda: _route_keys(canary) == [CANDIDATE_OPENAI_KEY], 10, "candidate route")
         rollout = admin.list_configs().stage("POEM").rollout
         assert rollout is not None
         assert rollout.candidate is not None

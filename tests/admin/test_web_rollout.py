@@ -7,7 +7,6 @@ headless Chromium."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -18,19 +17,11 @@ from stageconfig import AdminClient, ConfigClient, StageType, TimingOptions
 from tests.admin.conftest import ADMIN_TOKEN, GEMINI_KEY_A, WORKER_TOKEN, needs_auth
 from tests.admin.web_process import ARTIFACTS, WebProcess, log_in_in_browser, log_in_over_http
 from tests.support.servers import ServerProcess
+from tests.support.waiting import wait_for
 
 pytestmark = needs_auth
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-@pytest.fixture(scope="module")
-def web(token_server: ServerProcess) -> Iterator[WebProcess]:
-    process = WebProcess(token_server.target)
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +57,6 @@ def _csrf(client: httpx.Client) -> str:
 
 def _poem_section(html: str) -> str:
     return html.split('id="stage-POEM"', 1)[1].split("</section>", 1)[0]
-
-
-def _wait_for(condition: object, timeout: float, what: str) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.05)
 
 
 def test_the_stage_form_starts_a_rollout_and_the_stage_shows_it(
@@ -119,7 +102,7 @@ def test_the_stage_form_starts_a_rollout_and_the_stage_shows_it(
             data={**form, "rollout_client_ids": f"canary-1, {hostile}", "comment": "web"},
         )
         assert started.status_code == 303, started.text
-        _wait_for(
+        wait_for(
             lambda: canary.get(StageType.POEM).model == "gemini-2.5-pro",
             10,
             "the canary on the candidate",
@@ -142,7 +125,7 @@ def test_the_stage_form_starts_a_rollout_and_the_stage_shows_it(
             row = re.search(r'data-testid="rollout-canary">(.*?)</tr>', text, re.S)
             return row is not None and "1 client," in row.group(1)
 
-        _wait_for(canary_counted, 10, "the canary side counting canary-1")
+        wait_for(canary_counted, 10, "the canary side counting canary-1")
         fleet = http.get("/admin/fleet").text
         assert 'data-testid="fleet-rollout"' in fleet
         assert f"candidate revision {rollout.candidate_revision} (gemini-2.5-pro)" in fleet
@@ -206,7 +189,7 @@ def test_browser_starts_an_automatic_rollout_and_aborts_it(
     page.wait_for_url("**/admin/providers#stage-POEM")
     expect(poem.get_by_test_id("notice")).to_contain_text("Aborted: revision")
     expect(poem.get_by_test_id("rollout")).to_have_count(0)
-    _wait_for(
+    wait_for(
         lambda: canary.get(StageType.POEM).model == stable.config.model,  # type: ignore[union-attr]
         10,
         "the canary back on the stable config",

@@ -121,15 +121,6 @@ class Fleet:
         return self.admin.list_configs().stage(StageType.POEM).rollout
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 class Load:
     """Poems written all the time while it runs: every plain client one per round, and
     up to four ``example.write_poem`` tasks in flight on the Celery worker."""

@@ -23,7 +23,7 @@ import signal
 import socket
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ from tests.integration.support import (
     unique_queue,
 )
 from tests.support.servers import ServerProcess, server_env
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -112,15 +113,6 @@ class Fleet:
             for _ in range(count)
         ]
         return [result.get(timeout=30, propagate=False) for result in pending]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 @pytest.fixture(scope="module")

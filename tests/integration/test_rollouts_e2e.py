@@ -42,9 +42,9 @@ from tests.integration.rollout_fleet import (
     Plain,
     in_cohort,
     make_servers,
-    wait_for,
 )
 from tests.integration.support import REDIS_URL, CeleryWorker, TaskClient, unique_queue
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
