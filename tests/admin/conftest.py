@@ -8,12 +8,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from stageconfig import ConfigClient, TimingOptions
 from tests.fakes.provider_server import FakeProviders
 from tests.support.servers import ServerProcess, server_env
 
@@ -72,6 +74,19 @@ def web(token_server: ServerProcess) -> Iterator[WebProcess]:
         yield process
     finally:
         process.stop()
+
+
+@contextmanager
+def watching_worker(target: str, client_id: str) -> Iterator[ConfigClient]:
+    """A ready ConfigClient with the worker token, watching as ``client_id`` and
+    reporting every second (a rollout's cohort can name it)."""
+    timing = TimingOptions(report_interval_seconds=1, backoff_max_seconds=1)
+    client = ConfigClient(target, token=WORKER_TOKEN, client_id=client_id, timing=timing)
+    client.start().wait_ready(15)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 @dataclass(frozen=True)

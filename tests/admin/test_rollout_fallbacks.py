@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from stageconfig import AdminClient, ConfigClient, ProviderKind, StageType, TimingOptions
+from stageconfig import AdminClient, ConfigClient, ProviderKind, StageType
 from stageconfig.admin import RouteSpec
-from tests.admin.conftest import ADMIN_TOKEN, WORKER_TOKEN, needs_auth, run_ctl
+from tests.admin.conftest import ADMIN_TOKEN, needs_auth, run_ctl, watching_worker
 from tests.admin.web_process import WebProcess, log_in_over_http
 from tests.support.servers import ServerProcess
 from tests.support.waiting import wait_for
@@ -52,13 +52,8 @@ def canary(token_server: ServerProcess) -> Iterator[ConfigClient]:
             model="gemini-2.5-pro",
             fallbacks=[RouteSpec(ProviderKind.OPENAI, STABLE_OPENAI_KEY, "gpt-4o-mini")],
         )
-    timing = TimingOptions(report_interval_seconds=1, backoff_max_seconds=1)
-    client = ConfigClient(token_server.target, token=WORKER_TOKEN, client_id=CANARY, timing=timing)
-    client.start().wait_ready(15)
-    try:
+    with watching_worker(token_server.target, CANARY) as client:
         yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture

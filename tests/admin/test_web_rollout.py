@@ -13,8 +13,13 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from stageconfig import AdminClient, ConfigClient, StageType, TimingOptions
-from tests.admin.conftest import ADMIN_TOKEN, GEMINI_KEY_A, WORKER_TOKEN, needs_auth
+from stageconfig import AdminClient, ConfigClient, StageType
+from tests.admin.conftest import (
+    ADMIN_TOKEN,
+    GEMINI_KEY_A,
+    needs_auth,
+    watching_worker,
+)
 from tests.admin.web_process import ARTIFACTS, WebProcess, log_in_in_browser, log_in_over_http
 from tests.support.servers import ServerProcess
 from tests.support.waiting import wait_for
@@ -29,15 +34,8 @@ def canary(token_server: ServerProcess) -> Iterator[ConfigClient]:
     """A worker watching as ``canary-1`` (the explicit cohorts name it)."""
     with AdminClient(token_server.target, token=ADMIN_TOKEN, timeout=15) as admin:
         admin.update_config("POEM", "GEMINI", api_key=GEMINI_KEY_A, model="gemini-2.5-flash")
-    timing = TimingOptions(report_interval_seconds=1, backoff_max_seconds=1)
-    client = ConfigClient(
-        token_server.target, token=WORKER_TOKEN, client_id="canary-1", timing=timing
-    )
-    client.start().wait_ready(15)
-    try:
+    with watching_worker(token_server.target, "canary-1") as client:
         yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture
