@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 
 from stageconfig_contract.v1 import stage_config_pb2 as pb
@@ -15,8 +14,7 @@ from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from tests.fakes.provider_server import FakeProviders
 from tests.server.test_core_rpcs import bad_request_field
 from tests.server.test_fallbacks import OPENAI_KEY, openai_route, poem_request
-from tests.server.test_metrics import sample
-from tests.support.servers import start_app
+from tests.server.test_metrics import fleet_metrics, sample
 
 Stub = pbg.StageConfigServiceStub
 GEMINI_FP = "a1b2c3d4"
@@ -139,18 +137,13 @@ async def test_bad_route_reports_are_refused_naming_the_field(
 async def test_metrics_show_open_breakers_and_failovers_per_route(
     db_path: Path, fake_providers: FakeProviders
 ) -> None:
-    app = await start_app(db_path, fake_providers, STAGECONFIG_METRICS_ADDRESS="127.0.0.1:0")
-    try:
-        async with grpc.aio.insecure_channel(app.target) as channel:
-            stub = pbg.StageConfigServiceStub(channel)
-            revision = (await stub.UpdateConfig(poem_request())).config.revision
-            await stub.ReportStatus(report("w0", 1, revision, routes(primary_open=True)))
-            await stub.ReportStatus(report("w1", 1, revision, routes(primary_open=True)))
-            await stub.GetFleetStatus(pb.GetFleetStatusRequest())  # refreshes the gauges
-            async with httpx.AsyncClient() as http:
-                text = (await http.get(f"http://127.0.0.1:{app.metrics.port}/metrics")).text
-    finally:
-        await app.stop(grace=1)
+
+    async def two_open_breakers(stub: pbg.StageConfigServiceStub) -> None:
+        revision = (await stub.UpdateConfig(poem_request())).config.revision
+        await stub.ReportStatus(report("w0", 1, revision, routes(primary_open=True)))
+        await stub.ReportStatus(report("w1", 1, revision, routes(primary_open=True)))
+
+    text = await fleet_metrics(db_path, fake_providers, two_open_breakers)
     primary = {"stage": "POEM", "route_index": "0", "provider": "GEMINI"}
     fallback = {"stage": "POEM", "route_index": "1", "provider": "OPENAI"}
     assert sample(text, "stageconfig_fleet_route_clients_open", **primary) == 2

@@ -8,11 +8,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import grpc
-import httpx
 import pytest
 
-from stageconfig_contract.v1 import stage_config_pb2 as pb
 from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 from stageconfig_server.db.engine import create_engine
 from stageconfig_server.db.fleet import FleetReports
@@ -21,8 +18,7 @@ from stageconfig_server.domain import StageType
 from stageconfig_server.fleet import OTHER_CAUSE, Outcomes, StageReport, StageState, StatusReport
 from tests.fakes.provider_server import FakeProviders
 from tests.server.test_fleet import report, voice_revision
-from tests.server.test_metrics import sample
-from tests.support.servers import start_app
+from tests.server.test_metrics import fleet_metrics, sample
 
 MINUTE = timedelta(minutes=1)
 T0 = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
@@ -104,30 +100,28 @@ async def test_prune_forgets_old_buckets_and_long_silent_clients(store: FleetRep
 async def test_metrics_show_the_fleet_without_client_ids(
     db_path: Path, fake_providers: FakeProviders
 ) -> None:
-    app = await start_app(db_path, fake_providers, STAGECONFIG_METRICS_ADDRESS="127.0.0.1:0")
-    try:
-        async with grpc.aio.insecure_channel(app.target) as channel:
-            stub = pbg.StageConfigServiceStub(channel)
-            old = await voice_revision(stub)
-            new = await voice_revision(stub, "zahar:neutral")
-            nacking = report(
-                "metrics-worker-1",
-                1,
-                old,
-                succeeded=4,
-                failed=1,
-                retried=2,
-                nack_revision=new,
-                nack_reason="refused",
-            )
-            await stub.ReportStatus(nacking)
-            await stub.ReportStatus(nacking)  # a retry: counted as a duplicate only
-            await stub.ReportStatus(report("metrics-worker-2", 1, new, succeeded=1))
-            await stub.GetFleetStatus(pb.GetFleetStatusRequest())  # refreshes the gauges
-            async with httpx.AsyncClient() as http:
-                text = (await http.get(f"http://127.0.0.1:{app.metrics.port}/metrics")).text
-    finally:
-        await app.stop(grace=1)
+    revisions: list[int] = []
+
+    async def nacks_and_outcomes(stub: pbg.StageConfigServiceStub) -> None:
+        old = await voice_revision(stub)
+        new = await voice_revision(stub, "zahar:neutral")
+        revisions.extend((old, new))
+        nacking = report(
+            "metrics-worker-1",
+            1,
+            old,
+            succeeded=4,
+            failed=1,
+            retried=2,
+            nack_revision=new,
+            nack_reason="refused",
+        )
+        await stub.ReportStatus(nacking)
+        await stub.ReportStatus(nacking)  # a retry: counted as a duplicate only
+        await stub.ReportStatus(report("metrics-worker-2", 1, new, succeeded=1))
+
+    text = await fleet_metrics(db_path, fake_providers, nacks_and_outcomes)
+    old, new = revisions
     assert sample(text, "stageconfig_fleet_clients", stage="VOICE", revision=str(old)) == 1
     assert sample(text, "stageconfig_fleet_clients", stage="VOICE", revision=str(new)) == 1
     assert sample(text, "stageconfig_fleet_nacks", stage="VOICE", revision=str(new)) == 1

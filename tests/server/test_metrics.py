@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -25,6 +26,25 @@ def sample(text: str, name: str, **labels: str) -> float:
     match = re.search(r"^" + pattern + r"$", text, re.MULTILINE)
     assert match, f"{name} {labels} not in metrics"
     return float(match.group(1))
+
+
+async def fleet_metrics(
+    db_path: Path,
+    fake: FakeProviders,
+    act: Callable[[pbg.StageConfigServiceStub], Awaitable[None]],
+) -> str:
+    """The /metrics text of a server with metrics on, after ``act(stub)`` and a
+    GetFleetStatus (which refreshes the fleet gauges)."""
+    app = await start_app(db_path, fake, STAGECONFIG_METRICS_ADDRESS="127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(app.target) as channel:
+            stub = pbg.StageConfigServiceStub(channel)
+            await act(stub)
+            await stub.GetFleetStatus(pb.GetFleetStatusRequest())
+            async with httpx.AsyncClient() as http:
+                return (await http.get(f"http://127.0.0.1:{app.metrics.port}/metrics")).text
+    finally:
+        await app.stop(grace=1)
 
 
 async def test_metrics_endpoint_reports_watchers_revisions_latency_and_sync(
