@@ -17,7 +17,6 @@ from celery import Celery
 
 from tests.fakes.provider_server import FakeProviders
 from tests.support.processes import OutputProcess
-from tests.support.servers import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "clients" / "python" / "examples"
@@ -52,11 +51,11 @@ def worker_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def stack_env(server: ServerProcess, fake: FakeProviders, **settings: str) -> dict[str, str]:
-    """The settings of a worker using ``server``, the Redis broker and result backend and
-    ``fake``'s providers, plus ``settings`` (``STAGECONFIG_*`` by name)."""
+def stack_env(target: str, fake: FakeProviders, **settings: str) -> dict[str, str]:
+    """The settings of a worker using the server(s) ``target``, the Redis broker and result
+    backend and ``fake``'s providers, plus ``settings`` (``STAGECONFIG_*`` by name)."""
     return {
-        "STAGECONFIG_TARGET": server.target,
+        "STAGECONFIG_TARGET": target,
         **settings,
         "CELERY_BROKER_URL": REDIS_URL,
         "CELERY_RESULT_BACKEND": REDIS_URL,

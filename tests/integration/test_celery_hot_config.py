@@ -97,7 +97,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stub = pbg.StageConfigServiceStub(channel)
     configure_every_stage(stub)
     env = stack_env(
-        server,
+        server.target,
         fake,
         STAGECONFIG_CACHE_PATH=str(tmp / "lkg" / "stageconfig.json"),
         STAGECONFIG_CACHE_KEY=CACHE_KEY,

@@ -38,10 +38,10 @@ from stageconfig_server.domain import ProviderKind
 from tests.fakes.provider_server import FakeProviders
 from tests.integration.lossy_proxy import LossyProxy
 from tests.integration.support import (
-    REDIS_URL,
     CeleryWorker,
     TaskClient,
     free_port,
+    stack_env,
     unique_queue,
 )
 from tests.support.servers import ServerProcess, server_env
@@ -130,14 +130,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     ).start()
     channel = grpc.insecure_channel(server.target)
     stub = pbg.StageConfigServiceStub(channel)
-    env = {
-        "STAGECONFIG_TARGET": server.target,
-        "STAGECONFIG_BACKOFF_MAX_SECONDS": "1",
-        "STAGECONFIG_REPORT_INTERVAL_SECONDS": str(REPORT_INTERVAL),
-        "CELERY_BROKER_URL": REDIS_URL,
-        "CELERY_RESULT_BACKEND": REDIS_URL,
-        **fake.env(),
-    }
+    env = stack_env(
+        server.target,
+        fake,
+        STAGECONFIG_BACKOFF_MAX_SECONDS="1",
+        STAGECONFIG_REPORT_INTERVAL_SECONDS=str(REPORT_INTERVAL),
+    )
     queue = unique_queue("fleet")
     worker = CeleryWorker(env, queue, concurrency=2)
     tasks = TaskClient(queue)

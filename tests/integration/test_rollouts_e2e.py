@@ -43,7 +43,7 @@ from tests.integration.rollout_fleet import (
     in_cohort,
     make_servers,
 )
-from tests.integration.support import REDIS_URL, CeleryWorker, TaskClient, unique_queue
+from tests.integration.support import CeleryWorker, TaskClient, stack_env, unique_queue
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -78,15 +78,13 @@ def fleet(
         server.start()
     targets = [s.target for s in servers]
     admin = AdminClient(targets[0], timeout=15)
-    env = {
-        # With two replicas the worker's processes fail over between them, like any client.
-        "STAGECONFIG_TARGET": ",".join(targets),
-        "STAGECONFIG_BACKOFF_MAX_SECONDS": "1",
-        "STAGECONFIG_REPORT_INTERVAL_SECONDS": str(REPORT_INTERVAL),
-        "CELERY_BROKER_URL": REDIS_URL,
-        "CELERY_RESULT_BACKEND": REDIS_URL,
-        **fake.env(),
-    }
+    # With two replicas the worker's processes fail over between them, like any client.
+    env = stack_env(
+        ",".join(targets),
+        fake,
+        STAGECONFIG_BACKOFF_MAX_SECONDS="1",
+        STAGECONFIG_REPORT_INTERVAL_SECONDS=str(REPORT_INTERVAL),
+    )
     queue = unique_queue("rollouts")
     worker = CeleryWorker(env, queue, concurrency=2)
     tasks = TaskClient(queue)

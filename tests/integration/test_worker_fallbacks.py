@@ -30,7 +30,7 @@ from stageconfig_server.domain import ProviderKind
 from tests.client.newer_server import change, serve, snapshot
 from tests.client.report_recorder import ReportRecorder
 from tests.fakes.provider_server import FakeProviders
-from tests.integration.support import REDIS_URL, CeleryWorker, TaskClient, unique_queue
+from tests.integration.support import CeleryWorker, TaskClient, stack_env, unique_queue
 
 pytestmark = pytest.mark.slow
 
@@ -119,14 +119,12 @@ def stack() -> Iterator[Stack]:
     fake = FakeProviders().start()
     recorder = ReportRecorder(snapshot(10, poem_config(10, GEMINI_KEYS["quota"]), voice_config(10)))
     grpc_server, target = serve(recorder)
-    env = {
-        "STAGECONFIG_TARGET": target,
-        "STAGECONFIG_BACKOFF_MAX_SECONDS": "1",
-        "STAGECONFIG_REPORT_INTERVAL_SECONDS": "0.5",
-        "CELERY_BROKER_URL": REDIS_URL,
-        "CELERY_RESULT_BACKEND": REDIS_URL,
-        **fake.env(),
-    }
+    env = stack_env(
+        target,
+        fake,
+        STAGECONFIG_BACKOFF_MAX_SECONDS="1",
+        STAGECONFIG_REPORT_INTERVAL_SECONDS="0.5",
+    )
     queue = unique_queue("fallbacks")
     worker = CeleryWorker(env, queue, concurrency=1)
     tasks = TaskClient(queue)

@@ -57,7 +57,7 @@ def fleet(
     channel = grpc.insecure_channel(server.target)
     stub = pbg.StageConfigServiceStub(channel)
     stub.UpdateConfig(poem_with_openai_fallback(GEMINI_KEY, OPENAI_KEY), timeout=10)
-    env = stack_env(server, fake, STAGECONFIG_REPORT_INTERVAL_SECONDS="0.5")
+    env = stack_env(server.target, fake, STAGECONFIG_REPORT_INTERVAL_SECONDS="0.5")
     queue = unique_queue("fallback-fleet")
     worker = CeleryWorker(env, queue, concurrency=2)
     tasks = TaskClient(queue)
