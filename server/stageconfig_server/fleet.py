@@ -11,8 +11,8 @@ the ``FleetStore`` Protocol in ``fleet_service``. No gRPC, no SQL.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
