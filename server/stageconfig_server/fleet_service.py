@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -107,7 +108,8 @@ class FleetService:
         self._listeners: list[ReportListener] = []
         self._pruner: asyncio.Task[None] | None = None
         self.latest: FleetStatus | None = None
-        """The newest default-window fleet view computed (metrics read it)."""
+        """The newest default-window fleet view computed, without its clients (the
+        metrics read its stages)."""
 
     def add_listener(self, listener: ReportListener) -> None:
         """Call ``listener(report, counted)`` after every stored or retried report."""
@@ -170,7 +172,9 @@ class FleetService:
             window_seconds=window,
         )
         if stage is None and window == DEFAULT_WINDOW_SECONDS:
-            self.latest = view
+            # The metrics read the stages only: holding every client's view between
+            # refreshes would keep a few hundred bytes per worker process alive.
+            self.latest = replace(view, clients=())
         return view
 
     async def client_views(self, client_ids: Collection[str]) -> dict[str, ClientView]:
