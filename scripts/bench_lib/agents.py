@@ -48,9 +48,9 @@ from bench_lib.wire import pb
 
 GAP_S = (1.0, 2.0)
 """Seconds between f's writes (every system alike): after each update every worker
-process reports what it applied (1,000 ReportStatus through the agents, or from the
-direct clients); spaced, an update's reports do not land inside the next update's
-fan-out. Production updates are minutes apart."""
+process reports what it applied (1,000 reports, one ReportStatus per agent and flush
+through the agents, one each from the direct clients); spaced, an update's reports do
+not land inside the next update's fan-out. Production updates are minutes apart."""
 
 
 @dataclass(slots=True)

@@ -22,10 +22,10 @@ HEADING = "#### One stream per host: `stageconfig-agent` (scenario f)"
 
 NOTES = """\
 Writes are 1–2 s apart here (every column alike): after each update every worker process
-reports what it applied — 1,000 ReportStatus, through the agents (held 0.3–1 s, so they
-follow the fan-out) or from the direct clients — and spaced writes keep one update's
-reports out of the next one's fan-out. Run back to back (scenario c's 0.05–0.2 s) the
-reports share the two cores with the fan-out and the agent column's p99 roughly doubles.
+reports what it applied — through the agents (held 0.3–1 s, so they follow the fan-out;
+one ReportStatus per agent and flush, carrying its processes' reports) or from the
+direct clients (one ReportStatus each) — and spaced writes keep one update's reports out
+of the next one's fan-out.
 How: each simulated host is one `stageconfig-agent` process with its own tmpfs segment
 directory; the readers are `AttachedClient`s spread over them and over reader processes
 (the machine's 2 cores hold a few dozen such processes comfortably; the count is in the

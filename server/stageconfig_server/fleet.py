@@ -11,7 +11,8 @@ the ``FleetStore`` Protocol in ``fleet_service``. No gRPC, no SQL.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -40,6 +41,8 @@ MAX_COUNT = 2**53
 MAX_REPORT_BYTES = 256 * 1024
 """Largest encoded ReportStatusRequest. The field bounds above keep a valid report
 well below it (4 stages x 16 outcomes x 32 causes ≈ 170 KiB at worst)."""
+MAX_PROCESSES = 1024
+"""Worker processes' reports one request may carry (``ReportStatusRequest.processes``)."""
 OTHER_CAUSE = "(other causes)"
 """Where causes beyond the bound of a stored bucket are counted (reports summed into one
 minute may name more than 32 causes between them)."""
@@ -162,6 +165,15 @@ def check_report(report: StatusReport, head_revision: int) -> None:
             raise InvalidArgument(f"{where}.stage_type", "each stage may appear only once")
         seen.add(stage.state.stage_type)
         _check_stage(where, stage, head_revision)
+
+
+@contextmanager
+def nested_field(prefix: str) -> Iterator[None]:
+    """Prefix the field of an ``InvalidArgument`` raised inside (``processes[3].``)."""
+    try:
+        yield
+    except InvalidArgument as error:
+        raise InvalidArgument(f"{prefix}.{error.field}", error.description) from None
 
 
 def _check_stage(where: str, stage: StageReport, head: int) -> None:

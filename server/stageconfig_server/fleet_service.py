@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from stageconfig_server.domain import StageType
 from stageconfig_server.errors import InvalidArgument, StorageUnavailable
 from stageconfig_server.fleet import (
+    MAX_PROCESSES,
     ClientState,
     OutcomeBucket,
     StatusReport,
     check_report,
     highest_revision,
+    nested_field,
     redact_report,
 )
 from stageconfig_server.fleet_aggregate import (
@@ -53,6 +56,12 @@ class FleetStore(Protocol):
 
     async def record(self, report: StatusReport, now: datetime, bucket: timedelta) -> bool:
         """Store a report; False when its (client_id, sequence) was already counted."""
+        ...
+
+    async def record_many(
+        self, reports: Sequence[StatusReport], now: datetime, bucket: timedelta
+    ) -> list[bool]:
+        """Store reports in one transaction; per report, False when already counted."""
         ...
 
     async def clients(self, client_ids: Collection[str] | None = None) -> list[ClientState]:
@@ -99,7 +108,8 @@ class FleetService:
         self._listeners: list[ReportListener] = []
         self._pruner: asyncio.Task[None] | None = None
         self.latest: FleetStatus | None = None
-        """The newest default-window fleet view computed (metrics read it)."""
+        """The newest default-window fleet view computed, without its clients (the
+        metrics read its stages)."""
 
     def add_listener(self, listener: ReportListener) -> None:
         """Call ``listener(report, counted)`` after every stored or retried report."""
@@ -107,17 +117,39 @@ class FleetService:
 
     async def report(self, report: StatusReport) -> bool:
         """Check and store a report; False when it was a duplicate (nothing counted)."""
+        return (await self.report_batch(report, ()))[0]
+
+    async def report_batch(
+        self, report: StatusReport | None, processes: Sequence[StatusReport]
+    ) -> tuple[bool, list[bool]]:
+        """Check ``report`` (None: the request only carries others) and each of a host
+        agent's ``processes``, then store them all in one transaction; whether each was
+        counted (False: a retry). One bad entry refuses the whole batch, naming it
+        (``processes[3].stages[0].revision``); nothing is stored then."""
+        if len(processes) > MAX_PROCESSES:
+            raise InvalidArgument("processes", f"at most {MAX_PROCESSES} entries")
+        reports = ([report] if report is not None else []) + list(processes)
+        if not reports:
+            raise InvalidArgument("client_id", "the value is required")
         head = self._head()
-        if highest_revision(report) > head:
+        if max(highest_revision(r) for r in reports) > head:
             # Another replica may have committed revisions this one has not applied yet.
             await self._catch_up()
             head = self._head()
-        check_report(report, head)
-        report = redact_report(report, self._secrets())
-        counted = await self._store.record(report, self._now(), BUCKET)
-        for listener in self._listeners:
-            listener(report, counted)
-        return counted
+        if report is not None:
+            check_report(report, head)
+        for i, process in enumerate(processes):
+            with nested_field(f"processes[{i}]"):
+                check_report(process, head)
+        secrets = list(self._secrets())
+        reports = [redact_report(r, secrets) for r in reports]
+        counted = await self._store.record_many(reports, self._now(), BUCKET)
+        for checked, was_counted in zip(reports, counted, strict=True):
+            for listener in self._listeners:
+                listener(checked, was_counted)
+        if report is None:
+            return False, counted
+        return counted[0], counted[1:]
 
     async def status(self, stage: StageType | None, window_seconds: int) -> FleetStatus:
         """The fleet per stage and revision over the window (0 → 15 minutes)."""
@@ -140,7 +172,9 @@ class FleetService:
             window_seconds=window,
         )
         if stage is None and window == DEFAULT_WINDOW_SECONDS:
-            self.latest = view
+            # The metrics read the stages only: holding every client's view between
+            # refreshes would keep a few hundred bytes per worker process alive.
+            self.latest = replace(view, clients=())
         return view
 
     async def client_views(self, client_ids: Collection[str]) -> dict[str, ClientView]:

@@ -94,3 +94,41 @@ async def test_a_report_to_one_replica_shows_on_another_and_counts_once(
             seen = voice_revision(status, revision)
             assert (seen.clients, seen.succeeded, seen.failed) == (2, 22, 3)
             assert [c.client_id for c in status.clients] == ["newcomer", "replica-worker"]
+
+
+async def test_an_agents_batch_retried_on_three_replicas_at_once_counts_once(
+    replicas: list[ServerProcess],
+) -> None:
+    # PostgreSQL: the batch locks its clients' rows in client_id order, so batches over
+    # the same clients (listed in different orders) wait for each other, never deadlock.
+    a, b, c = replicas
+    async with (
+        grpc.aio.insecure_channel(a.target) as to_a,
+        grpc.aio.insecure_channel(b.target) as to_b,
+        grpc.aio.insecure_channel(c.target) as to_c,
+    ):
+        stubs = [pbg.StageConfigServiceStub(ch) for ch in (to_a, to_b, to_c)]
+        written = await stubs[0].UpdateConfig(
+            pb.UpdateConfigRequest(
+                stage_type=VOICE,
+                provider_kind=pb.PROVIDER_KIND_SPEECHKIT,
+                api_key="AQVN-replica-test-key",
+                model="jane",
+            )
+        )
+        revision = written.config.revision
+        entries = [voice_report(1, revision, 2, client_id=f"proc-{i:03d}") for i in range(200)]
+        for sequence in (1, 2):  # the first creates the rows, the second updates them
+            for entry in entries:
+                entry.sequence = sequence
+            answers = await asyncio.gather(
+                *(
+                    stub.ReportStatus(pb.ReportStatusRequest(processes=entries[::step]))
+                    for stub, step in zip(stubs, (1, -1, 1), strict=True)
+                )
+            )
+            counted = sum(not d for answer in answers for d in answer.process_duplicates)
+            assert counted == len(entries)
+        status = await stubs[2].GetFleetStatus(pb.GetFleetStatusRequest(stage_type=VOICE))
+        seen = voice_revision(status, revision)
+        assert (seen.clients, seen.succeeded, seen.failed) == (200, 800, 400)

@@ -6,17 +6,18 @@ SQLite's ``BEGIN IMMEDIATE`` serializes writers anyway), its highest counted seq
 compared, and the outcomes added in the same transaction. Two replicas handed the same
 retried report therefore count it once: the second waits for the first's commit, then
 sees its sequence. A first report racing another for a new client_id loses on the
-primary key and is retried once, as a report of a known client.
+primary key and is retried once, as a report of a known client. A host agent's batch
+(its processes' reports) is one such transaction for all of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -38,6 +39,9 @@ from stageconfig_server.fleet_routes import accumulate, route_from_json, route_t
 _clients = cast(Table, FleetClientRow.__table__)
 _outcomes = cast(Table, FleetOutcomeRow.__table__)
 
+_IDS_PER_QUERY = 500
+"""Client ids per locking read (well below any driver's bound on parameters)."""
+
 MAX_OUTCOME_ROWS_PER_CLIENT = 60_000
 """Stored outcome buckets per client: a week of one-minute buckets for six stage
 revisions at once. Beyond it the client's oldest buckets go first."""
@@ -58,58 +62,98 @@ class FleetReports(Database):
         A report from another incarnation of the client (a different host or pid) starts
         the sequence afresh: a retry always comes from the process that sent it first.
         """
+        return (await self.record_many([report], now, bucket))[0]
+
+    async def record_many(
+        self, reports: Sequence[StatusReport], now: datetime, bucket: timedelta
+    ) -> list[bool]:
+        """Store ``reports`` in one transaction (a host agent's batch); per report, False
+        when its (client_id, sequence) was already counted. All or nothing."""
         for attempt in range(2):
             try:
                 async with self._write() as conn:
-                    return await self._record(conn, report, now, bucket)
+                    return await self._record_many(conn, reports, now, bucket)
             except IntegrityError:
                 if attempt:
                     raise
         raise AssertionError("unreachable")
 
-    async def _record(
-        self, conn: AsyncConnection, report: StatusReport, now: datetime, bucket: timedelta
-    ) -> bool:
-        row = (
-            await conn.execute(
-                select(_clients.c.last_sequence, _clients.c.host, _clients.c.pid, _clients.c.stages)
-                .where(_clients.c.client_id == report.client_id)
-                .with_for_update()
+    async def _record_many(
+        self,
+        conn: AsyncConnection,
+        reports: Sequence[StatusReport],
+        now: datetime,
+        bucket: timedelta,
+    ) -> list[bool]:
+        # One locking read for every client of the batch (in client_id order, so two
+        # batches lock in the same order), then the decisions in memory, then one
+        # executemany per kind of write: a round trip per statement, not per report.
+        stored = await self._locked_clients(conn, sorted({r.client_id for r in reports}))
+        existing = set(stored)
+        written: dict[str, dict[str, Any]] = {}
+        counted: list[bool] = []
+        for report in reports:
+            row = stored.get(report.client_id)
+            same_process = row is not None and (row["host"], row["pid"]) == (
+                report.host,
+                report.pid,
             )
-        ).first()
-        values: dict[str, Any] = {
-            "host": report.host,
-            "pid": report.pid,
-            "client_version": report.client_version,
-            "applied_revision": report.applied_revision,
-            "last_sequence": report.sequence,
-            "report_interval_seconds": report.interval_seconds,
-            "last_report_time": now,
-            "stages": [_state_to_json(s.state) for s in report.stages],
-        }
-        if row is not None and (row.host, row.pid) == (report.host, report.pid):
-            # The same process: its route counts add up (see ``fleet_routes``).
-            values["stages"] = _with_route_totals(values["stages"], row.stages or [])
-        if row is None:
-            await conn.execute(insert(_clients).values(client_id=report.client_id, **values))
-        else:
-            same_process = (row.host, row.pid) == (report.host, report.pid)
-            if same_process and report.sequence <= row.last_sequence:
-                return False
+            if row is not None and same_process and report.sequence <= row["last_sequence"]:
+                counted.append(False)
+                continue
+            values = _client_values(report, now)
+            if row is not None and same_process:
+                # The same process: its route counts add up (see ``fleet_routes``).
+                values["stages"] = _with_route_totals(values["stages"], row["stages"] or [])
+            stored[report.client_id] = written[report.client_id] = values
+            counted.append(True)
+        new = [{"client_id": c, **v} for c, v in written.items() if c not in existing]
+        if new:
+            await conn.execute(insert(_clients), new)
+        known = [{"b_client_id": c, **v} for c, v in written.items() if c in existing]
+        if known:
             await conn.execute(
-                update(_clients).where(_clients.c.client_id == report.client_id).values(**values)
+                update(_clients).where(_clients.c.client_id == bindparam("b_client_id")), known
             )
         start = _bucket_start(now, bucket)
-        added = False
-        for stage in report.stages:
-            for outcome in stage.outcomes:
-                if not outcome.empty:
-                    added |= await self._add_outcome(
+        grown: set[str] = set()
+        for report, is_counted in zip(reports, counted, strict=True):
+            for stage in report.stages if is_counted else ():
+                for outcome in stage.outcomes:
+                    if not outcome.empty and await self._add_outcome(
                         conn, report.client_id, stage.state.stage_type, start, outcome
-                    )
-        if added:
-            await self._bound_client(conn, report.client_id)
-        return True
+                    ):
+                        grown.add(report.client_id)
+        for client_id in sorted(grown):
+            await self._bound_client(conn, client_id)
+        return counted
+
+    async def _locked_clients(
+        self, conn: AsyncConnection, client_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The stored rows of ``client_ids`` (those that exist), locked for the transaction."""
+        rows: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(client_ids), _IDS_PER_QUERY):
+            result = await conn.execute(
+                select(
+                    _clients.c.client_id,
+                    _clients.c.last_sequence,
+                    _clients.c.host,
+                    _clients.c.pid,
+                    _clients.c.stages,
+                )
+                .where(_clients.c.client_id.in_(client_ids[i : i + _IDS_PER_QUERY]))
+                .order_by(_clients.c.client_id)
+                .with_for_update()
+            )
+            for row in result:
+                rows[row.client_id] = {
+                    "last_sequence": row.last_sequence,
+                    "host": row.host,
+                    "pid": row.pid,
+                    "stages": row.stages,
+                }
+        return rows
 
     async def _add_outcome(
         self,
@@ -216,6 +260,20 @@ class FleetReports(Database):
                 await conn.execute(delete(_clients).where(_clients.c.last_report_time < before))
             ).rowcount
         return int(gone)
+
+
+def _client_values(report: StatusReport, now: datetime) -> dict[str, Any]:
+    """A client's row (without its id) as ``report`` leaves it."""
+    return {
+        "host": report.host,
+        "pid": report.pid,
+        "client_version": report.client_version,
+        "applied_revision": report.applied_revision,
+        "last_sequence": report.sequence,
+        "report_interval_seconds": report.interval_seconds,
+        "last_report_time": now,
+        "stages": [_state_to_json(s.state) for s in report.stages],
+    }
 
 
 def _bucket_start(now: datetime, bucket: timedelta) -> datetime:

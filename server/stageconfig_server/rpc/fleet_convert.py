@@ -21,13 +21,43 @@ from stageconfig_server.rpc.route_convert import (
 )
 
 
-def report_from_pb(request: pb.ReportStatusRequest) -> StatusReport:
-    """A ReportStatus request in domain terms: bounded in size and with known stages
-    (the field checks follow in ``fleet.check_report``)."""
-    size = request.ByteSize()
+def batch_from_pb(
+    request: pb.ReportStatusRequest,
+) -> tuple[StatusReport | None, list[StatusReport]]:
+    """A ReportStatus request in domain terms: the caller's own report (None when the
+    request only carries ``processes``, a host agent's) and its processes' reports, each
+    bounded in size and with known stages (the field checks follow in
+    ``fleet_service.report_batch``)."""
+    processes: list[StatusReport] = []
+    nested_bytes = 0
+    for i, entry in enumerate(request.processes):
+        where = f"processes[{i}]"
+        if entry.processes:
+            raise InvalidArgument(
+                f"{where}.processes", "a process's report may not carry processes itself"
+            )
+        processes.append(report_from_pb(entry, where))
+        nested_bytes += entry.ByteSize()
+    if request.processes and not request.client_id:
+        if request.sequence or request.applied_revision or request.stages:
+            raise InvalidArgument(
+                "client_id", "is required: the request reports for itself besides its processes"
+            )
+        return None, processes
+    return report_from_pb(request, size=request.ByteSize() - nested_bytes), processes
+
+
+def report_from_pb(
+    request: pb.ReportStatusRequest, where: str = "", size: int | None = None
+) -> StatusReport:
+    """One report in domain terms, bounded in size (``where``: the prefix of its fields'
+    paths, ``size``: its encoded size when it carries others)."""
+    prefix = f"{where}." if where else ""
+    size = request.ByteSize() if size is None else size
     if size > MAX_REPORT_BYTES:
         raise InvalidArgument(
-            "stages", f"the report is {size} bytes; a report may be at most {MAX_REPORT_BYTES}"
+            f"{prefix}stages",
+            f"the report is {size} bytes; a report may be at most {MAX_REPORT_BYTES}",
         )
     return StatusReport(
         client_id=request.client_id,
@@ -36,7 +66,9 @@ def report_from_pb(request: pb.ReportStatusRequest) -> StatusReport:
         host=request.host,
         pid=request.pid,
         client_version=request.client_version,
-        stages=tuple(_stage_from_pb(s, f"stages[{i}]") for i, s in enumerate(request.stages)),
+        stages=tuple(
+            _stage_from_pb(s, f"{prefix}stages[{i}]") for i, s in enumerate(request.stages)
+        ),
         report_interval_seconds=request.report_interval_seconds,
     )
 

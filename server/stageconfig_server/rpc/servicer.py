@@ -262,12 +262,17 @@ class StageConfigServicer:
     async def ReportStatus(  # noqa: N802
         self, request: pb.ReportStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ReportStatusResponse:
-        """A worker's report: stored once per (client_id, sequence)."""
+        """A worker's report (and a host agent's processes' reports, in one
+        transaction): stored once per (client_id, sequence)."""
         fleet = await self._fleet_or_abort(context)
 
         async def run() -> pb.ReportStatusResponse:
-            counted = await fleet.report(fleet_convert.report_from_pb(request))
-            return pb.ReportStatusResponse(duplicate=not counted)
+            own, processes = fleet_convert.batch_from_pb(request)
+            counted, each = await fleet.report_batch(own, processes)
+            return pb.ReportStatusResponse(
+                duplicate=own is not None and not counted,
+                process_duplicates=[not c for c in each],
+            )
 
         return await _answer(context, run())
 

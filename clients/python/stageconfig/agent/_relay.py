@@ -1,13 +1,16 @@
-"""The agent's report relay: worker processes' datagrams in, one ReportStatus per
-process out — so the fleet view (GetFleetStatus, ListWatchers) lists every worker
-process with its own client_id, host, pid, applied revision, NACKs and task outcomes.
+"""The agent's report relay: worker processes' datagrams in, one ReportStatus per turn
+out carrying every process's report (``ReportStatusRequest.processes``, stored by the
+server in one transaction) — so the fleet view (GetFleetStatus, ListWatchers) lists
+every worker process with its own client_id, host, pid, applied revision, NACKs and task
+outcomes, and a burst of 1,000 process reports costs the server one call, not 1,000.
 
 One daemon thread. Reports are held ``_HOLD_SECONDS`` before they are forwarded (the
 burst after a publish goes out after the fan-out, spread). Each datagram
 (``stageconfig._attached_reports``) becomes a report with the next ``sequence`` of that
-client_id (seeded from the clock, as a direct client's). Reports are sent concurrently
-(futures on the agent's channel). One the server did not answer is retried as it is
-(same sequence) at the next turn; one it refuses for good is dropped. While a process
+client_id (seeded from the clock, as a direct client's). Each turn sends the oldest
+queued report of every process, batched (at most 1,024 reports and 1 MiB per call). A
+batch the server did not answer is retried as it is (same sequences) at the next turn;
+one it refuses for good is dropped. While a process
 lives (``kill(pid, 0)``) and sends nothing, its last report is repeated every interval
 without outcomes — the keepalive a direct client's report thread would send; a process
 that is gone is forgotten.
@@ -24,6 +27,7 @@ import logging
 import math
 import os
 import random
+import re
 import select
 import socket
 import threading
@@ -53,6 +57,10 @@ it is read and forwarded. After a publish every worker process reports at once; 
 the burst is parsed and reaches the server after the fan-out instead of competing with
 it for the host's and the server's CPU (a direct client coalesces its reports for the
 same reason), and the agents of a fleet do not all report in the same instant."""
+_MAX_BATCH = 1024
+"""Reports per ReportStatus (the server's bound on ``processes``)."""
+_MAX_BATCH_BYTES = 1 << 20
+"""Encoded reports per ReportStatus: well under grpc's 4 MiB message bound."""
 _RETRIED = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED"})
 
 
@@ -150,6 +158,8 @@ class Relay:
         self._socket = sock
         self.forwarded = 0
         """Reports the server acknowledged."""
+        self._batched = True
+        """False once the server turned out to predate ``ReportStatusRequest.processes``."""
 
     @property
     def processes(self) -> int:
@@ -238,33 +248,90 @@ class Relay:
             self._queue(process, process.last, with_outcomes=False)
 
     def _send_queued(self) -> None:
+        """One ReportStatus per batch: the oldest queued report of every process, up to
+        ``_MAX_BATCH`` reports and ``_MAX_BATCH_BYTES`` per call (the server stores a
+        batch in one transaction). A retried batch repeats each report's sequence."""
         from stageconfig_contract.v1 import stage_config_pb2_grpc as pbg
 
-        calls = []
         try:
             stub = pbg.StageConfigServiceStub(self._channel())
         except ValueError:  # the agent's client is closing
             return
-        for process in self._processes.values():
-            if process.queued:
-                request = process.queued[0]
-                calls.append(
-                    (process, request, stub.ReportStatus.future(request, timeout=_CALL_SECONDS))
-                )
-        for process, request, call in calls:
+        legacy = not self._batched
+        calls = [
+            (chunk, stub.ReportStatus.future(_request(chunk, legacy), timeout=_CALL_SECONDS))
+            for chunk in _batches([p for p in self._processes.values() if p.queued], legacy)
+        ]
+        for chunk, call in calls:
             try:
                 call.result()
             except Exception as exc:  # a grpc.RpcError, or the channel closed under it
-                code_of = getattr(exc, "code", None)
-                code = code_of() if callable(code_of) else None
-                if code is None or code.name in _RETRIED:
-                    continue  # the same report (same sequence) at the next turn
-                log.warning(
-                    "stageconfig-agent: the server refused %s's report (%s); dropped",
-                    process.client_id,
-                    code.name,
-                )
+                if not self._refused(chunk, exc, legacy):
+                    continue  # the same reports (same sequences) at the next turn
             else:
-                self.forwarded += 1
-            if process.queued and process.queued[0] is request:
-                process.queued.pop(0)
+                self.forwarded += len(chunk)
+            for process, request in chunk:
+                if process.queued and process.queued[0] is request:
+                    process.queued.pop(0)
+
+    def _refused(
+        self, chunk: list[tuple[_Process, pb.ReportStatusRequest]], exc: Exception, legacy: bool
+    ) -> bool:
+        """Whether the failed call's reports are dropped (False: retried as they are)."""
+        code_of, details_of = getattr(exc, "code", None), getattr(exc, "details", None)
+        code = code_of() if callable(code_of) else None
+        if code is None or code.name in _RETRIED:
+            return False
+        details = str(details_of() or "") if callable(details_of) else ""
+        if code.name == "INVALID_ARGUMENT" and not legacy:
+            if details.startswith("client_id:"):
+                # A server from before ReportStatusRequest.processes saw an empty report:
+                # one call per process from now on.
+                log.info("stageconfig-agent: the server takes one report per call")
+                self._batched = False
+                return False
+            if (bad := re.match(r"processes\[(\d+)\]", details)) and int(bad[1]) < len(chunk):
+                # One process's report is wrong: drop it, send the others again.
+                process, request = chunk.pop(int(bad[1]))
+                log.warning(
+                    "stageconfig-agent: %s's report refused (%s)", process.client_id, details
+                )
+                if process.queued and process.queued[0] is request:
+                    process.queued.pop(0)
+                return False
+        log.warning(
+            "stageconfig-agent: the server refused %d reports (%s: %s); dropped",
+            len(chunk),
+            code.name,
+            details,
+        )
+        return True
+
+
+def _request(
+    chunk: list[tuple[_Process, pb.ReportStatusRequest]], legacy: bool
+) -> pb.ReportStatusRequest:
+    """A ReportStatus with no report of its own, carrying the processes' reports (the
+    report itself, for a server from before ``processes``)."""
+    if legacy:
+        return chunk[0][1]
+    return pb.ReportStatusRequest(processes=[request for _, request in chunk])
+
+
+def _batches(
+    processes: list[_Process], legacy: bool = False
+) -> list[list[tuple[_Process, pb.ReportStatusRequest]]]:
+    """The oldest queued report of each process, in chunks the server takes (one report
+    each for a server from before ``processes``)."""
+    most = 1 if legacy else _MAX_BATCH
+    chunks: list[list[tuple[_Process, pb.ReportStatusRequest]]] = []
+    size = 0
+    for process in processes:
+        request = process.queued[0]
+        entry = request.ByteSize() + 8  # the field's tag and length
+        if not chunks or len(chunks[-1]) >= most or size + entry > _MAX_BATCH_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append((process, request))
+        size += entry
+    return chunks

@@ -1798,6 +1798,7 @@ class ReportStatusRequest(_message.Message):
     STAGES_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     REPORT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    PROCESSES_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     """The name the client watches under (WatchConfigRequest.client_id)."""
     applied_revision: _builtins.int
@@ -1813,6 +1814,16 @@ class ReportStatusRequest(_message.Message):
     """How often the client reports; it is called silent after three periods without one."""
     @_builtins.property
     def stages(self) -> _containers.RepeatedCompositeFieldContainer[Global___StageReport]: ...
+    @_builtins.property
+    def processes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportStatusRequest]:
+        """Reports of the worker processes behind this client (a host agent), stored in one
+        transaction with this one: each is counted as a client of its own, idempotent per
+        its own (client_id, sequence), and checked like a report of its own (errors name
+        `processes[i].…`; one bad entry refuses the whole request). Entries may not carry
+        `processes` themselves; at most 1024. With an empty client_id (and nothing else set)
+        the request only carries these.
+        """
+
     def __init__(
         self,
         *,
@@ -1824,10 +1835,11 @@ class ReportStatusRequest(_message.Message):
         stages: _abc.Iterable[Global___StageReport] | None = ...,
         sequence: _builtins.int = ...,
         report_interval_seconds: _builtins.int = ...,
+        processes: _abc.Iterable[Global___ReportStatusRequest] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_revision", b"applied_revision", "client_id", b"client_id", "client_version", b"client_version", "host", b"host", "pid", b"pid", "report_interval_seconds", b"report_interval_seconds", "sequence", b"sequence", "stages", b"stages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_revision", b"applied_revision", "client_id", b"client_id", "client_version", b"client_version", "host", b"host", "pid", b"pid", "processes", b"processes", "report_interval_seconds", b"report_interval_seconds", "sequence", b"sequence", "stages", b"stages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1838,16 +1850,22 @@ class ReportStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DUPLICATE_FIELD_NUMBER: _builtins.int
+    PROCESS_DUPLICATES_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
     """True when the server had already counted this (client_id, sequence)."""
+    @_builtins.property
+    def process_duplicates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """Per entry of ReportStatusRequest.processes, in order: true when already counted."""
+
     def __init__(
         self,
         *,
         duplicate: _builtins.bool = ...,
+        process_duplicates: _abc.Iterable[_builtins.bool] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "process_duplicates", b"process_duplicates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
