@@ -27,6 +27,7 @@ from stageconfig_server.rpc import convert, fleet_convert, rollout_convert
 from stageconfig_server.rpc.identity import ANONYMOUS, Caller, Role
 from stageconfig_server.rpc.refusals import RefusalLog
 from stageconfig_server.rpc.status import internal_status, status_for
+from stageconfig_server.rpc.watcher_convert import watcher_to_pb
 from stageconfig_server.service import ConfigService
 
 log = logging.getLogger(__name__)
@@ -230,27 +231,10 @@ class StageConfigServicer:
     ) -> pb.ListWatchersResponse:
         """Every connected WatchConfig stream, with what its client last reported."""
         reports = await _answer(context, self._reports_of_watchers())
-        watchers = []
-        for w in sorted(self._broadcaster.watchers, key=lambda w: w.connected_since):
-            info = pb.WatcherInfo(
-                client_id=w.client_id,
-                peer=w.peer,
-                stage_types=[convert.stage_to_pb(s) for s in sorted(w.stages)],
-                last_revision=w.last_revision,
-                actor=w.actor,
-                client_version=w.client_version,
-                canary_stages=[
-                    convert.stage_to_pb(s)
-                    for s in sorted(w.stages)
-                    if (r := self._service.running_rollout(s)) is not None
-                    and r.cohort.contains(w.cohort_id)
-                ],
-            )
-            if (ts := convert.timestamp(w.connected_since)) is not None:
-                info.connected_since.CopyFrom(ts)
-            if (report := reports.get(w.client_id)) is not None:
-                fleet_convert.fill_watcher(info, report)
-            watchers.append(info)
+        watchers = [
+            watcher_to_pb(w, self._service.running_rollout, reports.get(w.client_id))
+            for w in sorted(self._broadcaster.watchers, key=lambda w: w.connected_since)
+        ]
         return pb.ListWatchersResponse(watchers=watchers, head_revision=self._service.head_revision)
 
     async def _reports_of_watchers(self) -> dict[str, ClientView]:
