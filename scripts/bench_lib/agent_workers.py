@@ -3,7 +3,8 @@
 
 - ``process_cost``: → ("result", {...}): RSS and threads this process gained by
   attaching to an agent, or by starting a direct ConfigClient (``spec.mode``), over
-  the same baseline (``import stageconfig`` and its types); in attached mode also the
+  the same baseline (json, logging, pathlib and socket, which every worker process
+  already holds, and ``import stageconfig`` with its types); in attached mode also the
   hot read, timer-corrected per call and as batch means.
 - ``readers``: → ("ready", ok, failed), then ("applied", revision, times) each time
   every reader of the process returns a new revision from ``get()``;
@@ -49,6 +50,14 @@ class CostSpec:
 
 def process_cost(conn: Connection, spec: CostSpec) -> None:
     """Measure one client's cost in this fresh process (see the module)."""
+    # The baseline is a worker process before its config client: the standard modules
+    # every worker already holds (a Celery child inherits them from its parent) and the
+    # app's own `import stageconfig` with its types. What is measured is the client.
+    import json  # noqa: F401
+    import logging  # noqa: F401
+    import pathlib  # noqa: F401
+    import socket  # noqa: F401
+
     import stageconfig
     from stageconfig import StageType  # the app's own import: in the baseline
 

@@ -35,9 +35,12 @@ average ~300, streams going silent — so the full run holds 250). A reader proc
 its readers' `get()` every 1 ms — the same sweep for both columns — and stamps when each
 returned the new revision; "every reader" is the last of them, from the UpdateConfig
 acknowledgement. etcd is scenario c's code with as many watchers, in the same run.
-Worker cost is measured in fresh spawned processes over the same baseline (`import
-stageconfig` and its types, as any app using them has): VmRSS and OS threads after the
-client is ready. Server RSS per reader is the server's VmRSS while the readers are held
+Worker cost is measured in fresh spawned processes over the same baseline (the standard
+modules every worker process already holds — json, logging, pathlib, socket; a Celery
+child inherits them from its parent — and `import stageconfig` with its types, as any app
+using them has): VmRSS and OS threads after the client is ready. A process that never
+routes provider calls does not load the breaker module (hashlib's OpenSSL and email.utils,
+about 5 MB). Server RSS per reader is the server's VmRSS while the readers are held
 (their agents' streams and every reader's fleet report included) minus before, over the
 readers."""
 

@@ -20,15 +20,18 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stageconfig._breaker import RouteCounts, default_registry
 from stageconfig._outcomes import OutcomeLedger, Outcomes
 from stageconfig._types import StageConfig, StageType
 from stageconfig._validation import Refusal
+
+if TYPE_CHECKING:
+    from stageconfig._breaker import RouteCounts
 
 MESSAGE_VERSION = 1
 MAX_DATAGRAM = 65_536
@@ -61,6 +64,23 @@ def route_to_dict(counts: RouteCounts) -> dict[str, Any]:
         "failovers": counts.failovers,
         "opened": counts.breaker_opened,
         "cause": counts.last_failure_cause.value,
+    }
+
+
+def _route_reports(
+    configs: Mapping[StageType, StageConfig], stages: frozenset[StageType]
+) -> dict[str, list[dict[str, Any]]]:
+    """This process's route breakers per stage, drained. Only a process that routed
+    calls (``run_with_fallback``) has loaded ``_breaker``; the others have nothing to
+    report and do not pay for importing it (hashlib's OpenSSL, email.utils: ~5 MB)."""
+    breakers = sys.modules.get("stageconfig._breaker")
+    if breakers is None:
+        return {}
+    registry = breakers.default_registry()
+    return {
+        s.value: [route_to_dict(r) for r in registry.drain(s, c.routes())]
+        for s, c in configs.items()
+        if s in stages
     }
 
 
@@ -118,11 +138,7 @@ class ReportSender:
             # This process's route breakers (fallback routing), drained like outcomes;
             # counts of a datagram the agent does not take are not kept (a breaker's
             # state is sent again with the next one).
-            "routes": {
-                s.value: [route_to_dict(r) for r in default_registry().drain(s, c.routes())]
-                for s, c in configs.items()
-                if s in stages
-            },
+            "routes": _route_reports(configs, stages),
             "interval": self.interval,
         }
         data = json.dumps(message, separators=(",", ":")).encode()
