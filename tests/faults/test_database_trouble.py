@@ -110,10 +110,11 @@ async def test_a_full_disk_answers_unavailable_and_recovers_when_space_returns(
     filler = tiny_filesystem / "filler"
 
     async def fill_the_disk() -> None:
-        with filler.open("wb") as out, contextlib.suppress(OSError):
+        # Unbuffered: a buffered file's close would flush the unwritten rest and raise
+        # ENOSPC outside the suppress.
+        with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
             while True:  # until ENOSPC, then byte-sized chunks for the last blocks
                 out.write(b"\0" * 65536)
-                out.flush()
         with filler.open("ab", buffering=0) as out, contextlib.suppress(OSError):
             while True:
                 out.write(b"\0" * 512)
